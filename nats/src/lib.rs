@@ -1,0 +1,26 @@
+//! The only crate that knows JetStream. It owns:
+//! - [`Pipeline`]: the connection (with retry), the idempotent creation of the work stream, the
+//!   events stream, one durable consumer per stage and the job bucket; publishing to a stage;
+//!   queue statistics and health;
+//! - [`JobStore`]: job records in the `jetscribe_jobs` bucket, updated by compare-and-set;
+//! - [`EventPublisher`]: job events on `jetscribe.events.<job_id>`;
+//! - [`stage`]: the [`Stage`] trait and the loop that alone acks, naks, heartbeats, limits
+//!   concurrency and stops on shutdown;
+//! - [`LocalNatsServer`]: a private `nats-server -js` child, for `jetscribe up` and for tests;
+//! - [`trace_context`]: the OpenTelemetry context carried in message headers.
+
+mod events;
+mod jobs;
+mod pipeline;
+mod server;
+pub mod stage;
+pub mod trace_context;
+
+pub use events::EventPublisher;
+pub use jobs::{JobStore, JobStoreError};
+pub use pipeline::{Pipeline, PipelineError, PipelineSettings, StageQueue};
+pub use server::{LocalNatsServer, ServerError};
+pub use stage::{JobContext, Outcome, Stage, StageError, StageLoopSettings, run_stage};
+
+/// Re-exported so that callers can name client types without depending on async-nats directly.
+pub use async_nats;

@@ -1,0 +1,315 @@
+//! Connection and topology: the work stream, one durable pull consumer per stage, the events
+//! stream and the job bucket, all created idempotently so that every process may start first.
+//!
+//! Written for nats-server 2.9 as well as newer servers: one `filter_subject` per consumer (2.9
+//! silently ignores `filter_subjects`), bucket-wide `max_age` (no per-message TTL).
+
+use std::time::Duration;
+
+use async_nats::jetstream::{self, consumer, kv, stream};
+use async_nats::{ConnectOptions, HeaderMap};
+use proto_msgs::{CodecError, PipelineMessage, Stage};
+use tracing::{info, warn};
+
+use crate::{EventPublisher, JobStore, trace_context};
+
+/// A JetStream operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    #[error("cannot connect to NATS at {url}: {reason}")]
+    Connect { url: String, reason: String },
+    #[error("cannot set up JetStream {what}: {reason}")]
+    Setup { what: String, reason: String },
+    #[error("publish failed: {0}")]
+    Publish(String),
+    #[error("JetStream request failed: {0}")]
+    Request(String),
+    #[error(transparent)]
+    Codec(#[from] CodecError),
+}
+
+impl PipelineError {
+    pub(crate) fn publish(err: impl std::fmt::Display) -> Self {
+        PipelineError::Publish(err.to_string())
+    }
+    fn setup(what: impl Into<String>, err: impl std::fmt::Display) -> Self {
+        PipelineError::Setup {
+            what: what.into(),
+            reason: err.to_string(),
+        }
+    }
+    fn request(err: impl std::fmt::Display) -> Self {
+        PipelineError::Request(err.to_string())
+    }
+}
+
+/// How the pipeline is laid out on the server.
+#[derive(Debug, Clone)]
+pub struct PipelineSettings {
+    pub nats_url: String,
+    /// Name this client shows in the server's connection list.
+    pub client_name: String,
+    /// How long the server waits for an ack (or an in-progress ack) before redelivering.
+    pub ack_wait: Duration,
+    /// Deliveries of one stage message before the job is failed.
+    pub max_deliver: i64,
+    /// How long job records and events are kept (JOB_CLEANUP_DAYS).
+    pub retention: Duration,
+    /// How long a connection attempt may keep retrying at start-up before giving up.
+    pub connect_timeout: Duration,
+}
+
+impl PipelineSettings {
+    pub fn new(nats_url: impl Into<String>) -> Self {
+        Self {
+            nats_url: nats_url.into(),
+            client_name: "jetscribe".to_owned(),
+            ack_wait: Duration::from_secs(60),
+            max_deliver: 5,
+            retention: Duration::from_secs(7 * 24 * 3600),
+            connect_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Queue figures of one stage, for `/jobs/processing`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct StageQueue {
+    pub stage: Stage,
+    /// Messages waiting for a worker.
+    pub pending: u64,
+    /// Messages delivered to a worker and not yet acknowledged.
+    pub in_progress: usize,
+    /// Pull requests waiting on the server: idle workers of this stage.
+    pub waiting_workers: usize,
+}
+
+/// A connected, set-up pipeline. Cheap to clone.
+#[derive(Clone)]
+pub struct Pipeline {
+    client: async_nats::Client,
+    js: jetstream::Context,
+    jobs: JobStore,
+    events: EventPublisher,
+    settings: PipelineSettings,
+}
+
+impl Pipeline {
+    /// Connects (retrying with backoff until `connect_timeout`) and makes sure the streams,
+    /// consumers and bucket exist.
+    pub async fn connect(settings: PipelineSettings) -> Result<Self, PipelineError> {
+        let client = connect_with_retry(&settings).await?;
+        let js = jetstream::new(client.clone());
+        let kv = ensure_topology(&js, &settings).await?;
+        Ok(Self {
+            client,
+            jobs: JobStore::new(kv),
+            events: EventPublisher::new(js.clone()),
+            js,
+            settings,
+        })
+    }
+
+    pub fn jobs(&self) -> &JobStore {
+        &self.jobs
+    }
+
+    pub fn events(&self) -> &EventPublisher {
+        &self.events
+    }
+
+    pub fn settings(&self) -> &PipelineSettings {
+        &self.settings
+    }
+
+    pub fn client(&self) -> &async_nats::Client {
+        &self.client
+    }
+
+    pub fn jetstream(&self) -> &jetstream::Context {
+        &self.js
+    }
+
+    /// Publishes a message to its stage with `Nats-Msg-Id = <job_id>:<stage>` (so that a retried
+    /// publish is stored once) and the current trace context; returns once JetStream stored it.
+    pub async fn publish<M: PipelineMessage>(&self, message: &M) -> Result<(), PipelineError> {
+        let payload = proto_msgs::encode(message)?;
+        self.publish_raw(M::STAGE, message.job_id(), payload).await
+    }
+
+    pub(crate) async fn publish_raw(
+        &self,
+        stage: Stage,
+        job_id: uuid::Uuid,
+        payload: Vec<u8>,
+    ) -> Result<(), PipelineError> {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            proto_msgs::MSG_ID_HEADER,
+            format!("{job_id}:{}", stage.name()).as_str(),
+        );
+        trace_context::inject_current(&mut headers);
+        self.js
+            .publish_with_headers(stage.subject(), headers, payload.into())
+            .await
+            .map_err(PipelineError::publish)?
+            .await
+            .map_err(PipelineError::publish)?;
+        Ok(())
+    }
+
+    pub(crate) async fn consumer(
+        &self,
+        stage: Stage,
+    ) -> Result<consumer::Consumer<consumer::pull::Config>, PipelineError> {
+        self.js
+            .get_consumer_from_stream(stage.consumer_name(), proto_msgs::PIPELINE_STREAM)
+            .await
+            .map_err(|err| PipelineError::setup(format!("consumer {}", stage.consumer_name()), err))
+    }
+
+    /// Pending and in-flight messages of each stage.
+    pub async fn queues(&self) -> Result<Vec<StageQueue>, PipelineError> {
+        let stream = self
+            .js
+            .get_stream(proto_msgs::PIPELINE_STREAM)
+            .await
+            .map_err(PipelineError::request)?;
+        let mut queues = Vec::with_capacity(Stage::ALL.len());
+        for stage in Stage::ALL {
+            let info = stream
+                .consumer_info(stage.consumer_name())
+                .await
+                .map_err(PipelineError::request)?;
+            queues.push(StageQueue {
+                stage,
+                pending: info.num_pending,
+                in_progress: info.num_ack_pending,
+                waiting_workers: info.num_waiting,
+            });
+        }
+        Ok(queues)
+    }
+
+    /// Whether the connection is up and JetStream answers.
+    pub async fn check_health(&self) -> Result<(), PipelineError> {
+        if self.client.connection_state() != async_nats::connection::State::Connected {
+            return Err(PipelineError::Request(format!(
+                "NATS connection is {}",
+                self.client.connection_state()
+            )));
+        }
+        // A stream info request proves JetStream answers (the account info request's 2.9 reply
+        // is not parsed by async-nats).
+        self.js
+            .get_stream(proto_msgs::PIPELINE_STREAM)
+            .await
+            .map(|_| ())
+            .map_err(PipelineError::request)
+    }
+}
+
+async fn connect_with_retry(
+    settings: &PipelineSettings,
+) -> Result<async_nats::Client, PipelineError> {
+    let deadline = tokio::time::Instant::now() + settings.connect_timeout;
+    let mut delay = Duration::from_millis(100);
+    loop {
+        let options = ConnectOptions::new()
+            .name(&settings.client_name)
+            .connection_timeout(Duration::from_secs(5))
+            // Once connected, the client reconnects on its own; this bounds its backoff.
+            .reconnect_delay_callback(|attempts| {
+                Duration::from_millis((100 * 2u64.pow(attempts.min(6) as u32)).min(5_000))
+            });
+        match options.connect(&settings.nats_url).await {
+            Ok(client) => return Ok(client),
+            Err(err) if tokio::time::Instant::now() + delay < deadline => {
+                warn!(url = %settings.nats_url, error = %err, retry_in_ms = delay.as_millis() as u64, "NATS not reachable yet");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(2));
+            }
+            Err(err) => {
+                return Err(PipelineError::Connect {
+                    url: settings.nats_url.clone(),
+                    reason: err.to_string(),
+                });
+            }
+        }
+    }
+}
+
+async fn ensure_topology(
+    js: &jetstream::Context,
+    settings: &PipelineSettings,
+) -> Result<kv::Store, PipelineError> {
+    let pipeline = js
+        .get_or_create_stream(stream::Config {
+            name: proto_msgs::PIPELINE_STREAM.to_owned(),
+            subjects: vec![format!("{}.>", proto_msgs::PIPELINE_SUBJECT_PREFIX)],
+            retention: stream::RetentionPolicy::WorkQueue,
+            storage: stream::StorageType::File,
+            // A message retried by a stage is published with the same Nats-Msg-Id; the window
+            // must outlast a stage's retries.
+            duplicate_window: Duration::from_secs(2 * 3600),
+            ..Default::default()
+        })
+        .await
+        .map_err(|err| PipelineError::setup(proto_msgs::PIPELINE_STREAM, err))?;
+
+    for stage in Stage::ALL {
+        pipeline
+            .get_or_create_consumer(
+                &stage.consumer_name(),
+                consumer::pull::Config {
+                    durable_name: Some(stage.consumer_name()),
+                    filter_subject: stage.subject(),
+                    ack_policy: consumer::AckPolicy::Explicit,
+                    ack_wait: settings.ack_wait,
+                    max_deliver: settings.max_deliver,
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(|err| {
+                PipelineError::setup(format!("consumer {}", stage.consumer_name()), err)
+            })?;
+    }
+
+    js.create_or_update_stream(stream::Config {
+        name: proto_msgs::EVENTS_STREAM.to_owned(),
+        subjects: vec![format!("{}.*", proto_msgs::EVENTS_SUBJECT_PREFIX)],
+        retention: stream::RetentionPolicy::Limits,
+        storage: stream::StorageType::File,
+        max_age: settings.retention,
+        ..Default::default()
+    })
+    .await
+    .map_err(|err| PipelineError::setup(proto_msgs::EVENTS_STREAM, err))?;
+
+    // The bucket's stream is created directly: async-nats's `create_key_value` first asks for the
+    // account info, whose 2.9 reply it cannot parse. This is the stream it would create.
+    js.get_or_create_stream(stream::Config {
+        name: format!("KV_{}", proto_msgs::JOBS_BUCKET),
+        subjects: vec![format!("$KV.{}.>", proto_msgs::JOBS_BUCKET)],
+        max_messages_per_subject: 1,
+        max_bytes: -1,
+        max_message_size: -1,
+        max_age: settings.retention,
+        storage: stream::StorageType::File,
+        allow_rollup: true,
+        deny_delete: true,
+        allow_direct: true,
+        discard: stream::DiscardPolicy::New,
+        num_replicas: 1,
+        ..Default::default()
+    })
+    .await
+    .map_err(|err| PipelineError::setup(format!("bucket {}", proto_msgs::JOBS_BUCKET), err))?;
+    let kv = js
+        .get_key_value(proto_msgs::JOBS_BUCKET)
+        .await
+        .map_err(|err| PipelineError::setup(format!("bucket {}", proto_msgs::JOBS_BUCKET), err))?;
+    info!("JetStream topology ready");
+    Ok(kv)
+}

@@ -1,0 +1,135 @@
+//! A private `nats-server` with JetStream, run as a child process: `jetscribe up` uses one when
+//! NATS_URL is unset, and every test starts its own (random port, temporary store).
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+/// The local server could not be started.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("cannot start nats-server (is it installed? `make deps` installs it): {0}")]
+    Spawn(std::io::Error),
+    #[error("nats-server exited during start-up ({0}); is the store dir {1} usable?")]
+    Exited(std::process::ExitStatus, PathBuf),
+    #[error("nats-server did not report its port within {0:?}")]
+    Timeout(Duration),
+    #[error("nats-server: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// A running `nats-server -js` on a free loopback port. Stopped (SIGTERM, then SIGKILL) on drop.
+pub struct LocalNatsServer {
+    child: Child,
+    url: String,
+    // Keeps a temporary store alive as long as the server.
+    _temp: Option<tempfile::TempDir>,
+}
+
+impl std::fmt::Debug for LocalNatsServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalNatsServer")
+            .field("url", &self.url)
+            .finish()
+    }
+}
+
+const START_TIMEOUT: Duration = Duration::from_secs(20);
+
+impl LocalNatsServer {
+    /// Starts a server that keeps its JetStream data in `store_dir`.
+    pub fn start(store_dir: &Path) -> Result<Self, ServerError> {
+        Self::start_in(store_dir, None)
+    }
+
+    /// Starts a server whose data lives in a temporary folder removed on drop (for tests).
+    pub fn start_temporary() -> Result<Self, ServerError> {
+        let temp = tempfile::tempdir()?;
+        let store = temp.path().join("store");
+        Self::start_in(&store, Some(temp))
+    }
+
+    fn start_in(store_dir: &Path, temp: Option<tempfile::TempDir>) -> Result<Self, ServerError> {
+        std::fs::create_dir_all(store_dir)?;
+        // nats-server writes `nats-server_<pid>.ports` (JSON with its client URLs) here once it
+        // listens: the only race-free way to learn the port it picked.
+        let ports_dir = tempfile::tempdir()?;
+        let mut child = Command::new(
+            std::env::var("NATS_SERVER_BIN").unwrap_or_else(|_| "nats-server".to_owned()),
+        )
+        .args(["-js", "-a", "127.0.0.1", "-p", "-1", "-sd"])
+        .arg(store_dir)
+        .arg("--ports_file_dir")
+        .arg(ports_dir.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(ServerError::Spawn)?;
+        let ports_file = ports_dir
+            .path()
+            .join(format!("nats-server_{}.ports", child.id()));
+        let started = Instant::now();
+        let url = loop {
+            if let Some(status) = child.try_wait()? {
+                return Err(ServerError::Exited(status, store_dir.to_owned()));
+            }
+            if let Some(url) = read_client_url(&ports_file) {
+                break url;
+            }
+            if started.elapsed() > START_TIMEOUT {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(ServerError::Timeout(START_TIMEOUT));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        Ok(Self {
+            child,
+            url,
+            _temp: temp,
+        })
+    }
+
+    /// `nats://127.0.0.1:<port>`
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Stops the server: SIGTERM lets it flush its store; SIGKILL after 5 s.
+    pub fn stop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(Some(_))) {
+            return;
+        }
+        let pid = Pid::from_raw(self.child.id() as i32);
+        let _ = kill(pid, Signal::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if matches!(self.child.try_wait(), Ok(Some(_))) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for LocalNatsServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn read_client_url(ports_file: &Path) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Ports {
+        nats: Vec<String>,
+    }
+    let text = std::fs::read_to_string(ports_file).ok()?;
+    let ports: Ports = serde_json::from_str(&text).ok()?;
+    ports.nats.into_iter().next()
+}

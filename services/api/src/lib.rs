@@ -1,0 +1,269 @@
+//! The HTTP API (poem), compatible with the service jetscribe replaces:
+//! `POST /process` (streamed upload → 202 with a job id), `GET /status/{id}`, `GET /result/{id}`
+//! (200/202/500/404), `GET /jobs/processing`, `GET /health`. It owns request parsing, validation
+//! and the JSON shapes of responses; the work happens in the pipeline stages.
+
+mod upload;
+
+use std::time::Duration;
+
+use jetscribe_blobstore::BlobStore;
+use jetscribe_nats::Pipeline;
+use poem::http::StatusCode;
+use poem::listener::TcpListener;
+use poem::middleware::Tracing;
+use poem::web::{Data, Path};
+use poem::{EndpointExt, IntoResponse, Response, Route, Server, get, handler, post};
+use proto_msgs::{JobResult, JobStatus};
+use serde_json::{Value, json};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info};
+use uuid::Uuid;
+
+/// Settings of the API.
+#[derive(Debug, Clone)]
+pub struct ApiSettings {
+    /// Largest upload accepted, in bytes (MAX_FILE_SIZE).
+    pub max_file_size: u64,
+}
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct ApiState {
+    pub pipeline: Pipeline,
+    pub blobs: BlobStore,
+    pub settings: ApiSettings,
+}
+
+/// The routes of the API.
+pub fn app(state: ApiState) -> impl poem::Endpoint {
+    Route::new()
+        .at("/process", post(upload::process))
+        .at("/status/:job_id", get(job_status))
+        .at("/result/:job_id", get(job_result))
+        .at("/jobs/processing", get(active_jobs))
+        .at("/health", get(health_check))
+        .data(state)
+        .with(Tracing)
+}
+
+/// Serves the API on `bind_addr` until `shutdown` is cancelled; requests in flight get 5 s.
+pub async fn serve(
+    bind_addr: &str,
+    state: ApiState,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    info!(bind_addr, "HTTP API listening");
+    Server::new(TcpListener::bind(bind_addr.to_owned()))
+        .run_with_graceful_shutdown(
+            app(state),
+            async move { shutdown.cancelled().await },
+            Some(Duration::from_secs(5)),
+        )
+        .await
+}
+
+/// A JSON response.
+pub(crate) fn json_response(status: StatusCode, body: Value) -> Response {
+    Response::builder()
+        .status(status)
+        .content_type("application/json")
+        .body(body.to_string())
+}
+
+/// A refused request, answered as the original service did: `{"detail": "..."}`, where the
+/// detail names the field at fault and why.
+#[derive(Debug, thiserror::Error)]
+#[error("{status}: {detail}")]
+pub(crate) struct ApiError {
+    status: StatusCode,
+    detail: String,
+}
+
+impl ApiError {
+    pub(crate) fn new(status: StatusCode, detail: impl Into<String>) -> Self {
+        Self {
+            status,
+            detail: detail.into(),
+        }
+    }
+}
+
+impl poem::error::ResponseError for ApiError {
+    fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    fn as_response(&self) -> Response {
+        json_response(self.status, json!({ "detail": self.detail }))
+    }
+}
+
+fn rfc3339(at: Option<OffsetDateTime>) -> Option<String> {
+    at.and_then(|at| at.format(&Rfc3339).ok())
+}
+
+fn parse_job_id(raw: &str) -> Result<Uuid, ApiError> {
+    raw.parse().map_err(|_| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("job_id {raw:?} is not a valid UUID"),
+        )
+    })
+}
+
+async fn load_record(state: &ApiState, raw_id: &str) -> Result<proto_msgs::JobRecord, ApiError> {
+    let job_id = parse_job_id(raw_id)?;
+    match state.pipeline.jobs().get(job_id).await {
+        Ok(Some(record)) => Ok(record),
+        Ok(None) => Err(ApiError::new(StatusCode::NOT_FOUND, "Job not found")),
+        Err(err) => {
+            error!(error = %err, "job store unavailable");
+            Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "job store unavailable",
+            ))
+        }
+    }
+}
+
+#[handler]
+async fn job_status(
+    Data(state): Data<&ApiState>,
+    Path(job_id): Path<String>,
+) -> Result<Response, ApiError> {
+    let record = load_record(state, &job_id).await?;
+    Ok(json_response(
+        StatusCode::OK,
+        json!({
+            "job_id": record.job_id,
+            "status": record.status.as_str(),
+            "progress": record.progress,
+            "step": record.step,
+            "filename": record.filename,
+            "size_bytes": record.size_bytes,
+            "duration_s": record.duration_s,
+            "language": record.language,
+            "created_at": rfc3339(Some(record.created_at)),
+            "updated_at": rfc3339(Some(record.updated_at)),
+            "completed_at": rfc3339(record.completed_at),
+            "error_message": record.error_message,
+        }),
+    ))
+}
+
+#[handler]
+async fn job_result(
+    Data(state): Data<&ApiState>,
+    Path(job_id): Path<String>,
+) -> Result<Response, ApiError> {
+    let record = load_record(state, &job_id).await?;
+    Ok(match record.status {
+        JobStatus::Pending | JobStatus::Processing => json_response(
+            StatusCode::ACCEPTED,
+            json!({
+                "job_id": record.job_id,
+                "status": record.status.as_str(),
+                "progress": record.progress,
+                "step": record.step,
+                "message": "Job is still being processed",
+            }),
+        ),
+        JobStatus::Failed => json_response(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            json!({
+                "job_id": record.job_id,
+                "status": "failed",
+                "error_message": record.error_message,
+            }),
+        ),
+        JobStatus::Completed => {
+            let Some(result_blob) = record.blobs.result.as_deref() else {
+                return Err(ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "result missing",
+                ));
+            };
+            match state.blobs.get_json::<JobResult>(result_blob).await {
+                Ok(result) => json_response(
+                    StatusCode::OK,
+                    json!({
+                        "job_id": record.job_id,
+                        "status": "completed",
+                        "completed_at": rfc3339(record.completed_at),
+                        "result": result,
+                    }),
+                ),
+                Err(err) => {
+                    error!(error = %err, "result unreadable");
+                    return Err(ApiError::new(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "result unavailable",
+                    ));
+                }
+            }
+        }
+    })
+}
+
+#[handler]
+async fn active_jobs(Data(state): Data<&ApiState>) -> Result<Response, ApiError> {
+    let records = state.pipeline.jobs().list().await.map_err(|err| {
+        error!(error = %err, "job store unavailable");
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "job store unavailable")
+    })?;
+    let mut active: Vec<_> = records
+        .into_iter()
+        .filter(|record| !record.status.is_final())
+        .collect();
+    active.sort_by_key(|record| record.created_at);
+    let jobs: Vec<Value> = active
+        .iter()
+        .map(|record| {
+            json!({
+                "job_id": record.job_id,
+                "status": record.status.as_str(),
+                "progress": record.progress,
+                "step": record.step,
+                "filename": record.filename,
+                "created_at": rfc3339(Some(record.created_at)),
+            })
+        })
+        .collect();
+    let stages = match state.pipeline.queues().await {
+        Ok(queues) => serde_json::to_value(queues).unwrap_or(Value::Null),
+        Err(err) => {
+            error!(error = %err, "queue statistics unavailable");
+            Value::Null
+        }
+    };
+    Ok(json_response(
+        StatusCode::OK,
+        json!({ "count": jobs.len(), "jobs": jobs, "stages": stages }),
+    ))
+}
+
+#[handler]
+async fn health_check(Data(state): Data<&ApiState>) -> impl IntoResponse {
+    let nats = state.pipeline.check_health().await;
+    let store = state.blobs.check().await;
+    let healthy = nats.is_ok() && store.is_ok();
+    let describe = |result: Result<(), String>| match result {
+        Ok(()) => json!("ok"),
+        Err(reason) => json!(reason),
+    };
+    json_response(
+        if healthy {
+            StatusCode::OK
+        } else {
+            StatusCode::SERVICE_UNAVAILABLE
+        },
+        json!({
+            "status": if healthy { "healthy" } else { "unhealthy" },
+            "nats": describe(nats.map_err(|err| err.to_string())),
+            "object_store": describe(store.map_err(|err| err.to_string())),
+        }),
+    )
+}

@@ -1,0 +1,248 @@
+//! `POST /process`: the upload is streamed to the object store as it arrives (never held whole in
+//! memory), counted against MAX_FILE_SIZE, and only then is the job created and queued.
+
+use futures::StreamExt;
+use poem::http::StatusCode;
+use poem::web::{Data, Multipart, Query};
+use poem::{Response, handler};
+use proto_msgs::{DecodeRequest, EventKind, JobBlobs, JobRecord};
+use serde::Deserialize;
+use serde_json::json;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+use tokio_util::io::ReaderStream;
+use tracing::{error, info, warn};
+use uuid::Uuid;
+
+use crate::{ApiError, ApiState, json_response};
+
+/// Read size of the upload stream: the unit of memory one upload holds before the store's parts.
+const READ_CHUNK: usize = 256 * 1024;
+
+/// Options accepted in the query string (the original service) or as form fields.
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct ProcessParams {
+    language: Option<String>,
+    webhook_url: Option<String>,
+}
+
+fn validate_language(raw: Option<String>) -> Result<Option<String>, ApiError> {
+    let Some(raw) = raw.map(|value| value.trim().to_lowercase()) else {
+        return Ok(None);
+    };
+    if raw.is_empty() || raw == "auto" {
+        return Ok(None);
+    }
+    if (2..=3).contains(&raw.len()) && raw.chars().all(|c| c.is_ascii_lowercase()) {
+        Ok(Some(raw))
+    } else {
+        Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!("language: expected an ISO 639-1 code such as \"en\", got {raw:?}"),
+        ))
+    }
+}
+
+fn validate_webhook_url(raw: Option<String>) -> Result<Option<String>, ApiError> {
+    let Some(raw) = raw.map(|value| value.trim().to_owned()) else {
+        return Ok(None);
+    };
+    if raw.is_empty() {
+        return Ok(None);
+    }
+    let invalid = |why: &str| {
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!("webhook_url: {why}, got {raw:?}"),
+        )
+    };
+    let url = url::Url::parse(&raw).map_err(|_| invalid("expected an absolute http(s) URL"))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(invalid("only http and https are allowed"));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(invalid("the URL has no host"));
+    }
+    Ok(Some(raw))
+}
+
+#[handler]
+pub(crate) async fn process(
+    Data(state): Data<&ApiState>,
+    Query(params): Query<ProcessParams>,
+    multipart: Multipart,
+) -> Result<Response, ApiError> {
+    accept_upload(state, params, multipart).await
+}
+
+async fn accept_upload(
+    state: &ApiState,
+    params: ProcessParams,
+    mut multipart: Multipart,
+) -> Result<Response, ApiError> {
+    // Query options are checked before any byte is stored.
+    let language = validate_language(params.language)?;
+    let webhook_url = validate_webhook_url(params.webhook_url)?;
+    let job_id = Uuid::now_v7();
+    let input_blob = JobBlobs::input_path(job_id);
+    // Set once the file is in the store, so that a request refused afterwards removes it.
+    let stored = std::sync::atomic::AtomicBool::new(false);
+
+    let outcome = async {
+        let (mut language, mut webhook_url) = (language, webhook_url);
+        let mut upload: Option<(String, u64)> = None;
+        loop {
+            let field = match multipart.next_field().await {
+                Ok(Some(field)) => field,
+                Ok(None) => break,
+                Err(err) => {
+                    return Err(ApiError::new(
+                        StatusCode::BAD_REQUEST,
+                        format!("malformed multipart body: {err}"),
+                    ));
+                }
+            };
+            match field.name() {
+                Some("file") => {
+                    if upload.is_some() {
+                        return Err(ApiError::new(
+                            StatusCode::BAD_REQUEST,
+                            "file: send exactly one file per request",
+                        ));
+                    }
+                    let filename = field
+                        .file_name()
+                        .map(str::to_owned)
+                        .unwrap_or_else(|| "upload".to_owned());
+                    let size = store_upload(state, &input_blob, field).await?;
+                    stored.store(true, std::sync::atomic::Ordering::Relaxed);
+                    upload = Some((filename, size));
+                }
+                Some("language") => {
+                    let value = field.text().await.ok();
+                    language = validate_language(value)?.or(language);
+                }
+                Some("webhook_url") => {
+                    let value = field.text().await.ok();
+                    webhook_url = validate_webhook_url(value)?.or(webhook_url);
+                }
+                // Unknown fields are read and ignored, as the original service did.
+                _ => {
+                    let _ = field.bytes().await;
+                }
+            }
+        }
+        let (filename, size) = upload.ok_or_else(|| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "file: a multipart field named \"file\" is required",
+            )
+        })?;
+        Ok((filename, size, language, webhook_url))
+    }
+    .await;
+
+    let (filename, size, language, webhook_url) = match outcome {
+        Ok(accepted) => accepted,
+        Err(response) => {
+            // A stored file whose request was then refused must not stay behind.
+            if stored.load(std::sync::atomic::Ordering::Relaxed) {
+                let _ = state.blobs.delete_prefix(&JobBlobs::prefix(job_id)).await;
+            }
+            return Err(response);
+        }
+    };
+
+    let now = OffsetDateTime::now_utc();
+    let record = JobRecord::new_pending(job_id, filename.clone(), size, language, webhook_url, now);
+    let queued = async {
+        state
+            .pipeline
+            .jobs()
+            .create(&record)
+            .await
+            .map_err(|err| err.to_string())?;
+        state
+            .pipeline
+            .events()
+            .publish_for(&record, EventKind::Submitted, None)
+            .await
+            .map_err(|err| err.to_string())?;
+        state
+            .pipeline
+            .publish(&DecodeRequest {
+                job_id,
+                input_blob,
+                filename: filename.clone(),
+            })
+            .await
+            .map_err(|err| err.to_string())
+    }
+    .await;
+    if let Err(reason) = queued {
+        error!(job_id = %job_id, reason = %reason, "cannot queue the job");
+        let _ = state.blobs.delete_prefix(&JobBlobs::prefix(job_id)).await;
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the job queue is unavailable; try again",
+        ));
+    }
+    info!(job_id = %job_id, filename = %filename, size, "job submitted");
+    Ok(json_response(
+        StatusCode::ACCEPTED,
+        json!({
+            "job_id": job_id,
+            "status": "pending",
+            "created_at": now.format(&Rfc3339).ok(),
+            "filename": filename,
+            "size_bytes": size,
+            "message": "File uploaded; processing has started",
+        }),
+    ))
+}
+
+/// Streams one multipart field to `path`, refusing it as soon as it passes MAX_FILE_SIZE.
+async fn store_upload(
+    state: &ApiState,
+    path: &str,
+    field: poem::web::Field,
+) -> Result<u64, ApiError> {
+    let limit = state.settings.max_file_size;
+    let mut writer = state.blobs.writer(path).await.map_err(|err| {
+        error!(error = %err, "object store unavailable");
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "object store unavailable")
+    })?;
+    let mut chunks = ReaderStream::with_capacity(field.into_async_read(), READ_CHUNK);
+    while let Some(chunk) = chunks.next().await {
+        let chunk = match chunk {
+            Ok(chunk) => chunk,
+            Err(err) => {
+                warn!(error = %err, "upload interrupted");
+                writer.abort().await;
+                return Err(ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    format!("file: upload interrupted: {err}"),
+                ));
+            }
+        };
+        if writer.written() + chunk.len() as u64 > limit {
+            writer.abort().await;
+            return Err(ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("file: larger than MAX_FILE_SIZE ({limit} bytes)"),
+            ));
+        }
+        if let Err(err) = writer.write(chunk).await {
+            error!(error = %err, "object store write failed");
+            writer.abort().await;
+            return Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "object store unavailable",
+            ));
+        }
+    }
+    writer.finish().await.map_err(|err| {
+        error!(error = %err, "object store write failed");
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "object store unavailable")
+    })
+}

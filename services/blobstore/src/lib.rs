@@ -1,0 +1,327 @@
+//! The object store as jetscribe uses it: a local folder (`file://…`) or S3 (`s3://bucket/prefix`,
+//! credentials from the usual AWS_* variables). It owns streamed writes in bounded memory
+//! (multipart uploads), streamed reads, JSON blobs and removal of a job's blobs.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::{Stream, StreamExt, TryStreamExt};
+use object_store::aws::AmazonS3Builder;
+use object_store::local::LocalFileSystem;
+use object_store::path::Path;
+use object_store::prefix::PrefixStore;
+use object_store::{ObjectStore, ObjectStoreExt, WriteMultipart};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tokio::io::AsyncWriteExt;
+
+/// A blob operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BlobError {
+    #[error("OBJECT_STORE_URL {url:?}: {reason}")]
+    Config { url: String, reason: String },
+    #[error("blob {path} not found")]
+    NotFound { path: String },
+    #[error("object store, {path}: {source}")]
+    Store {
+        path: String,
+        source: object_store::Error,
+    },
+    #[error("blob {path} is not valid JSON: {source}")]
+    Json {
+        path: String,
+        source: serde_json::Error,
+    },
+    #[error("local file for {path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+}
+
+impl BlobError {
+    fn store(path: &str, source: object_store::Error) -> Self {
+        match source {
+            object_store::Error::NotFound { .. } => BlobError::NotFound {
+                path: path.to_owned(),
+            },
+            source => BlobError::Store {
+                path: path.to_owned(),
+                source,
+            },
+        }
+    }
+}
+
+/// Size of each multipart part, and so the unit of memory a writer holds.
+const PART_SIZE: usize = 8 * 1024 * 1024;
+/// Parts uploaded at once by one writer: memory per writer ≤ PART_SIZE × (1 + this).
+const PARTS_IN_FLIGHT: usize = 2;
+
+/// Handle on the object store. Cheap to clone.
+#[derive(Clone)]
+pub struct BlobStore {
+    inner: Arc<dyn ObjectStore>,
+    description: String,
+}
+
+impl std::fmt::Debug for BlobStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.description)
+    }
+}
+
+impl BlobStore {
+    /// Opens `file:///abs/dir` (created if missing) or `s3://bucket[/prefix]`.
+    pub fn open(url: &str) -> Result<Self, BlobError> {
+        let config_error = |reason: String| BlobError::Config {
+            url: url.to_owned(),
+            reason,
+        };
+        let parsed = url::Url::parse(url).map_err(|err| config_error(err.to_string()))?;
+        let inner: Arc<dyn ObjectStore> = match parsed.scheme() {
+            "file" => {
+                let dir = parsed
+                    .to_file_path()
+                    .map_err(|()| config_error("expected file:///absolute/path".to_owned()))?;
+                std::fs::create_dir_all(&dir).map_err(|err| {
+                    config_error(format!("cannot create {}: {err}", dir.display()))
+                })?;
+                Arc::new(
+                    LocalFileSystem::new_with_prefix(&dir)
+                        .map_err(|err| config_error(err.to_string()))?
+                        // Removing a job's blobs also removes its now empty folder.
+                        .with_automatic_cleanup(true),
+                )
+            }
+            "s3" => {
+                let bucket = parsed
+                    .host_str()
+                    .ok_or_else(|| config_error("expected s3://bucket/prefix".to_owned()))?;
+                let s3 = AmazonS3Builder::from_env()
+                    .with_bucket_name(bucket)
+                    .build()
+                    .map_err(|err| config_error(err.to_string()))?;
+                let prefix = parsed.path().trim_matches('/');
+                if prefix.is_empty() {
+                    Arc::new(s3)
+                } else {
+                    Arc::new(PrefixStore::new(s3, prefix))
+                }
+            }
+            other => {
+                return Err(config_error(format!(
+                    "unsupported scheme {other:?}; expected file:// or s3://"
+                )));
+            }
+        };
+        Ok(Self {
+            inner,
+            description: url.to_owned(),
+        })
+    }
+
+    /// Starts a streamed write of `path`; nothing is visible until [`BlobWriter::finish`].
+    pub async fn writer(&self, path: &str) -> Result<BlobWriter, BlobError> {
+        let location = Path::from(path);
+        let upload = self
+            .inner
+            .put_multipart(&location)
+            .await
+            .map_err(|err| BlobError::store(path, err))?;
+        Ok(BlobWriter {
+            path: path.to_owned(),
+            upload: WriteMultipart::new_with_chunk_size(upload, PART_SIZE),
+            written: 0,
+        })
+    }
+
+    /// Writes all of `chunks` to `path` in bounded memory; returns the bytes written.
+    pub async fn put_stream<S, E>(&self, path: &str, chunks: S) -> Result<u64, BlobError>
+    where
+        S: Stream<Item = Result<Bytes, E>>,
+        E: Into<BlobError>,
+    {
+        let mut writer = self.writer(path).await?;
+        futures::pin_mut!(chunks);
+        while let Some(chunk) = chunks.next().await {
+            match chunk {
+                Ok(chunk) => writer.write(chunk).await?,
+                Err(err) => {
+                    writer.abort().await;
+                    return Err(err.into());
+                }
+            }
+        }
+        writer.finish().await
+    }
+
+    pub async fn put_json<T: Serialize>(&self, path: &str, value: &T) -> Result<(), BlobError> {
+        let bytes = serde_json::to_vec(value).map_err(|source| BlobError::Json {
+            path: path.to_owned(),
+            source,
+        })?;
+        self.inner
+            .put(&Path::from(path), bytes.into())
+            .await
+            .map_err(|err| BlobError::store(path, err))?;
+        Ok(())
+    }
+
+    pub async fn get_json<T: DeserializeOwned>(&self, path: &str) -> Result<T, BlobError> {
+        let bytes = self
+            .inner
+            .get(&Path::from(path))
+            .await
+            .map_err(|err| BlobError::store(path, err))?
+            .bytes()
+            .await
+            .map_err(|err| BlobError::store(path, err))?;
+        serde_json::from_slice(&bytes).map_err(|source| BlobError::Json {
+            path: path.to_owned(),
+            source,
+        })
+    }
+
+    /// The blob's bytes as a stream of chunks.
+    pub async fn get_stream(
+        &self,
+        path: &str,
+    ) -> Result<impl Stream<Item = Result<Bytes, BlobError>> + Send + 'static, BlobError> {
+        let owned = path.to_owned();
+        let result = self
+            .inner
+            .get(&Path::from(path))
+            .await
+            .map_err(|err| BlobError::store(path, err))?;
+        Ok(result
+            .into_stream()
+            .map_err(move |err| BlobError::store(&owned, err)))
+    }
+
+    /// Copies the blob to a local file (streamed); returns its size.
+    pub async fn download_to(&self, path: &str, file: &std::path::Path) -> Result<u64, BlobError> {
+        let io_error = |source| BlobError::Io {
+            path: path.to_owned(),
+            source,
+        };
+        let mut out = tokio::fs::File::create(file).await.map_err(io_error)?;
+        let mut chunks = self.get_stream(path).await?;
+        let mut size = 0u64;
+        while let Some(chunk) = chunks.next().await {
+            let chunk = chunk?;
+            size += chunk.len() as u64;
+            out.write_all(&chunk).await.map_err(io_error)?;
+        }
+        out.flush().await.map_err(io_error)?;
+        Ok(size)
+    }
+
+    pub async fn size(&self, path: &str) -> Result<u64, BlobError> {
+        Ok(self
+            .inner
+            .head(&Path::from(path))
+            .await
+            .map_err(|err| BlobError::store(path, err))?
+            .size)
+    }
+
+    /// Removes every blob under `prefix` (a job's folder).
+    pub async fn delete_prefix(&self, prefix: &str) -> Result<(), BlobError> {
+        let location = Path::from(prefix);
+        let paths: Vec<Path> = self
+            .inner
+            .list(Some(&location))
+            .map_ok(|meta| meta.location)
+            .try_collect()
+            .await
+            .map_err(|err| BlobError::store(prefix, err))?;
+        for path in paths {
+            match self.inner.delete(&path).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(err) => return Err(BlobError::store(path.as_ref(), err)),
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether the store answers (for `/health`).
+    pub async fn check(&self) -> Result<(), BlobError> {
+        let probe = Path::from("health");
+        match self.inner.head(&probe).await {
+            Ok(_) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(err) => Err(BlobError::store("health", err)),
+        }
+    }
+}
+
+/// A streamed write in progress. Dropped without [`finish`](Self::finish), the partial upload is
+/// abandoned; call [`abort`](Self::abort) to clean it up at once.
+pub struct BlobWriter {
+    path: String,
+    upload: WriteMultipart,
+    written: u64,
+}
+
+impl BlobWriter {
+    /// Appends `chunk`, first waiting until few enough parts are in flight: memory stays bounded
+    /// however fast the producer is.
+    pub async fn write(&mut self, chunk: Bytes) -> Result<(), BlobError> {
+        self.upload
+            .wait_for_capacity(PARTS_IN_FLIGHT)
+            .await
+            .map_err(|err| BlobError::store(&self.path, err))?;
+        self.written += chunk.len() as u64;
+        self.upload.put(chunk);
+        Ok(())
+    }
+
+    pub fn written(&self) -> u64 {
+        self.written
+    }
+
+    pub async fn finish(self) -> Result<u64, BlobError> {
+        self.upload
+            .finish()
+            .await
+            .map_err(|err| BlobError::store(&self.path, err))?;
+        Ok(self.written)
+    }
+
+    /// Abandons the upload; nothing is left in the store.
+    pub async fn abort(self) {
+        let _ = self.upload.abort().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_streamed_write_reads_back_whole_and_a_job_folder_is_removed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let url = format!("file://{}", dir.path().display());
+        let store = BlobStore::open(&url).expect("open");
+        let chunks: Vec<Result<Bytes, BlobError>> = (0..20u8)
+            .map(|i| Ok(Bytes::from(vec![i; 1024 * 1024 + 3])))
+            .collect();
+        let written = store
+            .put_stream("jobs/a/input", futures::stream::iter(chunks))
+            .await
+            .expect("put");
+        assert_eq!(written, 20 * (1024 * 1024 + 3));
+        assert_eq!(store.size("jobs/a/input").await.expect("size"), written);
+        store.delete_prefix("jobs/a").await.expect("delete");
+        assert!(matches!(
+            store.size("jobs/a/input").await,
+            Err(BlobError::NotFound { .. })
+        ));
+    }
+
+    #[test]
+    fn an_unknown_scheme_is_refused_with_the_variable_named() {
+        let err = BlobStore::open("ftp://x/y").expect_err("must fail");
+        assert!(err.to_string().contains("OBJECT_STORE_URL"), "{err}");
+    }
+}

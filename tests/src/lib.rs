@@ -1,0 +1,267 @@
+//! Helpers for the black-box tests: the real `jetscribe` binary started as a child process
+//! against a private nats-server, a local webhook receiver, deadline-based waiting, and word
+//! error rate. Nothing here is mocked.
+
+use std::net::TcpListener as StdListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use jetscribe_nats::LocalNatsServer;
+use poem::web::{Data, Json};
+use poem::{EndpointExt, Route, Server, handler, post};
+use tokio::sync::mpsc;
+
+/// The repository root.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
+        .to_owned()
+}
+
+pub fn fixture(name: &str) -> PathBuf {
+    repo_root().join("tests/fixtures").join(name)
+}
+
+/// `target/<profile>/jetscribe`, built by `make build` / `make test` (the test executable lives
+/// in `target/<profile>/deps/`).
+pub fn jetscribe_binary() -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>/deps/<test>");
+    let binary = profile_dir.join("jetscribe");
+    assert!(
+        binary.is_file(),
+        "{} is missing: run `make test` (it builds the binary first)",
+        binary.display()
+    );
+    binary
+}
+
+/// A free loopback port (bound and released; the OS does not hand it out again at once).
+pub fn free_port() -> u16 {
+    StdListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("free port")
+        .port()
+}
+
+/// Polls `check` until it returns `Some`, or panics with `what` after `timeout`.
+pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A running `jetscribe` process with its own nats-server and data folder.
+pub struct TestApp {
+    pub base_url: String,
+    pub nats_url: String,
+    pub http: reqwest::Client,
+    child: Option<Child>,
+    _nats: LocalNatsServer,
+    pub data_dir: tempfile::TempDir,
+}
+
+impl TestApp {
+    /// Starts `jetscribe up` with the default model (models/whisper-base) and `extra_env`, and
+    /// waits until `/health` answers 200.
+    pub async fn spawn(extra_env: &[(&str, &str)]) -> TestApp {
+        let nats = LocalNatsServer::start_temporary().expect("nats-server starts");
+        let data_dir = tempfile::tempdir().expect("tempdir");
+        let port = free_port();
+        let model = repo_root().join("models/whisper-base");
+        assert!(
+            model.join("model.bin").is_file(),
+            "{} is missing: run `make models`",
+            model.display()
+        );
+        let mut command = Command::new(jetscribe_binary());
+        command
+            .arg("up")
+            .env("NATS_URL", nats.url())
+            .env("DATA_DIR", data_dir.path())
+            .env("BIND_ADDR", format!("127.0.0.1:{port}"))
+            .env("WHISPER_MODEL", &model)
+            .env("WEBHOOK_RETRY_DELAY", "0.2")
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
+            )
+            .stdin(Stdio::null());
+        for (name, value) in extra_env {
+            command.env(name, value);
+        }
+        let child = command.spawn().expect("jetscribe starts");
+        let app = TestApp {
+            base_url: format!("http://127.0.0.1:{port}"),
+            nats_url: nats.url().to_owned(),
+            http: reqwest::Client::new(),
+            child: Some(child),
+            _nats: nats,
+            data_dir,
+        };
+        let health = format!("{}/health", app.base_url);
+        wait_for("jetscribe /health", Duration::from_secs(120), || {
+            let request = app.http.get(&health).send();
+            async move { request.await.ok().filter(|r| r.status() == 200) }
+        })
+        .await;
+        app
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base_url)
+    }
+
+    /// Uploads `file` to `/process` with `query` appended; returns the response.
+    pub async fn submit(&self, file: &Path, query: &str) -> reqwest::Response {
+        let bytes = tokio::fs::read(file).await.expect("fixture readable");
+        let name = file
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let form = reqwest::multipart::Form::new().part(
+            "file",
+            reqwest::multipart::Part::bytes(bytes).file_name(name),
+        );
+        self.http
+            .post(self.url(&format!("/process{query}")))
+            .multipart(form)
+            .send()
+            .await
+            .expect("POST /process")
+    }
+
+    pub async fn get_json(&self, path: &str) -> (u16, serde_json::Value) {
+        let response = self.http.get(self.url(path)).send().await.expect("GET");
+        let status = response.status().as_u16();
+        (
+            status,
+            response.json().await.unwrap_or(serde_json::Value::Null),
+        )
+    }
+
+    /// Sends SIGTERM and waits (at most `timeout`) for the process to exit.
+    pub fn terminate(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let mut child = self.child.take()?;
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(child.id().to_string())
+            .status();
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        None
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// A local HTTP server that records every webhook body POSTed to it.
+pub struct WebhookReceiver {
+    pub url: String,
+    received: mpsc::UnboundedReceiver<serde_json::Value>,
+}
+
+#[handler]
+async fn receive(
+    Json(body): Json<serde_json::Value>,
+    Data(sender): Data<&mpsc::UnboundedSender<serde_json::Value>>,
+) -> &'static str {
+    let _ = sender.send(body);
+    "ok"
+}
+
+impl WebhookReceiver {
+    pub async fn start() -> WebhookReceiver {
+        let port = free_port();
+        let (sender, received) = mpsc::unbounded_channel();
+        let app = Route::new().at("/hook", post(receive)).data(sender);
+        let listener = poem::listener::TcpListener::bind(format!("127.0.0.1:{port}"));
+        tokio::spawn(Server::new(listener).run(app));
+        let url = format!("http://127.0.0.1:{port}/hook");
+        // Ready once it answers.
+        let http = reqwest::Client::new();
+        wait_for("webhook receiver", Duration::from_secs(10), || {
+            let request = http.get(&url).send();
+            async move { request.await.ok() }
+        })
+        .await;
+        WebhookReceiver { url, received }
+    }
+
+    /// The next webhook body, waiting at most `timeout`.
+    pub async fn next(&mut self, timeout: Duration) -> serde_json::Value {
+        tokio::time::timeout(timeout, self.received.recv())
+            .await
+            .expect("a webhook arrives in time")
+            .expect("receiver open")
+    }
+}
+
+/// Word error rate of `hypothesis` against `reference`, after lower-casing and removing
+/// punctuation: (substitutions + deletions + insertions) / reference words.
+pub fn word_error_rate(reference: &str, hypothesis: &str) -> f64 {
+    let words = |text: &str| -> Vec<String> {
+        text.to_lowercase()
+            .split(|c: char| !(c.is_alphanumeric() || c == '\''))
+            .filter(|w| !w.is_empty())
+            .map(str::to_owned)
+            .collect()
+    };
+    let reference = words(reference);
+    let hypothesis = words(hypothesis);
+    if reference.is_empty() {
+        return if hypothesis.is_empty() { 0.0 } else { 1.0 };
+    }
+    let mut previous: Vec<usize> = (0..=hypothesis.len()).collect();
+    for (i, r) in reference.iter().enumerate() {
+        let mut current = vec![i + 1; hypothesis.len() + 1];
+        for (j, h) in hypothesis.iter().enumerate() {
+            let substitution = previous[j] + usize::from(r != h);
+            current[j + 1] = substitution.min(previous[j + 1] + 1).min(current[j] + 1);
+        }
+        previous = current;
+    }
+    previous[hypothesis.len()] as f64 / reference.len() as f64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::word_error_rate;
+
+    #[test]
+    fn word_error_rate_counts_edits_per_reference_word() {
+        assert_eq!(word_error_rate("Ask not, what!", "ask not what"), 0.0);
+        assert_eq!(word_error_rate("a b c d", "a x c"), 0.5);
+    }
+}

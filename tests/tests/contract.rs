@@ -1,0 +1,161 @@
+//! The wire contract and the job store, against a real nats-server.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use jetscribe_nats::{LocalNatsServer, Pipeline, PipelineSettings};
+use proto_msgs::{
+    AnalyzeRequest, DecodeRequest, EventKind, JobEvent, JobRecord, JobStatus, NotifyRequest, Stage,
+    TranscribeRequest,
+};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+fn round_trip<T: Serialize + DeserializeOwned + PartialEq + std::fmt::Debug>(value: &T) {
+    let bytes = proto_msgs::encode(value).expect("encodes");
+    let back: T = proto_msgs::decode(&bytes).expect("decodes");
+    assert_eq!(&back, value);
+    // Named maps: another language sees field names, not positions.
+    let named: Result<BTreeMap<String, serde::de::IgnoredAny>, _> = rmp_serde::from_slice(&bytes);
+    assert!(
+        named.is_ok(),
+        "{} is not a map of named fields",
+        std::any::type_name::<T>()
+    );
+}
+
+fn sample_record(job_id: Uuid) -> JobRecord {
+    JobRecord::new_pending(
+        job_id,
+        "talk.mp4".into(),
+        1234,
+        Some("de".into()),
+        Some("https://example.org/hook".into()),
+        OffsetDateTime::now_utc()
+            .replace_nanosecond(0)
+            .expect("valid"),
+    )
+}
+
+#[test]
+fn every_message_survives_a_round_trip_as_a_named_map() {
+    let job_id = Uuid::now_v7();
+    round_trip(&DecodeRequest {
+        job_id,
+        input_blob: "jobs/x/input".into(),
+        filename: "a.wav".into(),
+    });
+    round_trip(&TranscribeRequest {
+        job_id,
+        audio_blob: "jobs/x/audio.s16le".into(),
+        duration_s: 11.0,
+        language: None,
+    });
+    round_trip(&AnalyzeRequest {
+        job_id,
+        transcript_blob: "jobs/x/transcript.json".into(),
+    });
+    round_trip(&NotifyRequest { job_id });
+    round_trip(&sample_record(job_id));
+    round_trip(&JobEvent {
+        job_id,
+        kind: EventKind::StageStarted,
+        status: JobStatus::Processing,
+        progress: 15,
+        at: OffsetDateTime::now_utc()
+            .replace_nanosecond(0)
+            .expect("valid"),
+        stage: Some(Stage::Transcribe),
+        error_message: None,
+    });
+}
+
+#[test]
+fn an_event_is_readable_by_field_name() {
+    let event = JobEvent {
+        job_id: Uuid::nil(),
+        kind: EventKind::Completed,
+        status: JobStatus::Completed,
+        progress: 100,
+        at: OffsetDateTime::UNIX_EPOCH,
+        stage: None,
+        error_message: None,
+    };
+    let bytes = proto_msgs::encode(&event).expect("encodes");
+    let map: BTreeMap<String, serde_json::Value> =
+        rmp_serde::from_slice(&bytes).expect("a map of named fields");
+    assert_eq!(map["kind"], "completed");
+    assert_eq!(map["status"], "completed");
+    assert_eq!(map["progress"], 100);
+    assert_eq!(map["at"], "1970-01-01T00:00:00Z");
+}
+
+#[tokio::test]
+async fn concurrent_compare_and_set_writers_lose_no_update() {
+    let server = LocalNatsServer::start_temporary().expect("nats-server");
+    let pipeline = Pipeline::connect(PipelineSettings::new(server.url()))
+        .await
+        .expect("pipeline");
+    let job_id = Uuid::now_v7();
+    pipeline
+        .jobs()
+        .create(&sample_record(job_id))
+        .await
+        .expect("created");
+
+    const WRITERS: u32 = 8;
+    const UPDATES: u32 = 25;
+    let mut tasks = Vec::new();
+    for writer in 0..WRITERS {
+        let jobs = pipeline.jobs().clone();
+        tasks.push(tokio::spawn(async move {
+            for _ in 0..UPDATES {
+                jobs.update(job_id, |record| {
+                    record.stage_run(Stage::Transcribe).attempts += 1;
+                    let own = record.stage_run(Stage::Analyze);
+                    own.attempts = own.attempts.max(writer);
+                })
+                .await
+                .expect("update");
+            }
+        }));
+    }
+    for task in tasks {
+        tokio::time::timeout(Duration::from_secs(60), task)
+            .await
+            .expect("writers finish")
+            .expect("writer ok");
+    }
+    let record = pipeline
+        .jobs()
+        .get(job_id)
+        .await
+        .expect("read")
+        .expect("exists");
+    assert_eq!(record.stages["transcribe"].attempts, WRITERS * UPDATES);
+    assert_eq!(record.stages["analyze"].attempts, WRITERS - 1);
+}
+
+#[tokio::test]
+async fn creating_a_job_twice_is_refused_and_setup_is_idempotent() {
+    let server = LocalNatsServer::start_temporary().expect("nats-server");
+    let first = Pipeline::connect(PipelineSettings::new(server.url()))
+        .await
+        .expect("first setup");
+    // A second process setting up the same topology finds it in place.
+    let second = Pipeline::connect(PipelineSettings::new(server.url()))
+        .await
+        .expect("second setup");
+    let record = sample_record(Uuid::now_v7());
+    first.jobs().create(&record).await.expect("created");
+    let err = second
+        .jobs()
+        .create(&record)
+        .await
+        .expect_err("duplicate refused");
+    assert!(err.to_string().contains("already exists"), "{err}");
+    let queues = second.queues().await.expect("queues");
+    assert_eq!(queues.len(), 4);
+}

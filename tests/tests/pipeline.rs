@@ -1,0 +1,223 @@
+//! The whole service, black-box: the real binary, a real nats-server, real ffmpeg and the real
+//! Whisper base model, driven through HTTP as a user would.
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use jetscribe_tests::{TestApp, WebhookReceiver, fixture, jetscribe_binary, word_error_rate};
+use proto_msgs::{EventKind, JobEvent};
+
+const JFK_REFERENCE: &str = "And so my fellow Americans, ask not what your country can do for you, ask what you can do for your country.";
+const JOB_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// Polls /status until the job ends; returns the last body and every progress value seen.
+async fn follow_status(app: &TestApp, job_id: &str) -> (serde_json::Value, Vec<u64>) {
+    let mut seen = Vec::new();
+    let deadline = std::time::Instant::now() + JOB_TIMEOUT;
+    loop {
+        let (code, body) = app.get_json(&format!("/status/{job_id}")).await;
+        assert_eq!(code, 200, "{body}");
+        seen.push(body["progress"].as_u64().expect("progress is a number"));
+        if matches!(body["status"].as_str(), Some("completed" | "failed")) {
+            return (body, seen);
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "job did not end in {JOB_TIMEOUT:?}: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_jfk_clip_is_transcribed_end_to_end_with_webhook_and_events() {
+    let mut hook = WebhookReceiver::start().await;
+    let app = TestApp::spawn(&[]).await;
+
+    let response = app
+        .submit(&fixture("jfk.flac"), &format!("?webhook_url={}", hook.url))
+        .await;
+    assert_eq!(response.status(), 202);
+    let accepted: serde_json::Value = response.json().await.expect("json");
+    assert_eq!(accepted["status"], "pending");
+    assert!(accepted["created_at"].is_string());
+    let job_id = accepted["job_id"].as_str().expect("job_id").to_owned();
+
+    let (last, progress) = follow_status(&app, &job_id).await;
+    assert_eq!(last["status"], "completed", "{last}");
+    assert!(
+        progress.windows(2).all(|pair| pair[0] <= pair[1]),
+        "progress went back: {progress:?}"
+    );
+    assert_eq!(progress.last(), Some(&100));
+
+    let (code, result) = app.get_json(&format!("/result/{job_id}")).await;
+    assert_eq!(code, 200, "{result}");
+    assert_eq!(result["status"], "completed");
+    assert!(result["completed_at"].is_string());
+    let transcript = result["result"]["transcript"].as_str().expect("transcript");
+    let wer = word_error_rate(JFK_REFERENCE, transcript);
+    assert!(wer <= 0.10, "WER {wer:.3} for {transcript:?}");
+    assert_eq!(result["result"]["language_detection"]["language"], "en");
+    assert!(
+        result["result"]["topics"]
+            .as_array()
+            .is_some_and(|t| !t.is_empty())
+    );
+    let segments = result["result"]["segments"].as_array().expect("segments");
+    assert!(!segments.is_empty());
+    let mut previous_end = 0.0;
+    for segment in segments {
+        let (start, end) = (
+            segment["start"].as_f64().expect("start"),
+            segment["end"].as_f64().expect("end"),
+        );
+        assert!(
+            start >= previous_end && end >= start && end <= 11.5,
+            "{segments:?}"
+        );
+        previous_end = end;
+    }
+
+    let webhook = hook.next(Duration::from_secs(60)).await;
+    assert_eq!(webhook["job_id"], job_id.as_str());
+    assert_eq!(webhook["status"], "completed");
+    assert!(webhook["completed_at"].is_string());
+    assert_eq!(webhook["result"]["transcript"], transcript);
+
+    // The job's history replays from JETSCRIBE_EVENTS, in order, ending with `completed`.
+    let client = async_nats::connect(&app.nats_url).await.expect("nats");
+    let js = async_nats::jetstream::new(client);
+    let stream = js
+        .get_stream(proto_msgs::EVENTS_STREAM)
+        .await
+        .expect("events stream");
+    let consumer = stream
+        .create_consumer(async_nats::jetstream::consumer::pull::OrderedConfig {
+            filter_subject: proto_msgs::events_subject(job_id.parse().expect("uuid")),
+            ..Default::default()
+        })
+        .await
+        .expect("ordered consumer");
+    let mut messages = consumer.messages().await.expect("messages");
+    let mut kinds = Vec::new();
+    while kinds.last() != Some(&EventKind::Completed) {
+        let message = tokio::time::timeout(Duration::from_secs(10), messages.next())
+            .await
+            .expect("events keep coming until completed")
+            .expect("stream open")
+            .expect("message");
+        let event: JobEvent = proto_msgs::decode(&message.payload).expect("event decodes");
+        assert_eq!(event.job_id.to_string(), job_id);
+        kinds.push(event.kind);
+    }
+    assert_eq!(kinds.first(), Some(&EventKind::Submitted), "{kinds:?}");
+    for stage_event in [EventKind::StageStarted, EventKind::StageCompleted] {
+        assert!(kinds.contains(&stage_event), "{kinds:?}");
+    }
+    assert_eq!(
+        kinds.iter().filter(|k| **k == EventKind::Completed).count(),
+        1
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_that_is_not_media_fails_with_a_clear_error() {
+    let mut hook = WebhookReceiver::start().await;
+    let app = TestApp::spawn(&[]).await;
+    let not_media = app.data_dir.path().join("notes.mp3");
+    std::fs::write(&not_media, "these are plain words, not sound\n".repeat(100)).expect("write");
+
+    let response = app
+        .submit(&not_media, &format!("?webhook_url={}", hook.url))
+        .await;
+    assert_eq!(response.status(), 202);
+    let job_id = response.json::<serde_json::Value>().await.expect("json")["job_id"]
+        .as_str()
+        .expect("job_id")
+        .to_owned();
+    let (last, _) = follow_status(&app, &job_id).await;
+    assert_eq!(last["status"], "failed", "{last}");
+    let error = last["error_message"].as_str().expect("error_message");
+    assert!(error.contains("notes.mp3"), "{error}");
+
+    let (code, result) = app.get_json(&format!("/result/{job_id}")).await;
+    assert_eq!(code, 500);
+    assert_eq!(result["status"], "failed");
+    assert_eq!(result["error_message"], error);
+
+    let webhook = hook.next(Duration::from_secs(60)).await;
+    assert_eq!(webhook["status"], "failed");
+    assert_eq!(webhook["error_message"], error);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_and_malformed_job_ids_are_told_apart_and_bad_input_is_refused() {
+    let mut app = TestApp::spawn(&[]).await;
+    let unknown = uuid::Uuid::now_v7();
+    assert_eq!(app.get_json(&format!("/status/{unknown}")).await.0, 404);
+    assert_eq!(app.get_json(&format!("/result/{unknown}")).await.0, 404);
+    let (code, body) = app.get_json("/status/not-a-uuid").await;
+    assert_eq!(code, 400);
+    assert!(
+        body["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("job_id")),
+        "{body}"
+    );
+
+    // A bad webhook_url is refused before anything is stored, naming the field.
+    let response = app
+        .submit(&fixture("jfk.flac"), "?webhook_url=ftp://example.org/x")
+        .await;
+    assert_eq!(response.status(), 422);
+    let body: serde_json::Value = response.json().await.expect("json");
+    assert!(
+        body["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("webhook_url")),
+        "{body}"
+    );
+    let (code, processing) = app.get_json("/jobs/processing").await;
+    assert_eq!(code, 200);
+    assert_eq!(processing["count"], 0, "{processing}");
+    assert_eq!(
+        processing["stages"].as_array().map(Vec::len),
+        Some(4),
+        "{processing}"
+    );
+
+    // A request without a file names the missing field.
+    let response = app
+        .http
+        .post(app.url("/process"))
+        .multipart(reqwest::multipart::Form::new().text("language", "en"))
+        .send()
+        .await
+        .expect("POST");
+    assert_eq!(response.status(), 400);
+    let body: serde_json::Value = response.json().await.expect("json");
+    assert!(
+        body["detail"].as_str().is_some_and(|d| d.contains("file")),
+        "{body}"
+    );
+
+    // SIGTERM stops the whole service cleanly within 10 s.
+    let status = app
+        .terminate(Duration::from_secs(10))
+        .expect("exits within 10 s");
+    assert!(status.success(), "{status:?}");
+}
+
+#[test]
+fn a_bad_setting_stops_start_up_naming_the_variable() {
+    let output = std::process::Command::new(jetscribe_binary())
+        .arg("up")
+        .env("WEBHOOK_MAX_RETRIES", "many")
+        .output()
+        .expect("runs");
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("WEBHOOK_MAX_RETRIES"), "{stderr}");
+}
