@@ -191,16 +191,19 @@ impl Pipeline {
         Ok(queues)
     }
 
-    /// Whether the connection is up and JetStream answers.
-    pub async fn check_health(&self) -> Result<(), PipelineError> {
-        if self.client.connection_state() != async_nats::connection::State::Connected {
-            return Err(PipelineError::Request(format!(
-                "NATS connection is {}",
-                self.client.connection_state()
-            )));
+    /// Whether the client is connected to a NATS server now.
+    pub fn check_connection(&self) -> Result<(), PipelineError> {
+        match self.client.connection_state() {
+            async_nats::connection::State::Connected => Ok(()),
+            state => Err(PipelineError::Request(format!(
+                "NATS connection is {state}"
+            ))),
         }
-        // A stream info request proves JetStream answers (the account info request's 2.9 reply
-        // is not parsed by async-nats).
+    }
+
+    /// Whether JetStream answers: a stream info request on the work stream (the account info
+    /// request's 2.9 reply is not parsed by async-nats).
+    pub async fn check_jetstream(&self) -> Result<(), PipelineError> {
         self.js
             .get_stream(proto_msgs::PIPELINE_STREAM)
             .await

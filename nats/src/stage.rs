@@ -167,6 +167,11 @@ pub async fn run_stage<S: Stage>(
     let consumer = pipeline.consumer(name).await?;
     let slots = Arc::new(Semaphore::new(settings.concurrency.max(1)));
     let mut in_flight = JoinSet::new();
+    let watcher = tokio::spawn(watch_max_deliveries(
+        pipeline.clone(),
+        name,
+        shutdown.clone(),
+    ));
     info!(stage = %name, concurrency = settings.concurrency, "stage started");
 
     loop {
@@ -210,7 +215,97 @@ pub async fn run_stage<S: Stage>(
     if drained.is_err() {
         in_flight.abort_all();
     }
+    watcher.abort();
     Ok(())
+}
+
+/// The server's advisory when a message of `stage` has been delivered `max_deliver` times
+/// without an ack: the process handling it died or hung on its last try, so no handler will
+/// ever fail the job. One process of the stage (a queue group) fails it here, with the last
+/// error recorded for the stage, and removes the message.
+async fn watch_max_deliveries(pipeline: Pipeline, stage: StageName, shutdown: CancellationToken) {
+    #[derive(serde::Deserialize)]
+    struct Advisory {
+        stream_seq: u64,
+        deliveries: u64,
+    }
+    #[derive(serde::Deserialize)]
+    struct JobRef {
+        job_id: Uuid,
+    }
+
+    let subject = format!(
+        "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{}.{}",
+        proto_msgs::PIPELINE_STREAM,
+        stage.consumer_name()
+    );
+    let mut advisories = match pipeline
+        .client()
+        .queue_subscribe(subject, stage.consumer_name())
+        .await
+    {
+        Ok(subscriber) => subscriber,
+        Err(err) => {
+            error!(stage = %stage, error = %err, "cannot watch max-delivery advisories");
+            return;
+        }
+    };
+    loop {
+        let advisory = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            advisory = advisories.next() => match advisory {
+                Some(advisory) => advisory,
+                None => return,
+            },
+        };
+        let Ok(advisory) = serde_json::from_slice::<Advisory>(&advisory.payload) else {
+            warn!(stage = %stage, "unreadable max-delivery advisory");
+            continue;
+        };
+        let stream = match pipeline
+            .jetstream()
+            .get_stream(proto_msgs::PIPELINE_STREAM)
+            .await
+        {
+            Ok(stream) => stream,
+            Err(err) => {
+                warn!(stage = %stage, error = %err, "cannot read the stream for an advisory");
+                continue;
+            }
+        };
+        let Ok(message) = stream.get_raw_message(advisory.stream_seq).await else {
+            // Already removed (acked or terminated meanwhile).
+            continue;
+        };
+        let Ok(job) = proto_msgs::decode::<JobRef>(&message.payload) else {
+            let _ = stream.delete_message(advisory.stream_seq).await;
+            continue;
+        };
+        let last_error = pipeline
+            .jobs()
+            .get(job.job_id)
+            .await
+            .ok()
+            .flatten()
+            .and_then(|record| {
+                record
+                    .stages
+                    .get(stage.name())
+                    .and_then(|run| run.last_error.clone())
+            })
+            .unwrap_or_else(|| "the stage stopped responding".to_owned());
+        let reason = format!(
+            "{stage} failed after {} attempts: {last_error}",
+            advisory.deliveries
+        );
+        error!(stage = %stage, job_id = %job.job_id, reason = %reason, "job failed: out of deliveries");
+        if matches!(
+            fail_job(&pipeline, job.job_id, stage, reason).await,
+            Settle::Term
+        ) {
+            let _ = stream.delete_message(advisory.stream_seq).await;
+        }
+    }
 }
 
 async fn pull_one(

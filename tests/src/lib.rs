@@ -74,7 +74,7 @@ pub struct TestApp {
     pub nats_url: String,
     pub http: reqwest::Client,
     child: Option<Child>,
-    _nats: LocalNatsServer,
+    nats: LocalNatsServer,
     pub data_dir: tempfile::TempDir,
 }
 
@@ -113,7 +113,7 @@ impl TestApp {
             nats_url: nats.url().to_owned(),
             http: reqwest::Client::new(),
             child: Some(child),
-            _nats: nats,
+            nats,
             data_dir,
         };
         let health = format!("{}/health", app.base_url);
@@ -155,6 +155,11 @@ impl TestApp {
             status,
             response.json().await.unwrap_or(serde_json::Value::Null),
         )
+    }
+
+    /// Stops the app's nats-server (to see how the app copes).
+    pub fn stop_nats(&mut self) {
+        self.nats.stop();
     }
 
     /// Sends SIGTERM and waits (at most `timeout`) for the process to exit.
@@ -225,6 +230,52 @@ impl WebhookReceiver {
             .await
             .expect("a webhook arrives in time")
             .expect("receiver open")
+    }
+}
+
+/// A local OTLP/HTTP endpoint that records every trace export (protobuf bodies).
+pub struct TraceCollector {
+    /// Base URL for OTEL_EXPORTER_OTLP_ENDPOINT.
+    pub endpoint: String,
+    received: mpsc::UnboundedReceiver<Vec<u8>>,
+}
+
+#[handler]
+async fn collect_traces(
+    body: Vec<u8>,
+    Data(sender): Data<&mpsc::UnboundedSender<Vec<u8>>>,
+) -> &'static str {
+    let _ = sender.send(body);
+    ""
+}
+
+impl TraceCollector {
+    pub async fn start() -> TraceCollector {
+        let port = free_port();
+        let (sender, received) = mpsc::unbounded_channel();
+        let app = Route::new()
+            .at("/v1/traces", post(collect_traces))
+            .data(sender);
+        let listener = poem::listener::TcpListener::bind(format!("127.0.0.1:{port}"));
+        tokio::spawn(Server::new(listener).run(app));
+        let endpoint = format!("http://127.0.0.1:{port}");
+        let http = reqwest::Client::new();
+        let probe = format!("{endpoint}/v1/traces");
+        wait_for("trace collector", Duration::from_secs(10), || {
+            let request = http.get(&probe).send();
+            async move { request.await.ok() }
+        })
+        .await;
+        TraceCollector { endpoint, received }
+    }
+
+    /// Every export body received so far.
+    pub fn drain(&mut self) -> Vec<Vec<u8>> {
+        let mut bodies = Vec::new();
+        while let Ok(body) = self.received.try_recv() {
+            bodies.push(body);
+        }
+        bodies
     }
 }
 

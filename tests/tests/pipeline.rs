@@ -4,7 +4,12 @@
 use std::time::Duration;
 
 use futures::StreamExt;
-use jetscribe_tests::{TestApp, WebhookReceiver, fixture, jetscribe_binary, word_error_rate};
+use jetscribe_tests::{
+    TestApp, TraceCollector, WebhookReceiver, fixture, jetscribe_binary, word_error_rate,
+};
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValue;
+use prost::Message as _;
 use proto_msgs::{EventKind, JobEvent};
 
 const JFK_REFERENCE: &str = "And so my fellow Americans, ask not what your country can do for you, ask what you can do for your country.";
@@ -220,4 +225,89 @@ fn a_bad_setting_stops_start_up_naming_the_variable() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
     assert!(stderr.contains("WEBHOOK_MAX_RETRIES"), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_job_is_one_trace_across_every_stage() {
+    let mut collector = TraceCollector::start().await;
+    let mut app =
+        TestApp::spawn(&[("OTEL_EXPORTER_OTLP_ENDPOINT", collector.endpoint.as_str())]).await;
+    let response = app.submit(&fixture("jfk.flac"), "").await;
+    assert_eq!(response.status(), 202);
+    let job_id = response.json::<serde_json::Value>().await.expect("json")["job_id"]
+        .as_str()
+        .expect("job_id")
+        .to_owned();
+    let (last, _) = follow_status(&app, &job_id).await;
+    assert_eq!(last["status"], "completed", "{last}");
+    // Exports are batched; shutting down flushes them.
+    let status = app.terminate(Duration::from_secs(10)).expect("exits");
+    assert!(status.success());
+
+    let mut traces_of_job = std::collections::BTreeSet::new();
+    let mut stages = std::collections::BTreeSet::new();
+    for body in collector.drain() {
+        let export = ExportTraceServiceRequest::decode(body.as_slice()).expect("OTLP protobuf");
+        for span in export
+            .resource_spans
+            .iter()
+            .flat_map(|r| &r.scope_spans)
+            .flat_map(|s| &s.spans)
+        {
+            let attribute = |key: &str| {
+                span.attributes
+                    .iter()
+                    .find(|kv| kv.key == key)
+                    .and_then(
+                        |kv| match kv.value.as_ref().and_then(|v| v.value.as_ref()) {
+                            Some(AnyValue::StringValue(text)) => Some(text.clone()),
+                            _ => None,
+                        },
+                    )
+            };
+            if attribute("job_id").as_deref() == Some(job_id.as_str()) {
+                traces_of_job.insert(span.trace_id.clone());
+                if let Some(stage) = attribute("stage") {
+                    stages.insert(stage);
+                }
+            }
+        }
+    }
+    assert_eq!(
+        traces_of_job.len(),
+        1,
+        "spans of the job are in {} traces",
+        traces_of_job.len()
+    );
+    let expected: std::collections::BTreeSet<String> =
+        ["decode", "transcribe", "analyze", "notify"]
+            .map(String::from)
+            .into();
+    assert_eq!(stages, expected);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_reports_each_dependency_and_fails_when_nats_is_gone() {
+    let mut app = TestApp::spawn(&[]).await;
+    let (code, health) = app.get_json("/health").await;
+    assert_eq!(code, 200, "{health}");
+    for part in ["nats", "jetstream", "object_store"] {
+        assert_eq!(health[part], "ok", "{health}");
+    }
+    app.stop_nats();
+    let unhealthy = jetscribe_tests::wait_for(
+        "/health to report NATS down",
+        Duration::from_secs(30),
+        || {
+            let request = app.get_json("/health");
+            async move {
+                let (code, body) = request.await;
+                (code == 503).then_some(body)
+            }
+        },
+    )
+    .await;
+    assert_eq!(unhealthy["status"], "unhealthy");
+    assert_ne!(unhealthy["nats"], "ok", "{unhealthy}");
+    assert_eq!(unhealthy["object_store"], "ok", "{unhealthy}");
 }

@@ -65,6 +65,23 @@ pub async fn serve(
         .await
 }
 
+/// Removes the files of jobs older than `max_age` (JOB_CLEANUP_DAYS), once at start and then
+/// every hour, until `shutdown`.
+pub async fn run_blob_cleanup(blobs: BlobStore, max_age: Duration, shutdown: CancellationToken) {
+    let mut every_hour = tokio::time::interval(Duration::from_secs(3600));
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = every_hour.tick() => {}
+        }
+        match blobs.delete_older_than("jobs", max_age).await {
+            Ok(0) => {}
+            Ok(removed) => info!(removed, "expired job files removed"),
+            Err(err) => error!(error = %err, "job file cleanup failed"),
+        }
+    }
+}
+
 /// A JSON response.
 pub(crate) fn json_response(status: StatusCode, body: Value) -> Response {
     Response::builder()
@@ -247,13 +264,24 @@ async fn active_jobs(Data(state): Data<&ApiState>) -> Result<Response, ApiError>
 
 #[handler]
 async fn health_check(Data(state): Data<&ApiState>) -> impl IntoResponse {
-    let nats = state.pipeline.check_health().await;
-    let store = state.blobs.check().await;
-    let healthy = nats.is_ok() && store.is_ok();
     let describe = |result: Result<(), String>| match result {
         Ok(()) => json!("ok"),
         Err(reason) => json!(reason),
     };
+    let nats = state
+        .pipeline
+        .check_connection()
+        .map_err(|err| err.to_string());
+    let jetstream = match &nats {
+        Ok(()) => state
+            .pipeline
+            .check_jetstream()
+            .await
+            .map_err(|err| err.to_string()),
+        Err(_) => Err("not checked: no NATS connection".to_owned()),
+    };
+    let store = state.blobs.check().await.map_err(|err| err.to_string());
+    let healthy = nats.is_ok() && jetstream.is_ok() && store.is_ok();
     json_response(
         if healthy {
             StatusCode::OK
@@ -262,8 +290,9 @@ async fn health_check(Data(state): Data<&ApiState>) -> impl IntoResponse {
         },
         json!({
             "status": if healthy { "healthy" } else { "unhealthy" },
-            "nats": describe(nats.map_err(|err| err.to_string())),
-            "object_store": describe(store.map_err(|err| err.to_string())),
+            "nats": describe(nats),
+            "jetstream": describe(jetstream),
+            "object_store": describe(store),
         }),
     )
 }

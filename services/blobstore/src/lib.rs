@@ -245,6 +245,35 @@ impl BlobStore {
         Ok(())
     }
 
+    /// Removes every blob under `prefix` last written more than `max_age` ago; returns how many.
+    /// Job records and events expire with JOB_CLEANUP_DAYS on the NATS side; this is the same
+    /// retention for the job's files.
+    pub async fn delete_older_than(
+        &self,
+        prefix: &str,
+        max_age: std::time::Duration,
+    ) -> Result<usize, BlobError> {
+        let max_age = chrono::Duration::from_std(max_age).unwrap_or(chrono::Duration::MAX);
+        let cutoff = chrono::Utc::now()
+            .checked_sub_signed(max_age)
+            .unwrap_or(chrono::DateTime::<chrono::Utc>::MIN_UTC);
+        let expired: Vec<Path> = self
+            .inner
+            .list(Some(&Path::from(prefix)))
+            .try_filter(|meta| futures::future::ready(meta.last_modified < cutoff))
+            .map_ok(|meta| meta.location)
+            .try_collect()
+            .await
+            .map_err(|err| BlobError::store(prefix, err))?;
+        for path in &expired {
+            match self.inner.delete(path).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(err) => return Err(BlobError::store(path.as_ref(), err)),
+            }
+        }
+        Ok(expired.len())
+    }
+
     /// Whether the store answers (for `/health`).
     pub async fn check(&self) -> Result<(), BlobError> {
         let probe = Path::from("health");
@@ -312,6 +341,14 @@ mod tests {
             .expect("put");
         assert_eq!(written, 20 * (1024 * 1024 + 3));
         assert_eq!(store.size("jobs/a/input").await.expect("size"), written);
+        assert_eq!(
+            store
+                .delete_older_than("jobs", std::time::Duration::from_secs(3600))
+                .await
+                .expect("cleanup"),
+            0,
+            "a fresh blob is kept"
+        );
         store.delete_prefix("jobs/a").await.expect("delete");
         assert!(matches!(
             store.size("jobs/a/input").await,

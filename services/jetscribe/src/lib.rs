@@ -173,6 +173,11 @@ pub async fn run(
                 max_file_size: settings.max_file_size,
             },
         };
+        tokio::spawn(jetscribe_api::run_blob_cleanup(
+            blobs.clone(),
+            pipeline.settings().retention,
+            shutdown.clone(),
+        ));
         let bind_addr = settings.bind_addr.clone();
         let token = shutdown.clone();
         parts.spawn(async move {
