@@ -15,6 +15,14 @@ use proto_msgs::{EventKind, JobEvent};
 const JFK_REFERENCE: &str = "And so my fellow Americans, ask not what your country can do for you, ask what you can do for your country.";
 const JOB_TIMEOUT: Duration = Duration::from_secs(300);
 
+/// Submits `file` and returns the job id of the 202 answer.
+async fn submit_job(app: &TestApp, file: &std::path::Path, query: &str) -> String {
+    let response = app.submit(file, query).await;
+    assert_eq!(response.status(), 202);
+    let accepted: serde_json::Value = response.json().await.expect("json");
+    accepted["job_id"].as_str().expect("job_id").to_owned()
+}
+
 /// Polls /status until the job ends; returns the last body and every progress value seen.
 async fn follow_status(app: &TestApp, job_id: &str) -> (serde_json::Value, Vec<u64>) {
     let mut seen = Vec::new();
@@ -133,14 +141,7 @@ async fn a_file_that_is_not_media_fails_with_a_clear_error() {
     let not_media = app.data_dir.path().join("notes.mp3");
     std::fs::write(&not_media, "these are plain words, not sound\n".repeat(100)).expect("write");
 
-    let response = app
-        .submit(&not_media, &format!("?webhook_url={}", hook.url))
-        .await;
-    assert_eq!(response.status(), 202);
-    let job_id = response.json::<serde_json::Value>().await.expect("json")["job_id"]
-        .as_str()
-        .expect("job_id")
-        .to_owned();
+    let job_id = submit_job(&app, &not_media, &format!("?webhook_url={}", hook.url)).await;
     let (last, _) = follow_status(&app, &job_id).await;
     assert_eq!(last["status"], "failed", "{last}");
     let error = last["error_message"].as_str().expect("error_message");
@@ -232,12 +233,7 @@ async fn one_job_is_one_trace_across_every_stage() {
     let mut collector = TraceCollector::start().await;
     let mut app =
         TestApp::spawn(&[("OTEL_EXPORTER_OTLP_ENDPOINT", collector.endpoint.as_str())]).await;
-    let response = app.submit(&fixture("jfk.flac"), "").await;
-    assert_eq!(response.status(), 202);
-    let job_id = response.json::<serde_json::Value>().await.expect("json")["job_id"]
-        .as_str()
-        .expect("job_id")
-        .to_owned();
+    let job_id = submit_job(&app, &fixture("jfk.flac"), "").await;
     let (last, _) = follow_status(&app, &job_id).await;
     assert_eq!(last["status"], "completed", "{last}");
     // Exports are batched; shutting down flushes them.
