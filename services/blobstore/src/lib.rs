@@ -131,7 +131,7 @@ impl BlobStore {
             .map_err(|err| BlobError::store(path, err))?;
         Ok(BlobWriter {
             path: path.to_owned(),
-            upload: WriteMultipart::new_with_chunk_size(upload, PART_SIZE),
+            upload: Some(WriteMultipart::new_with_chunk_size(upload, PART_SIZE)),
             written: 0,
         })
     }
@@ -284,24 +284,34 @@ impl BlobStore {
     }
 }
 
-/// A streamed write in progress. Dropped without [`finish`](Self::finish), the partial upload is
-/// abandoned; call [`abort`](Self::abort) to clean it up at once.
+/// A streamed write in progress. Dropped without [`finish`](Self::finish) (a request cancelled
+/// mid-upload, say), the partial upload is aborted in the background: nothing is left behind.
 pub struct BlobWriter {
     path: String,
-    upload: WriteMultipart,
+    /// `None` once finished or aborted.
+    upload: Option<WriteMultipart>,
     written: u64,
 }
 
 impl BlobWriter {
+    fn upload(&mut self) -> &mut WriteMultipart {
+        self.upload
+            .as_mut()
+            .expect("a BlobWriter is used only until finish or abort")
+    }
+
     /// Appends `chunk`, first waiting until few enough parts are in flight: memory stays bounded
     /// however fast the producer is.
     pub async fn write(&mut self, chunk: Bytes) -> Result<(), BlobError> {
-        self.upload
+        let path = self.path.clone();
+        let upload = self.upload();
+        upload
             .wait_for_capacity(PARTS_IN_FLIGHT)
             .await
-            .map_err(|err| BlobError::store(&self.path, err))?;
-        self.written += chunk.len() as u64;
-        self.upload.put(chunk);
+            .map_err(|err| BlobError::store(&path, err))?;
+        let len = chunk.len() as u64;
+        upload.put(chunk);
+        self.written += len;
         Ok(())
     }
 
@@ -309,8 +319,9 @@ impl BlobWriter {
         self.written
     }
 
-    pub async fn finish(self) -> Result<u64, BlobError> {
-        self.upload
+    pub async fn finish(mut self) -> Result<u64, BlobError> {
+        let upload = self.upload.take().expect("not finished twice");
+        upload
             .finish()
             .await
             .map_err(|err| BlobError::store(&self.path, err))?;
@@ -318,8 +329,22 @@ impl BlobWriter {
     }
 
     /// Abandons the upload; nothing is left in the store.
-    pub async fn abort(self) {
-        let _ = self.upload.abort().await;
+    pub async fn abort(mut self) {
+        if let Some(upload) = self.upload.take() {
+            let _ = upload.abort().await;
+        }
+    }
+}
+
+impl Drop for BlobWriter {
+    fn drop(&mut self) {
+        if let Some(upload) = self.upload.take()
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            runtime.spawn(async move {
+                let _ = upload.abort().await;
+            });
+        }
     }
 }
 

@@ -1,0 +1,105 @@
+//! Uploads that must leave nothing behind: too large, or cut off by the client.
+
+use std::path::Path;
+use std::time::Duration;
+
+use jetscribe_nats::{Pipeline, PipelineSettings};
+use jetscribe_tests::{TestApp, fixture, wait_for};
+use tokio::io::AsyncWriteExt;
+
+/// Regular files under `dir` (blobs and staged parts alike).
+fn files_under(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    let mut pending = vec![dir.to_owned()];
+    while let Some(dir) = pending.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                pending.push(path);
+            } else {
+                found.push(path);
+            }
+        }
+    }
+    found
+}
+
+async fn job_count(app: &TestApp) -> usize {
+    let pipeline = Pipeline::connect(PipelineSettings::new(app.nats_url.clone()))
+        .await
+        .expect("pipeline");
+    pipeline.jobs().list().await.expect("jobs").len()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversize_upload_gets_413_and_leaves_no_blob_and_no_job() {
+    let app = TestApp::spawn(&[("MAX_FILE_SIZE", "256K")]).await;
+    let blobs = app.data_dir.path().join("blobs");
+    // jfk.flac is 1.1 MB: four times the limit.
+    let response = app.submit(&fixture("jfk.flac"), "").await;
+    assert_eq!(response.status(), 413);
+    let body: serde_json::Value = response.json().await.expect("json");
+    let detail = body["detail"].as_str().expect("detail");
+    assert!(
+        detail.contains("MAX_FILE_SIZE") && detail.contains("file"),
+        "{detail}"
+    );
+    wait_for(
+        "the partial upload to be removed",
+        Duration::from_secs(10),
+        || {
+            let left = files_under(&blobs);
+            async move { left.is_empty().then_some(()) }
+        },
+    )
+    .await;
+    assert_eq!(job_count(&app).await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_cut_off_midway_leaves_no_blob_and_no_job() {
+    let app = TestApp::spawn(&[]).await;
+    let blobs = app.data_dir.path().join("blobs");
+    let address = app.base_url.trim_start_matches("http://").to_owned();
+    let mut socket = tokio::net::TcpStream::connect(&address)
+        .await
+        .expect("connect");
+    let boundary = "jetscribe-test-boundary";
+    let part_header = format!(
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"long.wav\"\r\nContent-Type: application/octet-stream\r\n\r\n"
+    );
+    // Announce 50 MB, send 2 MB of it, then vanish.
+    let request = format!(
+        "POST /process HTTP/1.1\r\nHost: {address}\r\nContent-Type: multipart/form-data; boundary={boundary}\r\nContent-Length: {}\r\n\r\n{part_header}",
+        50 * 1024 * 1024
+    );
+    socket.write_all(request.as_bytes()).await.expect("headers");
+    socket
+        .write_all(&vec![7u8; 2 * 1024 * 1024])
+        .await
+        .expect("part of the body");
+    socket.flush().await.expect("flush");
+    wait_for(
+        "the upload to reach the store",
+        Duration::from_secs(10),
+        || {
+            let staged = files_under(&blobs);
+            async move { (!staged.is_empty()).then_some(()) }
+        },
+    )
+    .await;
+    drop(socket);
+    wait_for(
+        "the partial upload to be removed",
+        Duration::from_secs(10),
+        || {
+            let left = files_under(&blobs);
+            async move { left.is_empty().then_some(()) }
+        },
+    )
+    .await;
+    assert_eq!(job_count(&app).await, 0);
+}
