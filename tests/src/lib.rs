@@ -157,6 +157,13 @@ impl TestApp {
         )
     }
 
+    /// GET `path`, expecting 200 with a text body.
+    pub async fn get_text(&self, path: &str) -> String {
+        let response = self.http.get(self.url(path)).send().await.expect("GET");
+        assert_eq!(response.status(), 200, "GET {path}");
+        response.text().await.expect("text body")
+    }
+
     /// Stops the app's nats-server (to see how the app copes).
     pub fn stop_nats(&mut self) {
         self.nats.stop();

@@ -15,6 +15,56 @@ use proto_msgs::{EventKind, JobEvent};
 const JFK_REFERENCE: &str = "And so my fellow Americans, ask not what your country can do for you, ask what you can do for your country.";
 const JOB_TIMEOUT: Duration = Duration::from_secs(300);
 
+/// Checks SRT-style cue blocks (WebVTT without its header has the same shape, with `.` before
+/// the milliseconds and no index lines): times in order, at most 2 lines of 42 characters and
+/// 7 s per cue, and all the words of `transcript`.
+fn assert_subtitles(cues: &str, decimal: &str, transcript: &str) {
+    let seconds = |stamp: &str| -> f64 {
+        let (clock, millis) = stamp.split_once(decimal).expect("milliseconds");
+        let parts: Vec<f64> = clock
+            .split(':')
+            .map(|p| p.parse().expect("number"))
+            .collect();
+        parts[0] * 3600.0 + parts[1] * 60.0 + parts[2] + millis.parse::<f64>().expect("ms") / 1000.0
+    };
+    let mut words = Vec::new();
+    let mut previous_end = 0.0;
+    let blocks: Vec<&str> = cues
+        .split("\n\n")
+        .filter(|b| !b.trim().is_empty())
+        .collect();
+    assert!(!blocks.is_empty(), "no cues in {cues:?}");
+    for (index, block) in blocks.iter().enumerate() {
+        let mut lines = block.lines();
+        if decimal == "," {
+            assert_eq!(
+                lines.next(),
+                Some((index + 1).to_string().as_str()),
+                "{block}"
+            );
+        }
+        let timing = lines.next().expect("timing line");
+        let (start, end) = timing.split_once(" --> ").expect("arrow");
+        let (start, end) = (seconds(start), seconds(end));
+        assert!(
+            start >= previous_end - 1e-3 && end >= start && end - start <= 7.0 + 1e-3,
+            "{block}"
+        );
+        previous_end = end;
+        let text: Vec<&str> = lines.collect();
+        assert!((1..=2).contains(&text.len()), "{block}");
+        assert!(
+            text.iter().all(|line| line.chars().count() <= 42),
+            "{block}"
+        );
+        words.extend(text.iter().flat_map(|line| line.split_whitespace()));
+    }
+    assert_eq!(
+        words.join(" "),
+        transcript.split_whitespace().collect::<Vec<_>>().join(" ")
+    );
+}
+
 /// Submits `file` and returns the job id of the 202 answer.
 async fn submit_job(app: &TestApp, file: &std::path::Path, query: &str) -> String {
     let response = app.submit(file, query).await;
@@ -91,6 +141,23 @@ async fn the_jfk_clip_is_transcribed_end_to_end_with_webhook_and_events() {
         );
         previous_end = end;
     }
+
+    // The same result as files.
+    let text = app.get_text(&format!("/result/{job_id}?format=txt")).await;
+    assert_eq!(text, format!("{transcript}\n"));
+    let srt = app.get_text(&format!("/result/{job_id}?format=srt")).await;
+    assert_subtitles(&srt, ",", transcript);
+    let vtt = app.get_text(&format!("/result/{job_id}?format=vtt")).await;
+    let cues = vtt.strip_prefix("WEBVTT\n\n").expect("WebVTT header");
+    assert_subtitles(cues, ".", transcript);
+    let (code, body) = app.get_json(&format!("/result/{job_id}?format=docx")).await;
+    assert_eq!(code, 400);
+    assert!(
+        body["detail"]
+            .as_str()
+            .is_some_and(|d| d.starts_with("format:")),
+        "{body}"
+    );
 
     let webhook = hook.next(Duration::from_secs(60)).await;
     assert_eq!(webhook["job_id"], job_id.as_str());

@@ -3,6 +3,7 @@
 //! (200/202/500/404), `GET /jobs/processing`, `GET /health`. It owns request parsing, validation
 //! and the JSON shapes of responses; the work happens in the pipeline stages.
 
+mod subtitles;
 mod upload;
 
 use std::time::Duration;
@@ -12,7 +13,7 @@ use jetscribe_nats::Pipeline;
 use poem::http::StatusCode;
 use poem::listener::TcpListener;
 use poem::middleware::Tracing;
-use poem::web::{Data, Path};
+use poem::web::{Data, Path, Query};
 use poem::{EndpointExt, IntoResponse, Response, Route, Server, get, handler, post};
 use proto_msgs::{JobResult, JobStatus};
 use serde_json::{Value, json};
@@ -171,57 +172,116 @@ async fn job_status(
     ))
 }
 
+/// `?format=` of `/result`.
+#[derive(Debug, Default, serde::Deserialize)]
+struct ResultQuery {
+    format: Option<String>,
+}
+
+/// The file formats `/result` can answer with.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum ResultFormat {
+    Json,
+    Text,
+    Srt,
+    Vtt,
+}
+
+impl ResultFormat {
+    fn parse(raw: Option<&str>) -> Result<Self, ApiError> {
+        match raw.map(str::to_ascii_lowercase).as_deref() {
+            None | Some("json") => Ok(ResultFormat::Json),
+            Some("txt" | "text") => Ok(ResultFormat::Text),
+            Some("srt") => Ok(ResultFormat::Srt),
+            Some("vtt" | "webvtt") => Ok(ResultFormat::Vtt),
+            Some(other) => Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                format!("format: expected json, txt, srt or vtt, got {other:?}"),
+            )),
+        }
+    }
+}
+
 #[handler]
 async fn job_result(
     Data(state): Data<&ApiState>,
     Path(job_id): Path<String>,
+    Query(query): Query<ResultQuery>,
 ) -> Result<Response, ApiError> {
+    let format = ResultFormat::parse(query.format.as_deref())?;
     let record = load_record(state, &job_id).await?;
-    Ok(match record.status {
-        JobStatus::Pending | JobStatus::Processing => json_response(
-            StatusCode::ACCEPTED,
-            json!({
-                "job_id": record.job_id,
-                "status": record.status.as_str(),
-                "progress": record.progress,
-                "step": record.step,
-                "message": "Job is still being processed",
-            }),
-        ),
-        JobStatus::Failed => json_response(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            json!({
-                "job_id": record.job_id,
-                "status": "failed",
-                "error_message": record.error_message,
-            }),
-        ),
-        JobStatus::Completed => {
-            let Some(result_blob) = record.blobs.result.as_deref() else {
-                return Err(ApiError::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "result missing",
-                ));
-            };
-            match state.blobs.get_json::<JobResult>(result_blob).await {
-                Ok(result) => json_response(
-                    StatusCode::OK,
-                    json!({
-                        "job_id": record.job_id,
-                        "status": "completed",
-                        "completed_at": rfc3339(record.completed_at),
-                        "result": result,
-                    }),
-                ),
-                Err(err) => {
-                    error!(error = %err, "result unreadable");
-                    return Err(ApiError::new(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        "result unavailable",
-                    ));
-                }
-            }
+    let result = match record.status {
+        JobStatus::Pending | JobStatus::Processing => {
+            return Ok(json_response(
+                StatusCode::ACCEPTED,
+                json!({
+                    "job_id": record.job_id,
+                    "status": record.status.as_str(),
+                    "progress": record.progress,
+                    "step": record.step,
+                    "message": "Job is still being processed",
+                }),
+            ));
         }
+        JobStatus::Failed => {
+            return Ok(json_response(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                json!({
+                    "job_id": record.job_id,
+                    "status": "failed",
+                    "error_message": record.error_message,
+                }),
+            ));
+        }
+        JobStatus::Completed => {
+            let result_blob = record.blobs.result.as_deref().ok_or_else(|| {
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "result missing")
+            })?;
+            state
+                .blobs
+                .get_json::<JobResult>(result_blob)
+                .await
+                .map_err(|err| {
+                    error!(error = %err, "result unreadable");
+                    ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "result unavailable")
+                })?
+        }
+    };
+    let file = |content_type: &str, extension: &str, body: String| {
+        Response::builder()
+            .status(StatusCode::OK)
+            .content_type(content_type)
+            .header(
+                "Content-Disposition",
+                format!("inline; filename=\"{}.{extension}\"", record.job_id),
+            )
+            .body(body)
+    };
+    Ok(match format {
+        ResultFormat::Json => json_response(
+            StatusCode::OK,
+            json!({
+                "job_id": record.job_id,
+                "status": "completed",
+                "completed_at": rfc3339(record.completed_at),
+                "result": result,
+            }),
+        ),
+        ResultFormat::Text => file(
+            "text/plain; charset=utf-8",
+            "txt",
+            format!("{}\n", result.transcript),
+        ),
+        ResultFormat::Srt => file(
+            "application/x-subrip; charset=utf-8",
+            "srt",
+            subtitles::srt(&result.segments),
+        ),
+        ResultFormat::Vtt => file(
+            "text/vtt; charset=utf-8",
+            "vtt",
+            subtitles::vtt(&result.segments),
+        ),
     })
 }
 

@@ -1,0 +1,174 @@
+//! Subtitle files from segments: SubRip (SRT) and WebVTT, with cues of at most two lines of 42
+//! characters and at most 7 seconds, the common broadcast limits for readability.
+
+use proto_msgs::Segment;
+
+/// Characters per subtitle line.
+pub const MAX_LINE_CHARS: usize = 42;
+/// Lines per cue.
+pub const MAX_LINES: usize = 2;
+/// Seconds a cue stays on screen at most.
+pub const MAX_CUE_SECONDS: f64 = 7.0;
+
+/// One subtitle: times in seconds and its (at most two) lines.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Cue {
+    pub start: f64,
+    pub end: f64,
+    pub lines: Vec<String>,
+}
+
+/// Wraps `words` into lines of at most [`MAX_LINE_CHARS`] (a longer single word gets a line of
+/// its own).
+fn wrap(words: &[&str]) -> Vec<String> {
+    let mut lines: Vec<String> = Vec::new();
+    for word in words {
+        match lines.last_mut() {
+            Some(line) if line.chars().count() + 1 + word.chars().count() <= MAX_LINE_CHARS => {
+                line.push(' ');
+                line.push_str(word);
+            }
+            _ => lines.push((*word).to_owned()),
+        }
+    }
+    lines
+}
+
+/// Splits segments into cues. Within a segment, time is shared among words in proportion to
+/// their length (segments carry no word times), so each cue gets the stretch its words cover.
+pub fn cues(segments: &[Segment]) -> Vec<Cue> {
+    let mut cues = Vec::new();
+    for segment in segments {
+        let words: Vec<&str> = segment.text.split_whitespace().collect();
+        if words.is_empty() {
+            continue;
+        }
+        let total_chars: usize = words.iter().map(|w| w.chars().count() + 1).sum();
+        let span = (segment.end - segment.start).max(0.0);
+        let time_at =
+            |chars_before: usize| segment.start + span * chars_before as f64 / total_chars as f64;
+        let mut first = 0;
+        let mut chars_before = 0;
+        while first < words.len() {
+            // Grow the cue word by word while it fits in two lines and seven seconds.
+            let mut last = first + 1;
+            let mut cue_chars = words[first].chars().count() + 1;
+            while last < words.len() {
+                let next_chars = cue_chars + words[last].chars().count() + 1;
+                let fits_lines = wrap(&words[first..=last]).len() <= MAX_LINES;
+                let fits_time =
+                    time_at(chars_before + next_chars) - time_at(chars_before) <= MAX_CUE_SECONDS;
+                if !(fits_lines && fits_time) {
+                    break;
+                }
+                cue_chars = next_chars;
+                last += 1;
+            }
+            let start = time_at(chars_before);
+            let end = time_at(chars_before + cue_chars).min(start + MAX_CUE_SECONDS);
+            cues.push(Cue {
+                start,
+                end,
+                lines: wrap(&words[first..last]),
+            });
+            chars_before += cue_chars;
+            first = last;
+        }
+    }
+    cues
+}
+
+fn timestamp(seconds: f64, decimal: char) -> String {
+    let millis = (seconds.max(0.0) * 1000.0).round() as u64;
+    format!(
+        "{:02}:{:02}:{:02}{decimal}{:03}",
+        millis / 3_600_000,
+        millis / 60_000 % 60,
+        millis / 1000 % 60,
+        millis % 1000
+    )
+}
+
+/// A SubRip file.
+pub fn srt(segments: &[Segment]) -> String {
+    let mut out = String::new();
+    for (index, cue) in cues(segments).iter().enumerate() {
+        out.push_str(&format!(
+            "{}\n{} --> {}\n{}\n\n",
+            index + 1,
+            timestamp(cue.start, ','),
+            timestamp(cue.end, ','),
+            cue.lines.join("\n")
+        ));
+    }
+    out
+}
+
+/// A WebVTT file.
+pub fn vtt(segments: &[Segment]) -> String {
+    let mut out = String::from("WEBVTT\n\n");
+    for cue in cues(segments) {
+        // "-->" may not appear in cue text; Whisper does not write it, but make sure.
+        let text = cue.lines.join("\n").replace("-->", "->");
+        out.push_str(&format!(
+            "{} --> {}\n{}\n\n",
+            timestamp(cue.start, '.'),
+            timestamp(cue.end, '.'),
+            text
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn segment(start: f64, end: f64, text: &str) -> Segment {
+        Segment {
+            start,
+            end,
+            text: text.to_owned(),
+        }
+    }
+
+    #[test]
+    fn long_segments_become_cues_of_two_short_lines_and_at_most_seven_seconds() {
+        let long = "word ".repeat(60);
+        let segments = vec![segment(0.0, 30.0, &long), segment(30.0, 31.0, "Short.")];
+        let cues = cues(&segments);
+        assert!(cues.len() > 4, "{cues:?}");
+        for cue in &cues {
+            assert!(cue.lines.len() <= MAX_LINES, "{cue:?}");
+            assert!(
+                cue.lines
+                    .iter()
+                    .all(|l| l.chars().count() <= MAX_LINE_CHARS),
+                "{cue:?}"
+            );
+            assert!(cue.end - cue.start <= MAX_CUE_SECONDS + 1e-9, "{cue:?}");
+            assert!(cue.end >= cue.start);
+        }
+        assert!(
+            cues.windows(2)
+                .all(|pair| pair[0].end <= pair[1].start + 1e-9)
+        );
+        assert_eq!(
+            cues.last().map(|c| c.lines.clone()),
+            Some(vec!["Short.".to_owned()])
+        );
+    }
+
+    #[test]
+    fn srt_and_vtt_have_their_own_headers_and_time_formats() {
+        let segments = vec![segment(3661.5, 3663.25, "Hello there.")];
+        assert_eq!(
+            srt(&segments),
+            "1\n01:01:01,500 --> 01:01:03,250\nHello there.\n\n"
+        );
+        assert_eq!(
+            vtt(&segments),
+            "WEBVTT\n\n01:01:01.500 --> 01:01:03.250\nHello there.\n\n"
+        );
+    }
+}
