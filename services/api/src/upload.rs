@@ -70,15 +70,42 @@ fn validate_webhook_url(raw: Option<String>) -> Result<Option<String>, ApiError>
 pub(crate) async fn process(
     Data(state): Data<&ApiState>,
     Query(params): Query<ProcessParams>,
-    multipart: Multipart,
+    mut multipart: Multipart,
 ) -> Result<Response, ApiError> {
-    accept_upload(state, params, multipart).await
+    let answer = accept_upload(state, params, &mut multipart).await;
+    if answer.is_err() {
+        discard_rest(&mut multipart).await;
+    }
+    answer
+}
+
+/// How much of a refused request's body is read and thrown away before answering. HTTP/1.1
+/// clients that write the whole body before reading the answer (most libraries; curl reads early
+/// answers) would otherwise see a broken pipe instead of the 4xx. Past this, the connection is
+/// closed: a refused multi-GB upload is not read to its end.
+const DISCARD_LIMIT: u64 = 64 * 1024 * 1024;
+const DISCARD_TIME: std::time::Duration = std::time::Duration::from_secs(2);
+
+async fn discard_rest(multipart: &mut Multipart) {
+    let discard = async {
+        let mut discarded = 0u64;
+        while let Ok(Some(field)) = multipart.next_field().await {
+            let mut chunks = ReaderStream::with_capacity(field.into_async_read(), READ_CHUNK);
+            while let Some(Ok(chunk)) = chunks.next().await {
+                discarded += chunk.len() as u64;
+                if discarded > DISCARD_LIMIT {
+                    return;
+                }
+            }
+        }
+    };
+    let _ = tokio::time::timeout(DISCARD_TIME, discard).await;
 }
 
 async fn accept_upload(
     state: &ApiState,
     params: ProcessParams,
-    mut multipart: Multipart,
+    multipart: &mut Multipart,
 ) -> Result<Response, ApiError> {
     // Query options are checked before any byte is stored.
     let language = validate_language(params.language)?;

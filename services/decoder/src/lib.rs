@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use ffmpeg_sidecar::command::FfmpegCommand;
-use ffmpeg_sidecar::event::{FfmpegEvent, LogLevel, StreamTypeSpecificData};
+use ffmpeg_sidecar::event::{FfmpegEvent, LogLevel};
 use jetscribe_blobstore::BlobStore;
 use jetscribe_nats::{JobContext, Outcome, Stage, StageError};
 use proto_msgs::{DecodeRequest, JobBlobs, TranscribeRequest};
@@ -24,6 +24,8 @@ pub const BYTES_PER_SAMPLE: u64 = 2;
 pub struct DecoderSettings {
     /// The ffmpeg binary (FFMPEG_PATH, default `ffmpeg` from PATH).
     pub ffmpeg: PathBuf,
+    /// The ffprobe binary (FFPROBE_PATH, default: beside FFMPEG_PATH, or `ffprobe` from PATH).
+    pub ffprobe: PathBuf,
     /// Where uploads are staged while ffmpeg reads them (ffmpeg needs a seekable file for inputs
     /// such as mp4 with the index at the end).
     pub work_dir: PathBuf,
@@ -51,8 +53,94 @@ enum FfmpegReport {
 /// How ffmpeg ended.
 struct FfmpegEnd {
     success: bool,
-    saw_audio_input: bool,
     last_error: Option<String>,
+}
+
+/// What ffprobe found in the upload.
+#[derive(Debug, Clone, PartialEq)]
+struct Probe {
+    /// Index of the audio stream to decode: the default one, else the first.
+    audio_stream: u32,
+    duration_s: Option<f64>,
+}
+
+#[derive(Debug)]
+enum ProbeError {
+    /// ffprobe could not read the file: not media, or damaged. Its reason, on one line.
+    Unreadable(String),
+    NoAudio,
+    /// ffprobe itself could not be run.
+    Run(std::io::Error),
+}
+
+/// Finds the audio stream to decode and the duration, before any decoding.
+async fn probe(ffprobe: &std::path::Path, media: &std::path::Path) -> Result<Probe, ProbeError> {
+    let output = tokio::process::Command::new(ffprobe)
+        .args(["-v", "error", "-of", "json"])
+        .args([
+            "-show_entries",
+            "stream=index,codec_type:stream_disposition=default:format=duration",
+        ])
+        .arg(media)
+        .output()
+        .await
+        .map_err(ProbeError::Run)?;
+    if !output.status.success() {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let reason = stderr
+            .lines()
+            .rev()
+            .find(|line| !line.trim().is_empty())
+            .map(clean_ffmpeg_line)
+            .unwrap_or_else(|| "not a media file ffmpeg can read".to_owned());
+        return Err(ProbeError::Unreadable(reason));
+    }
+    parse_probe(&output.stdout)
+}
+
+fn parse_probe(json: &[u8]) -> Result<Probe, ProbeError> {
+    #[derive(serde::Deserialize)]
+    struct Output {
+        #[serde(default)]
+        streams: Vec<Stream>,
+        format: Option<Format>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Stream {
+        index: u32,
+        codec_type: Option<String>,
+        disposition: Option<Disposition>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Disposition {
+        #[serde(default)]
+        default: u8,
+    }
+    #[derive(serde::Deserialize)]
+    struct Format {
+        duration: Option<String>,
+    }
+    let output: Output = serde_json::from_slice(json)
+        .map_err(|err| ProbeError::Unreadable(format!("unexpected ffprobe output: {err}")))?;
+    let audio: Vec<&Stream> = output
+        .streams
+        .iter()
+        .filter(|stream| stream.codec_type.as_deref() == Some("audio"))
+        .collect();
+    let chosen = audio
+        .iter()
+        .find(|stream| stream.disposition.as_ref().is_some_and(|d| d.default == 1))
+        .or(audio.first())
+        .ok_or(ProbeError::NoAudio)?;
+    let duration_s = output
+        .format
+        .and_then(|format| format.duration)
+        .and_then(|duration| duration.parse::<f64>().ok())
+        .filter(|duration| duration.is_finite() && *duration > 0.0);
+    Ok(Probe {
+        audio_stream: chosen.index,
+        duration_s,
+    })
 }
 
 impl Stage for Decoder {
@@ -71,9 +159,24 @@ impl Stage for Decoder {
             .map_err(|err| StageError::transient("staging the upload", err))?;
         debug!(size, "upload staged");
 
+        let probe = probe(&self.settings.ffprobe, &media)
+            .await
+            .map_err(|err| match err {
+                ProbeError::Unreadable(reason) => {
+                    StageError::Permanent(format!("cannot decode {}: {reason}", input.filename))
+                }
+                ProbeError::NoAudio => {
+                    StageError::Permanent(format!("no audio stream in {}", input.filename))
+                }
+                ProbeError::Run(err) => StageError::transient("running ffprobe", err),
+            })?;
+        debug!(stream = probe.audio_stream, duration_s = ?probe.duration_s, "probed");
+
         let (reports, mut received) = mpsc::channel::<FfmpegReport>(16);
         let ffmpeg = self.settings.ffmpeg.clone();
-        let ffmpeg_task = tokio::task::spawn_blocking(move || run_ffmpeg(&ffmpeg, &media, reports));
+        let stream = probe.audio_stream;
+        let ffmpeg_task =
+            tokio::task::spawn_blocking(move || run_ffmpeg(&ffmpeg, &media, stream, reports));
 
         let audio_blob = JobBlobs::audio_path(input.job_id);
         let mut writer = self
@@ -81,7 +184,7 @@ impl Stage for Decoder {
             .writer(&audio_blob)
             .await
             .map_err(|err| StageError::transient("opening the audio blob", err))?;
-        let mut duration = None;
+        let mut duration = probe.duration_s;
         let mut last_report = Instant::now();
         let mut write_error = None;
         while let Some(report) = received.recv().await {
@@ -94,7 +197,9 @@ impl Stage for Decoder {
                         write_error = Some(err);
                     }
                 }
-                FfmpegReport::Duration(seconds) => duration = Some(seconds),
+                FfmpegReport::Duration(seconds) => {
+                    duration.get_or_insert(seconds);
+                }
                 FfmpegReport::Progress(seconds) => {
                     if let Some(total) = duration.filter(|total| *total > 0.0)
                         && last_report.elapsed() >= Duration::from_secs(1)
@@ -115,20 +220,11 @@ impl Stage for Decoder {
         }
         if !end.success {
             writer.abort().await;
-            return Err(StageError::Permanent(if end.saw_audio_input {
-                format!(
-                    "cannot decode {}: {}",
-                    input.filename,
-                    end.last_error.unwrap_or_else(|| "ffmpeg failed".to_owned())
-                )
-            } else {
-                match end.last_error {
-                    Some(reason) if !reason.contains("matches no streams") => {
-                        format!("cannot decode {}: {reason}", input.filename)
-                    }
-                    _ => format!("no audio stream in {}", input.filename),
-                }
-            }));
+            return Err(StageError::Permanent(format!(
+                "cannot decode {}: {}",
+                input.filename,
+                end.last_error.unwrap_or_else(|| "ffmpeg failed".to_owned())
+            )));
         }
         let pcm_bytes = writer
             .finish()
@@ -166,19 +262,19 @@ impl Stage for Decoder {
 fn run_ffmpeg(
     ffmpeg: &std::path::Path,
     media: &std::path::Path,
+    audio_stream: u32,
     reports: mpsc::Sender<FfmpegReport>,
 ) -> std::io::Result<FfmpegEnd> {
     let mut child = FfmpegCommand::new_with_path(ffmpeg)
         .hide_banner()
         .input(media)
-        // The first audio stream (ffmpeg's default choice for video files is the same), no video.
-        .args(["-map", "0:a:0", "-vn", "-sn", "-dn"])
+        // The probed audio stream only: no video, subtitles or data.
+        .args(["-map", &format!("0:{audio_stream}"), "-vn", "-sn", "-dn"])
         .args(["-ac", "1", "-ar", &SAMPLE_RATE.to_string(), "-f", "s16le"])
         .output("pipe:1")
         .spawn()?;
     let mut end = FfmpegEnd {
         success: false,
-        saw_audio_input: false,
         last_error: None,
     };
     let events = child
@@ -190,12 +286,6 @@ fn run_ffmpeg(
             FfmpegEvent::ParsedDuration(parsed) => Some(FfmpegReport::Duration(parsed.duration)),
             FfmpegEvent::Progress(progress) => {
                 parse_clock(&progress.time).map(FfmpegReport::Progress)
-            }
-            FfmpegEvent::ParsedInputStream(stream) => {
-                if matches!(stream.type_specific_data, StreamTypeSpecificData::Audio(_)) {
-                    end.saw_audio_input = true;
-                }
-                None
             }
             FfmpegEvent::Log(LogLevel::Error | LogLevel::Fatal, line) => {
                 end.last_error = Some(clean_ffmpeg_line(&line));
@@ -244,6 +334,28 @@ fn clean_ffmpeg_line(line: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_default_audio_stream_of_a_video_is_chosen() {
+        let probe = parse_probe(
+            br#"{"streams":[{"index":0,"codec_type":"video","disposition":{"default":1}},
+                {"index":1,"codec_type":"audio","disposition":{"default":0}},
+                {"index":2,"codec_type":"audio","disposition":{"default":1}}],
+                "format":{"duration":"12.5"}}"#,
+        )
+        .expect("probe");
+        assert_eq!(
+            probe,
+            Probe {
+                audio_stream: 2,
+                duration_s: Some(12.5)
+            }
+        );
+        assert!(matches!(
+            parse_probe(br#"{"streams":[{"index":0,"codec_type":"video"}],"format":{}}"#),
+            Err(ProbeError::NoAudio)
+        ));
+    }
 
     #[test]
     fn ffmpeg_clock_parses_to_seconds() {

@@ -103,6 +103,7 @@ pub async fn run(
             blobs.clone(),
             DecoderSettings {
                 ffmpeg: settings.ffmpeg_path.clone(),
+                ffprobe: settings.ffprobe_path.clone(),
                 work_dir: settings.data_dir.join("work"),
             },
         );

@@ -33,6 +33,8 @@ pub struct Settings {
     pub whisper_beam_size: usize,
     /// FFMPEG_PATH (default `ffmpeg` from PATH).
     pub ffmpeg_path: PathBuf,
+    /// FFPROBE_PATH (default: `ffprobe` beside FFMPEG_PATH, else from PATH).
+    pub ffprobe_path: PathBuf,
     /// BIND_ADDR (default `0.0.0.0:8000`).
     pub bind_addr: String,
     /// MAX_CONCURRENT_JOBS per stage and process (default 2).
@@ -81,6 +83,14 @@ impl Settings {
             whisper_batch_size: parse(&get, "WHISPER_BATCH_SIZE", 4, "a number of 30 s windows from 1 to 32", |n: &usize| (1..=32).contains(n))?,
             whisper_beam_size: parse(&get, "WHISPER_BEAM_SIZE", 5, "a beam width from 1 to 10", |n: &usize| (1..=10).contains(n))?,
             ffmpeg_path: PathBuf::from(get("FFMPEG_PATH").unwrap_or_else(|| "ffmpeg".to_owned())),
+            ffprobe_path: get("FFPROBE_PATH").map(PathBuf::from).unwrap_or_else(|| {
+                match get("FFMPEG_PATH").map(PathBuf::from) {
+                    Some(ffmpeg) if ffmpeg.parent().is_some_and(|dir| !dir.as_os_str().is_empty()) => {
+                        ffmpeg.with_file_name("ffprobe")
+                    }
+                    _ => PathBuf::from("ffprobe"),
+                }
+            }),
             bind_addr: match get("BIND_ADDR") {
                 Some(addr) if addr.parse::<std::net::SocketAddr>().is_ok() => addr,
                 Some(addr) => {
