@@ -114,10 +114,21 @@ impl JobContext {
     /// (never lowers it) and publishes a `progress` event. Callers rate-limit; a failure here is
     /// logged, not fatal: progress is informative.
     pub async fn progress(&self, fraction: f64) {
+        self.progress_with_eta(fraction, None).await;
+    }
+
+    /// [`progress`](Self::progress) with an estimate of the seconds left in this stage.
+    pub async fn progress_with_eta(&self, fraction: f64, eta_s: Option<f64>) {
         let overall = self.stage.overall_progress(fraction);
+        let eta_s = eta_s
+            .filter(|eta| eta.is_finite())
+            .map(|eta| eta.max(0.0).round());
         match self
             .jobs
-            .update(self.job_id, |record| record.raise_progress(overall))
+            .update(self.job_id, |record| {
+                record.raise_progress(overall);
+                record.eta_s = eta_s;
+            })
             .await
         {
             Ok(record) => {
@@ -548,6 +559,7 @@ async fn finish_stage(
         .update(job_id, |record| {
             record.stage_run(stage).finished_at = Some(now);
             record.raise_progress(stage.overall_progress(1.0));
+            record.eta_s = None;
         })
         .await
         .map_err(|err| PipelineError::Request(err.to_string()))?;

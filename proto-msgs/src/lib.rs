@@ -211,6 +211,9 @@ pub struct StageRun {
     pub finished_at: Option<OffsetDateTime>,
     #[serde(default)]
     pub last_error: Option<String>,
+    /// Media second this attempt resumed from (a checkpoint of an earlier attempt), if any.
+    #[serde(default)]
+    pub resumed_from_s: Option<f64>,
 }
 
 /// The job record: value of key `<job_id>` in the `jetscribe_jobs` bucket. Updated only by
@@ -240,6 +243,9 @@ pub struct JobRecord {
     /// Media duration in seconds, once decoded.
     #[serde(default)]
     pub duration_s: Option<f64>,
+    /// Estimated seconds until the current stage ends, while it reports one.
+    #[serde(default)]
+    pub eta_s: Option<f64>,
     /// Where the job's data lives in the object store.
     pub blobs: JobBlobs,
     /// Per stage name: attempts and timings.
@@ -272,6 +278,10 @@ impl JobBlobs {
     pub fn transcript_path(job_id: Uuid) -> String {
         format!("jobs/{job_id}/transcript.json")
     }
+    /// The transcriber's progress so far (segments of finished batches, where to resume).
+    pub fn transcribe_checkpoint_path(job_id: Uuid) -> String {
+        format!("jobs/{job_id}/transcribe.checkpoint.json")
+    }
     pub fn result_path(job_id: Uuid) -> String {
         format!("jobs/{job_id}/result.json")
     }
@@ -301,6 +311,7 @@ impl JobRecord {
             completed_at: None,
             error_message: None,
             duration_s: None,
+            eta_s: None,
             blobs: JobBlobs {
                 input: JobBlobs::input_path(job_id),
                 audio: None,

@@ -68,12 +68,15 @@ where
     }
 }
 
-/// A running `jetscribe` process with its own nats-server and data folder.
+/// Running `jetscribe` processes (one `up`, or one process per part) with their own nats-server
+/// and data folder.
 pub struct TestApp {
     pub base_url: String,
     pub nats_url: String,
     pub http: reqwest::Client,
-    child: Option<Child>,
+    /// Each process by the command it runs (`up`, `api`, `transcriber` …).
+    children: Vec<(String, Child)>,
+    env: Vec<(String, String)>,
     nats: LocalNatsServer,
     pub data_dir: tempfile::TempDir,
 }
@@ -82,6 +85,12 @@ impl TestApp {
     /// Starts `jetscribe up` with the default model (models/whisper-base) and `extra_env`, and
     /// waits until `/health` answers 200.
     pub async fn spawn(extra_env: &[(&str, &str)]) -> TestApp {
+        Self::spawn_parts(&["up"], extra_env).await
+    }
+
+    /// Starts one process per command in `parts` (one of them `up` or `api`), and waits until
+    /// `/health` answers 200.
+    pub async fn spawn_parts(parts: &[&str], extra_env: &[(&str, &str)]) -> TestApp {
         let nats = LocalNatsServer::start_temporary().expect("nats-server starts");
         let data_dir = tempfile::tempdir().expect("tempdir");
         let port = free_port();
@@ -91,31 +100,34 @@ impl TestApp {
             "{} is missing: run `make models`",
             model.display()
         );
-        let mut command = Command::new(jetscribe_binary());
-        command
-            .arg("up")
-            .env("NATS_URL", nats.url())
-            .env("DATA_DIR", data_dir.path())
-            .env("BIND_ADDR", format!("127.0.0.1:{port}"))
-            .env("WHISPER_MODEL", &model)
-            .env("WEBHOOK_RETRY_DELAY", "0.2")
-            .env(
-                "RUST_LOG",
+        let mut env: Vec<(String, String)> = vec![
+            ("NATS_URL".into(), nats.url().into()),
+            ("DATA_DIR".into(), data_dir.path().display().to_string()),
+            ("BIND_ADDR".into(), format!("127.0.0.1:{port}")),
+            ("WHISPER_MODEL".into(), model.display().to_string()),
+            ("WEBHOOK_RETRY_DELAY".into(), "0.2".into()),
+            (
+                "RUST_LOG".into(),
                 std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
-            )
-            .stdin(Stdio::null());
-        for (name, value) in extra_env {
-            command.env(name, value);
-        }
-        let child = command.spawn().expect("jetscribe starts");
-        let app = TestApp {
+            ),
+        ];
+        env.extend(
+            extra_env
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+        );
+        let mut app = TestApp {
             base_url: format!("http://127.0.0.1:{port}"),
             nats_url: nats.url().to_owned(),
             http: reqwest::Client::new(),
-            child: Some(child),
+            children: Vec::new(),
+            env,
             nats,
             data_dir,
         };
+        for part in parts {
+            app.start_part(part);
+        }
         let health = format!("{}/health", app.base_url);
         wait_for("jetscribe /health", Duration::from_secs(120), || {
             let request = app.http.get(&health).send();
@@ -123,6 +135,37 @@ impl TestApp {
         })
         .await;
         app
+    }
+
+    /// Starts one more process running `part`; returns its pid.
+    pub fn start_part(&mut self, part: &str) -> u32 {
+        let child = Command::new(jetscribe_binary())
+            .arg(part)
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("jetscribe starts");
+        let pid = child.id();
+        self.children.push((part.to_owned(), child));
+        pid
+    }
+
+    /// The pid of the newest process running `part`.
+    pub fn pid_of(&self, part: &str) -> Option<u32> {
+        self.children
+            .iter()
+            .rev()
+            .find(|(name, _)| name == part)
+            .map(|(_, child)| child.id())
+    }
+
+    /// Kills (SIGKILL: no chance to clean up) the newest process running `part`.
+    pub fn kill_part(&mut self, part: &str) {
+        if let Some(index) = self.children.iter().rposition(|(name, _)| name == part) {
+            let (_, mut child) = self.children.remove(index);
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -169,33 +212,52 @@ impl TestApp {
         self.nats.stop();
     }
 
-    /// Sends SIGTERM and waits (at most `timeout`) for the process to exit.
+    /// Sends SIGTERM to every process and waits (at most `timeout` in all) for them to exit;
+    /// returns the exit status of the first one (the `up` or `api` process), or `None` on time-out.
     pub fn terminate(&mut self, timeout: Duration) -> Option<ExitStatus> {
-        let mut child = self.child.take()?;
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(child.id().to_string())
-            .status();
-        let deadline = Instant::now() + timeout;
-        while Instant::now() < deadline {
-            if let Ok(Some(status)) = child.try_wait() {
-                return Some(status);
-            }
-            std::thread::sleep(Duration::from_millis(50));
+        for (_, child) in &self.children {
+            let _ = Command::new("kill")
+                .arg("-TERM")
+                .arg(child.id().to_string())
+                .status();
         }
-        let _ = child.kill();
-        let _ = child.wait();
-        None
+        let deadline = Instant::now() + timeout;
+        let mut first = None;
+        for (index, (_, mut child)) in std::mem::take(&mut self.children).into_iter().enumerate() {
+            let status = loop {
+                if let Ok(Some(status)) = child.try_wait() {
+                    break Some(status);
+                }
+                if Instant::now() >= deadline {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    break None;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            };
+            if index == 0 {
+                first = status;
+            }
+        }
+        first
     }
 }
 
 impl Drop for TestApp {
     fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
+        for (_, child) in &mut self.children {
             let _ = child.kill();
             let _ = child.wait();
         }
     }
+}
+
+/// Peak resident memory (VmHWM) of process `pid`, in bytes, from /proc.
+pub fn peak_rss_bytes(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|line| line.starts_with("VmHWM:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
 }
 
 /// A local HTTP server that records every webhook body POSTed to it.

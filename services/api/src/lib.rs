@@ -160,6 +160,7 @@ async fn job_status(
             "status": record.status.as_str(),
             "progress": record.progress,
             "step": record.step,
+            "eta_seconds": record.eta_s,
             "filename": record.filename,
             "size_bytes": record.size_bytes,
             "duration_s": record.duration_s,

@@ -183,6 +183,27 @@ impl BlobStore {
         })
     }
 
+    /// The blob's bytes from byte `offset` on, as a stream of chunks.
+    pub async fn get_stream_from(
+        &self,
+        path: &str,
+        offset: u64,
+    ) -> Result<impl Stream<Item = Result<Bytes, BlobError>> + Send + 'static, BlobError> {
+        let owned = path.to_owned();
+        let options = object_store::GetOptions {
+            range: Some(object_store::GetRange::Offset(offset)),
+            ..Default::default()
+        };
+        let result = self
+            .inner
+            .get_opts(&Path::from(path), options)
+            .await
+            .map_err(|err| BlobError::store(path, err))?;
+        Ok(result
+            .into_stream()
+            .map_err(move |err| BlobError::store(&owned, err)))
+    }
+
     /// The blob's bytes as a stream of chunks.
     pub async fn get_stream(
         &self,

@@ -35,7 +35,7 @@ fn inference(err: impl std::fmt::Display) -> EngineError {
 }
 
 /// A language as Whisper detected it.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct DetectedLanguage {
     /// ISO 639-1 code, e.g. `en`.
     pub code: String,
@@ -148,13 +148,7 @@ impl WhisperEngine {
             }),
             (None, true) => {
                 let results = self.model.detect_language(&encoded).map_err(inference)?;
-                let best = results
-                    .first()
-                    .and_then(|per_window| per_window.first())
-                    .ok_or_else(|| inference("no language detected"))?;
-                Some(parse_detection(&format!("{best:?}")).ok_or_else(|| {
-                    inference(format!("unexpected language detection result {best:?}"))
-                })?)
+                Some(best_language(&results, LANGUAGE_WINDOWS)?)
             }
         };
 
@@ -266,6 +260,38 @@ fn timestamp_of(token: &str) -> Option<f64> {
     let value: f64 = inner.parse().ok()?;
     // Guard against rounding: timestamps are multiples of 20 ms.
     Some((value / TIMESTAMP_STEP_S).round() * TIMESTAMP_STEP_S)
+}
+
+/// Windows (of at most 30 s of speech each) whose language probabilities are averaged: the
+/// first minute of speech.
+const LANGUAGE_WINDOWS: usize = 2;
+
+/// The language with the highest mean probability over the first `windows` windows.
+fn best_language(
+    results: &[Vec<sys::DetectionResult>],
+    windows: usize,
+) -> Result<DetectedLanguage, EngineError> {
+    let mut totals: Vec<(String, f64)> = Vec::new();
+    let counted = results.len().min(windows).max(1);
+    for per_window in results.iter().take(windows) {
+        for result in per_window {
+            let detected = parse_detection(&format!("{result:?}")).ok_or_else(|| {
+                inference(format!("unexpected language detection result {result:?}"))
+            })?;
+            match totals.iter_mut().find(|(code, _)| *code == detected.code) {
+                Some((_, total)) => *total += detected.probability,
+                None => totals.push((detected.code, detected.probability)),
+            }
+        }
+    }
+    totals
+        .into_iter()
+        .max_by(|a, b| a.1.total_cmp(&b.1))
+        .map(|(code, total)| DetectedLanguage {
+            code,
+            probability: total / counted as f64,
+        })
+        .ok_or_else(|| inference("no language detected"))
 }
 
 /// ct2rs 0.10.3 keeps the fields of `sys::DetectionResult` private and offers no accessor; its

@@ -4,16 +4,20 @@
 //! encoded once; silent windows are skipped; segments carry times in seconds of the media.
 
 pub mod engine;
+pub mod vad;
 
+use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use jetscribe_blobstore::BlobStore;
+use jetscribe_blobstore::{BlobError, BlobStore};
 use jetscribe_nats::{JobContext, Outcome, Stage, StageError};
 use proto_msgs::{
     AnalyzeRequest, JobBlobs, LanguageDetection, Segment, TranscribeRequest, Transcript,
 };
+use serde::{Deserialize, Serialize};
 use tracing::{debug, info};
 
 pub use engine::{EngineError, WhisperEngine};
@@ -32,9 +36,15 @@ pub struct TranscriberSettings {
     pub beam_size: usize,
 }
 
-/// A window quieter than this (RMS of samples in [-1, 1], about -54 dBFS) holds no speech worth
-/// decoding; Whisper tends to invent text on silence.
-const SILENCE_RMS: f32 = 0.002;
+/// The transcriber's progress on one job, stored after each batch so that a replacement process
+/// resumes where a dead one stopped.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Checkpoint {
+    /// Media sample from which audio is still to be transcribed.
+    resume_sample: u64,
+    segments: Vec<Segment>,
+    language: Option<engine::DetectedLanguage>,
+}
 
 /// The transcribe stage. The model is loaded once and shared by every job of the process.
 pub struct Transcriber {
@@ -69,7 +79,7 @@ struct TranscriptBuilder {
 }
 
 impl TranscriptBuilder {
-    /// Adds a window's segments, shifted to media time and kept in order (never going back).
+    /// Adds a chunk's segments, shifted to media time and kept in order (never going back).
     fn push_window(&mut self, offset_s: f64, segments: Vec<engine::WindowSegment>) {
         for segment in segments {
             let floor = self.segments.last().map_or(0.0, |last| last.end);
@@ -88,44 +98,53 @@ fn round_ms(seconds: f64) -> f64 {
     (seconds * 1000.0).round() / 1000.0
 }
 
+fn sample_to_s(sample: u64) -> f64 {
+    sample as f64 / SAMPLE_RATE as f64
+}
+
 impl Transcriber {
-    /// Runs one batch on a blocking thread; returns the language used and per-window segments.
+    /// Transcribes a batch of chunks on a blocking thread; returns the language used and the
+    /// segments of each chunk.
     async fn run_batch(
         &self,
-        samples: Vec<f32>,
+        chunks: Vec<vad::Chunk>,
         language: Option<String>,
     ) -> Result<
         (
             Option<engine::DetectedLanguage>,
-            Vec<Vec<engine::WindowSegment>>,
-            Vec<usize>,
+            Vec<(vad::Chunk, Vec<engine::WindowSegment>)>,
         ),
         StageError,
     > {
         let engine = self.engine.clone();
         tokio::task::spawn_blocking(move || {
-            // Windows that are silence are not sent to the model at all.
-            let windows: Vec<(usize, &[f32])> = samples
-                .chunks(WINDOW_SAMPLES)
-                .enumerate()
-                .filter(|(_, window)| rms(window) >= SILENCE_RMS)
+            let windows: Vec<&[f32]> = chunks
+                .iter()
+                .map(|chunk| chunk.samples.as_slice())
                 .collect();
-            let slices: Vec<&[f32]> = windows.iter().map(|(_, window)| *window).collect();
-            let (detected, segments) = engine.transcribe_batch(&slices, language.as_deref())?;
-            let indices = windows.iter().map(|(index, _)| *index).collect();
-            Ok::<_, EngineError>((detected, segments, indices))
+            let (detected, segments) = engine.transcribe_batch(&windows, language.as_deref())?;
+            Ok::<_, EngineError>((detected, chunks.into_iter().zip(segments).collect()))
         })
         .await
         .map_err(|err| StageError::transient("transcription thread", err))?
         .map_err(|err| StageError::transient("transcribing", err))
     }
+
+    async fn load_checkpoint(&self, path: &str) -> Result<Checkpoint, StageError> {
+        match self.blobs.get_json::<Checkpoint>(path).await {
+            Ok(checkpoint) => Ok(checkpoint),
+            Err(BlobError::NotFound { .. }) => Ok(Checkpoint::default()),
+            // An unreadable checkpoint only costs the work it saved.
+            Err(BlobError::Json { .. }) => Ok(Checkpoint::default()),
+            Err(err) => Err(StageError::transient("reading the checkpoint", err)),
+        }
+    }
 }
 
-fn rms(samples: &[f32]) -> f32 {
-    if samples.is_empty() {
-        return 0.0;
-    }
-    (samples.iter().map(|s| s * s).sum::<f32>() / samples.len() as f32).sqrt()
+/// Audio read ahead of the chunker: the batch plus one window, so that every chunk of the batch
+/// can find its end.
+fn read_ahead_samples(batch_size: usize) -> usize {
+    (batch_size + 1) * WINDOW_SAMPLES
 }
 
 impl Stage for Transcriber {
@@ -136,73 +155,113 @@ impl Stage for Transcriber {
         input: TranscribeRequest,
         job: &JobContext,
     ) -> Result<Outcome, StageError> {
-        let batch_samples = WINDOW_SAMPLES * self.batch_size;
-        let mut pcm = self
+        let checkpoint_blob = JobBlobs::transcribe_checkpoint_path(input.job_id);
+        let checkpoint = self.load_checkpoint(&checkpoint_blob).await?;
+        let audio_bytes = self
             .blobs
-            .get_stream(&input.audio_blob)
+            .size(&input.audio_blob)
             .await
             .map_err(|err| StageError::transient("opening the audio", err))?;
+        let resume_byte = (checkpoint.resume_sample * 2).min(audio_bytes);
+        if checkpoint.resume_sample > 0 {
+            let resumed_from_s = sample_to_s(checkpoint.resume_sample);
+            info!(
+                resumed_from_s,
+                segments = checkpoint.segments.len(),
+                "resuming from checkpoint"
+            );
+            job.jobs()
+                .update(input.job_id, |record| {
+                    record
+                        .stage_run(proto_msgs::Stage::Transcribe)
+                        .resumed_from_s = Some(round_ms(resumed_from_s));
+                })
+                .await
+                .map_err(|err| StageError::transient("recording the resume point", err))?;
+        }
         let mut builder = TranscriptBuilder {
-            segments: Vec::new(),
-            language: None,
+            segments: checkpoint.segments,
+            language: checkpoint.language,
         };
         let requested = input
             .language
             .clone()
             .filter(|_| self.engine.is_multilingual());
-        let mut samples: Vec<f32> = Vec::with_capacity(batch_samples);
-        // A chunk may end in the middle of a 2-byte sample.
+
+        let mut pcm: std::pin::Pin<
+            Box<dyn futures::Stream<Item = Result<bytes::Bytes, BlobError>> + Send>,
+        > = if resume_byte < audio_bytes {
+            Box::pin(
+                self.blobs
+                    .get_stream_from(&input.audio_blob, resume_byte)
+                    .await
+                    .map_err(|err| StageError::transient("opening the audio", err))?,
+            )
+        } else {
+            Box::pin(futures::stream::empty())
+        };
+        let read_ahead = read_ahead_samples(self.batch_size);
+        let mut buffer: Vec<f32> = Vec::with_capacity(read_ahead + WINDOW_SAMPLES);
+        let mut buffer_origin = resume_byte / 2;
+        let mut pending: VecDeque<vad::Chunk> = VecDeque::new();
+        // A chunk of the stream may end in the middle of a 2-byte sample.
         let mut odd_byte: Option<u8> = None;
-        let mut offset_s = 0.0;
+        let started = Instant::now();
+        let started_at_s = sample_to_s(buffer_origin);
+        let mut last_progress: Option<Instant> = None;
         let mut finished = false;
         while !finished {
             match pcm.next().await {
                 Some(chunk) => {
                     let chunk =
                         chunk.map_err(|err| StageError::transient("reading the audio", err))?;
-                    let mut bytes = chunk.as_ref();
-                    if let Some(low) = odd_byte.take() {
-                        if let Some((&high, rest)) = bytes.split_first() {
-                            samples.push(f32::from(i16::from_le_bytes([low, high])) / 32768.0);
-                            bytes = rest;
-                        } else {
-                            odd_byte = Some(low);
-                        }
-                    }
-                    let mut pairs = bytes.chunks_exact(2);
-                    samples.extend(
-                        pairs.by_ref().map(|pair| {
-                            f32::from(i16::from_le_bytes([pair[0], pair[1]])) / 32768.0
-                        }),
-                    );
-                    if let [low] = pairs.remainder() {
-                        odd_byte = Some(*low);
+                    append_pcm(&mut buffer, &mut odd_byte, &chunk);
+                    if buffer.len() < read_ahead {
+                        continue;
                     }
                 }
                 None => finished = true,
             }
-            while samples.len() >= batch_samples || (finished && !samples.is_empty()) {
-                let take = samples.len().min(batch_samples);
-                let rest = samples.split_off(take);
-                let batch = std::mem::replace(&mut samples, rest);
-                let batch_len_s = batch.len() as f64 / SAMPLE_RATE as f64;
+            let (chunks, consumed) = vad::split(&buffer, buffer_origin, finished);
+            buffer.drain(..consumed);
+            buffer_origin += consumed as u64;
+            pending.extend(chunks);
+
+            while pending.len() >= self.batch_size || (finished && !pending.is_empty()) {
+                let take = pending.len().min(self.batch_size);
+                let batch: Vec<vad::Chunk> = pending.drain(..take).collect();
                 let language = requested
                     .clone()
                     .or_else(|| builder.language.as_ref().map(|d| d.code.clone()));
-                let (detected, windows, indices) = self.run_batch(batch, language).await?;
+                let (detected, results) = self.run_batch(batch, language).await?;
                 if builder.language.is_none() {
                     builder.language = detected;
                 }
-                for (segments, index) in windows.into_iter().zip(indices) {
-                    builder.push_window(
-                        offset_s + (index * WINDOW_SAMPLES) as f64 / SAMPLE_RATE as f64,
-                        segments,
-                    );
+                for (chunk, segments) in results {
+                    builder.push_window(sample_to_s(chunk.start_sample), segments);
                 }
-                offset_s += batch_len_s;
-                debug!(offset_s, "batch transcribed");
-                if input.duration_s > 0.0 {
-                    job.progress(offset_s / input.duration_s).await;
+                // Everything before the next chunk still to do (or the unread audio) is done.
+                let resume_sample = pending
+                    .front()
+                    .map_or(buffer_origin, |chunk| chunk.start_sample);
+                let checkpoint = Checkpoint {
+                    resume_sample,
+                    segments: builder.segments.clone(),
+                    language: builder.language.clone(),
+                };
+                self.blobs
+                    .put_json(&checkpoint_blob, &checkpoint)
+                    .await
+                    .map_err(|err| StageError::transient("storing the checkpoint", err))?;
+                let done_s = sample_to_s(resume_sample);
+                debug!(done_s, "batch transcribed");
+                if input.duration_s > 0.0
+                    && last_progress.is_none_or(|at| at.elapsed() >= Duration::from_secs(1))
+                {
+                    last_progress = Some(Instant::now());
+                    let rate = (done_s - started_at_s) / started.elapsed().as_secs_f64().max(1e-3);
+                    let eta = (rate > 0.0).then(|| (input.duration_s - done_s).max(0.0) / rate);
+                    job.progress_with_eta(done_s / input.duration_s, eta).await;
                 }
             }
         }
@@ -262,9 +321,52 @@ impl Stage for Transcriber {
     }
 }
 
+/// Appends s16le bytes to `samples` as f32 in [-1, 1], carrying an odd trailing byte over.
+fn append_pcm(samples: &mut Vec<f32>, odd_byte: &mut Option<u8>, mut bytes: &[u8]) {
+    if let Some(low) = odd_byte.take() {
+        match bytes.split_first() {
+            Some((&high, rest)) => {
+                samples.push(f32::from(i16::from_le_bytes([low, high])) / 32768.0);
+                bytes = rest;
+            }
+            None => {
+                *odd_byte = Some(low);
+                return;
+            }
+        }
+    }
+    let mut pairs = bytes.chunks_exact(2);
+    samples.extend(
+        pairs
+            .by_ref()
+            .map(|pair| f32::from(i16::from_le_bytes([pair[0], pair[1]])) / 32768.0),
+    );
+    if let [low] = pairs.remainder() {
+        *odd_byte = Some(*low);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pcm_split_across_reads_decodes_whole_samples() {
+        let mut samples = Vec::new();
+        let mut odd = None;
+        let bytes: Vec<u8> = [1000i16, -2000, 32767]
+            .iter()
+            .flat_map(|s| s.to_le_bytes())
+            .collect();
+        append_pcm(&mut samples, &mut odd, &bytes[..3]);
+        append_pcm(&mut samples, &mut odd, &bytes[3..]);
+        let back: Vec<i16> = samples
+            .iter()
+            .map(|s| (s * 32768.0).round() as i16)
+            .collect();
+        assert_eq!(back, vec![1000, -2000, 32767]);
+        assert_eq!(odd, None);
+    }
 
     #[test]
     fn window_segments_are_shifted_to_media_time_and_never_go_back() {
