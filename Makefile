@@ -7,7 +7,7 @@ BIN       := target/release/jetscribe
 # The binary finds the CTranslate2 library through its rpath; this covers other target dirs.
 export LD_LIBRARY_PATH := $(CURDIR)/$(CT2_LIB)$(if $(LD_LIBRARY_PATH),:$(LD_LIBRARY_PATH))
 
-.PHONY: all deps toolchain ct2 models build run test lint fmt clean
+.PHONY: all deps toolchain ct2 models build run test bench lint fmt clean
 
 all: build
 
@@ -36,6 +36,12 @@ run: build models
 ## Unit tests and black-box tests (real nats-server, ffmpeg, Whisper, HTTP).
 test: build models
 	cargo test --release --locked --workspace
+
+## Side by side with faster-whisper, cp and ffmpeg; prints a markdown table (not a test).
+bench: build models
+	@test -x .bench/venv/bin/python || python3 -m venv .bench/venv
+	@.bench/venv/bin/python -c 'import faster_whisper' 2>/dev/null || .bench/venv/bin/pip install -q faster-whisper
+	python3 scripts/bench.py .bench/venv/bin/python
 
 lint: toolchain ct2
 	cargo fmt --all -- --check

@@ -169,8 +169,35 @@ async fn job_status(
             "updated_at": rfc3339(Some(record.updated_at)),
             "completed_at": rfc3339(record.completed_at),
             "error_message": record.error_message,
+            "stages": stage_runs(&record),
         }),
     ))
+}
+
+/// Per stage: attempts, start and end, seconds taken, last error, resume point.
+fn stage_runs(record: &proto_msgs::JobRecord) -> Value {
+    let runs: serde_json::Map<String, Value> = record
+        .stages
+        .iter()
+        .map(|(stage, run)| {
+            let seconds = match (run.started_at, run.finished_at) {
+                (Some(start), Some(end)) => Some((end - start).as_seconds_f64()),
+                _ => None,
+            };
+            (
+                stage.clone(),
+                json!({
+                    "attempts": run.attempts,
+                    "started_at": rfc3339(run.started_at),
+                    "finished_at": rfc3339(run.finished_at),
+                    "seconds": seconds,
+                    "last_error": run.last_error,
+                    "resumed_from_s": run.resumed_from_s,
+                }),
+            )
+        })
+        .collect();
+    Value::Object(runs)
 }
 
 /// `?format=` of `/result`.

@@ -1,0 +1,332 @@
+#!/usr/bin/env python3
+"""`make bench`: jetscribe side by side with its peers on this machine, one run, same files,
+same model folder, same threads. Prints a markdown table. Not a test: the targets are reported,
+not asserted.
+
+Rows:
+  - transcription time, ours vs faster-whisper (int8, beam 5, VAD on) on a few minutes of speech
+  - word error rate on the English corpus clips, ours vs faster-whisper on the same model
+  - upload throughput vs `cp` of the same file to the same disk
+  - decode time vs ffmpeg alone producing the same PCM
+  - transcriber peak memory, 10 min vs 60 min of audio
+
+Needs: target/release/jetscribe, models/, ffmpeg, nats-server, and a venv with faster-whisper
+(made by `make bench` in .bench/venv). Corpus: ../shared/corpus (or BENCH_CORPUS).
+"""
+
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = ROOT / "target/release/jetscribe"
+MODEL = ROOT / "models/whisper-base"
+CORPUS = Path(os.environ.get("BENCH_CORPUS", ROOT.parent / "shared/corpus"))
+THREADS = int(os.environ.get("BENCH_THREADS", os.cpu_count() or 2))
+WORK = Path(os.environ.get("BENCH_DIR", ROOT / ".bench"))
+SAMPLE_RATE = 16000
+
+
+def log(*args):
+    print(*args, file=sys.stderr, flush=True)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def ffmpeg(*args):
+    subprocess.run(["ffmpeg", "-hide_banner", "-loglevel", "error", "-y", *args], check=True)
+
+
+def pcm_of(clip):
+    out = subprocess.run(
+        ["ffmpeg", "-hide_banner", "-loglevel", "error", "-i", str(clip), "-f", "s16le",
+         "-ac", "1", "-ar", str(SAMPLE_RATE), "-"], check=True, capture_output=True)
+    return out.stdout
+
+
+def write_wav(path, pcm):
+    import struct
+    header = b"RIFF" + struct.pack("<I", 36 + len(pcm)) + b"WAVEfmt " + struct.pack(
+        "<IHHIIHH", 16, 1, 1, SAMPLE_RATE, SAMPLE_RATE * 2, 2, 16) + b"data" + struct.pack(
+        "<I", len(pcm))
+    with open(path, "wb") as f:
+        f.write(header)
+        f.write(pcm)
+
+
+def silence(seconds):
+    return b"\0\0" * int(seconds * SAMPLE_RATE)
+
+
+def manifest():
+    rows = []
+    with open(CORPUS / "MANIFEST.tsv", encoding="utf-8") as f:
+        header = f.readline().rstrip("\n").split("\t")
+        for line in f:
+            rows.append(dict(zip(header, line.rstrip("\n").split("\t"))))
+    return rows
+
+
+# Word error rate after lower-casing and removing punctuation; numbers are left as written
+# (both systems are scored the same way).
+def words(text):
+    return re.findall(r"[\w']+", text.lower())
+
+
+def wer(reference, hypothesis):
+    ref, hyp = words(reference), words(hypothesis)
+    prev = list(range(len(hyp) + 1))
+    for i, r in enumerate(ref):
+        cur = [i + 1] + [0] * len(hyp)
+        for j, h in enumerate(hyp):
+            cur[j + 1] = min(prev[j] + (r != h), prev[j + 1] + 1, cur[j] + 1)
+        prev = cur
+    return prev[-1], len(ref)
+
+
+class Service:
+    """jetscribe with its stages as separate processes, against a private nats-server."""
+
+    def __init__(self, data_dir, parts=("api", "decoder", "transcriber", "analyzer", "notifier")):
+        self.data_dir = Path(data_dir)
+        self.port = free_port()
+        self.nats_dir = tempfile.mkdtemp(dir=WORK)
+        self.nats = subprocess.Popen(
+            ["nats-server", "-js", "-a", "127.0.0.1", "-p", "-1", "-sd", self.nats_dir,
+             "--ports_file_dir", self.nats_dir], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        ports = Path(self.nats_dir) / f"nats-server_{self.nats.pid}.ports"
+        for _ in range(200):
+            if ports.exists() and ports.read_text().strip():
+                break
+            time.sleep(0.05)
+        self.nats_url = json.loads(ports.read_text())["nats"][0]
+        self.env = dict(os.environ, NATS_URL=self.nats_url, DATA_DIR=str(self.data_dir),
+                        BIND_ADDR=f"127.0.0.1:{self.port}", WHISPER_MODEL=str(MODEL),
+                        WHISPER_THREADS=str(THREADS), MAX_CONCURRENT_JOBS="1",
+                        MAX_FILE_SIZE="100G", RUST_LOG="warn")
+        self.procs = {}
+        for part in parts:
+            self.start(part)
+        self.wait_healthy()
+
+    def start(self, part):
+        self.procs[part] = subprocess.Popen([str(BIN), part], env=self.env,
+                                            stdout=subprocess.DEVNULL)
+
+    def restart(self, part):
+        self.procs[part].send_signal(signal.SIGTERM)
+        self.procs[part].wait(timeout=20)
+        self.start(part)
+
+    def peak_rss(self, part):
+        with open(f"/proc/{self.procs[part].pid}/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+        return None
+
+    def url(self, path):
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def get(self, path):
+        try:
+            with urllib.request.urlopen(self.url(path), timeout=30) as r:
+                return r.status, json.loads(r.read())
+        except urllib.error.HTTPError as e:
+            return e.code, json.loads(e.read() or b"null")
+
+    def wait_healthy(self):
+        for _ in range(600):
+            try:
+                if self.get("/health")[0] == 200:
+                    return
+            except OSError:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError("jetscribe did not become healthy")
+
+    def submit(self, path):
+        """Uploads with curl; returns (job_id, seconds to the 202)."""
+        start = time.perf_counter()
+        out = subprocess.run(["curl", "-sS", "-X", "POST", self.url("/process"), "-F",
+                              f"file=@{path}"], check=True, capture_output=True)
+        elapsed = time.perf_counter() - start
+        return json.loads(out.stdout)["job_id"], elapsed
+
+    def wait(self, job_id, timeout=7200):
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            code, status = self.get(f"/status/{job_id}")
+            if status and status.get("status") in ("completed", "failed"):
+                return status
+            time.sleep(0.2)
+        raise RuntimeError(f"job {job_id} did not end")
+
+    def stage_seconds(self, job_id, stage):
+        code, status = self.get(f"/status/{job_id}")
+        run = status["stages"][stage]
+        return run["seconds"]
+
+    def transcript(self, job_id):
+        return self.get(f"/result/{job_id}")[1]["result"]["transcript"]
+
+    def close(self):
+        for proc in self.procs.values():
+            proc.send_signal(signal.SIGTERM)
+        for proc in self.procs.values():
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        self.nats.terminate()
+        self.nats.wait()
+        shutil.rmtree(self.nats_dir, ignore_errors=True)
+
+
+FASTER_WHISPER = r"""
+import json, sys, time
+from faster_whisper import WhisperModel
+model_dir, threads, files = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
+model = WhisperModel(model_dir, device="cpu", compute_type="int8", cpu_threads=threads)
+out = {}
+for path in files:
+    start = time.perf_counter()
+    segments, info = model.transcribe(path, beam_size=5, vad_filter=True)
+    text = " ".join(s.text.strip() for s in segments)
+    out[path] = {"seconds": time.perf_counter() - start, "text": text, "language": info.language}
+print(json.dumps(out))
+"""
+
+
+def faster_whisper(python, files):
+    script = WORK / "fw.py"
+    script.write_text(FASTER_WHISPER)
+    out = subprocess.run([python, str(script), str(MODEL), str(THREADS), *map(str, files)],
+                         check=True, capture_output=True, text=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main():
+    python = sys.argv[1] if len(sys.argv) > 1 else sys.executable
+    WORK.mkdir(parents=True, exist_ok=True)
+    media = WORK / "media"
+    media.mkdir(exist_ok=True)
+    rows = []
+
+    english = [r for r in manifest() if r["language"] == "en"]
+    # A few minutes of speech: the English clips, each followed by a 2 s pause, three times.
+    speech = b"".join((pcm_of(CORPUS / r["file"]) + silence(2)) for r in english) * 3
+    speech_wav = media / "speech.wav"
+    write_wav(speech_wav, speech)
+    speech_s = len(speech) / 2 / SAMPLE_RATE
+    log(f"speech file: {speech_s:.0f} s")
+
+    data = Path(tempfile.mkdtemp(dir=WORK))
+    service = Service(data)
+    try:
+        # 1. Transcription time (transcribe stage, from its start to its end, model loaded).
+        job, _ = service.submit(speech_wav)
+        service.wait(job)
+        ours_s = service.stage_seconds(job, "transcribe")
+        fw = faster_whisper(python, [speech_wav])[str(speech_wav)]
+        rows.append((f"transcription, {speech_s/60:.1f} min of speech (s)", f"{ours_s:.1f}",
+                     f"faster-whisper {fw['seconds']:.1f}", f"{fw['seconds']/ours_s:.2f}x as fast",
+                     "≥ 1.3x"))
+
+        # 2. WER on the English clips.
+        clips = [CORPUS / r["file"] for r in english]
+        jobs = [service.submit(c)[0] for c in clips]
+        ours_err = ours_n = 0
+        for r, j in zip(english, jobs):
+            service.wait(j)
+            e, n = wer(r["transcript"], service.transcript(j))
+            ours_err += e
+            ours_n += n
+        fw_out = faster_whisper(python, clips)
+        fw_err = fw_n = 0
+        for r, c in zip(english, clips):
+            e, n = wer(r["transcript"], fw_out[str(c)]["text"])
+            fw_err += e
+            fw_n += n
+        ours_wer, fw_wer = 100 * ours_err / ours_n, 100 * fw_err / fw_n
+        rows.append((f"WER, {len(clips)} English clips (%)", f"{ours_wer:.1f}",
+                     f"faster-whisper {fw_wer:.1f}", f"{ours_wer - fw_wer:+.1f} points",
+                     "≤ +1 point"))
+
+        # 3. Upload throughput against cp to the same disk.
+        big = media / "upload.bin"
+        if not big.exists() or big.stat().st_size != 1 << 30:
+            with open(big, "wb") as f:
+                for _ in range(1024):
+                    f.write(os.urandom(1 << 20))
+        job, up_s = service.submit(big)
+        start = time.perf_counter()
+        shutil.copyfile(big, data / "cp-copy.bin")
+        os.sync()
+        cp_s = time.perf_counter() - start
+        os.remove(data / "cp-copy.bin")
+        service.wait(job)
+        rows.append(("upload 1 GiB (s)", f"{up_s:.2f}", f"cp {cp_s:.2f}",
+                     f"{cp_s/up_s:.2f} of cp's throughput", "≥ 0.8"))
+
+        # 4. Decoder against ffmpeg alone, on 60 min of compressed audio: twice the speech
+        # file followed by silence up to the half hour (so the transcriber also has speech to
+        # work on late in the file, without an hour of decoding time).
+        hour = media / "hour.ogg"
+        if not hour.exists():
+            half = SAMPLE_RATE * 2 * 1800
+            block = (speech + silence(1800))[:half]
+            hour_pcm = block * 2
+            write_wav(media / "hour.wav", hour_pcm)
+            ffmpeg("-i", str(media / "hour.wav"), "-c:a", "libopus", "-b:a", "32k", str(hour))
+            os.remove(media / "hour.wav")
+        start = time.perf_counter()
+        ffmpeg("-i", str(hour), "-vn", "-ac", "1", "-ar", "16000", "-f", "s16le",
+               str(data / "ffmpeg.pcm"))
+        ffmpeg_s = time.perf_counter() - start
+        os.remove(data / "ffmpeg.pcm")
+        service.restart("transcriber")
+        job, _ = service.submit(hour)
+        service.wait(job)
+        decode_s = service.stage_seconds(job, "decode")
+        rows.append(("decode 60 min of Opus (s)", f"{decode_s:.2f}", f"ffmpeg {ffmpeg_s:.2f}",
+                     f"{ffmpeg_s/decode_s:.2f} of ffmpeg's speed", "≥ 0.9"))
+        hour_peak = service.peak_rss("transcriber")
+
+        # 5. Transcriber peak memory: 10 min against the 60 min above (fresh process each).
+        ten = media / "ten.ogg"
+        if not ten.exists():
+            ffmpeg("-i", str(hour), "-t", "600", "-c", "copy", str(ten))
+        service.restart("transcriber")
+        job, _ = service.submit(ten)
+        service.wait(job)
+        ten_peak = service.peak_rss("transcriber")
+        rows.append(("transcriber peak RSS, 10 vs 60 min (MiB)", f"{ten_peak >> 20} / {hour_peak >> 20}",
+                     "", f"ratio {hour_peak/ten_peak:.2f}", "≤ 1.2"))
+    finally:
+        service.close()
+        shutil.rmtree(data, ignore_errors=True)
+
+    print(f"\njetscribe benchmark — {time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores, "
+          f"{THREADS} threads, model {MODEL.name} int8, beam 5\n")
+    print("| measure | jetscribe | peer | result | target |")
+    print("|---|---|---|---|---|")
+    for row in rows:
+        print("| " + " | ".join(row) + " |")
+
+
+if __name__ == "__main__":
+    main()
