@@ -72,6 +72,9 @@ impl PipelineSettings {
     }
 }
 
+/// Tries at setting up the topology before giving up (about 10 s of back-off in all).
+const SETUP_ATTEMPTS: u32 = 8;
+
 /// Queue figures of one stage, for `/jobs/processing`.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct StageQueue {
@@ -100,7 +103,20 @@ impl Pipeline {
     pub async fn connect(settings: PipelineSettings) -> Result<Self, PipelineError> {
         let client = connect_with_retry(&settings).await?;
         let js = jetstream::new(client.clone());
-        let kv = ensure_topology(&js, &settings).await?;
+        // Processes of every stage start together and set up the same streams at once; the
+        // server may then answer some of these requests late. Setup is idempotent: try again.
+        let mut attempt = 1;
+        let kv = loop {
+            match ensure_topology(&js, &settings).await {
+                Ok(kv) => break kv,
+                Err(err) if attempt < SETUP_ATTEMPTS => {
+                    warn!(error = %err, attempt, "JetStream setup not done yet; retrying");
+                    tokio::time::sleep(Duration::from_millis(300 * u64::from(attempt))).await;
+                    attempt += 1;
+                }
+                Err(err) => return Err(err),
+            }
+        };
         Ok(Self {
             client,
             jobs: JobStore::new(kv),
