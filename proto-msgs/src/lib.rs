@@ -134,6 +134,9 @@ pub struct TranscribeRequest {
     pub duration_s: f64,
     /// Language requested by the client (ISO 639-1), if any.
     pub language: Option<String>,
+    /// Time every word, not only segments.
+    #[serde(default)]
+    pub word_timestamps: bool,
 }
 
 /// `jetscribe.pipeline.analyze`: a transcript is waiting to be analyzed.
@@ -232,6 +235,9 @@ pub struct JobRecord {
     pub size_bytes: u64,
     pub language: Option<String>,
     pub webhook_url: Option<String>,
+    /// The client asked for the time of every word.
+    #[serde(default)]
+    pub word_timestamps: bool,
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
     #[serde(with = "time::serde::rfc3339")]
@@ -251,6 +257,15 @@ pub struct JobRecord {
     /// Per stage name: attempts and timings.
     #[serde(default)]
     pub stages: BTreeMap<String, StageRun>,
+}
+
+/// What the client chose when submitting a job.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct JobOptions {
+    /// ISO 639-1 code; detected when `None`.
+    pub language: Option<String>,
+    pub webhook_url: Option<String>,
+    pub word_timestamps: bool,
 }
 
 /// Object store paths of one job's data. All live under `jobs/<job_id>/`.
@@ -293,10 +308,14 @@ impl JobRecord {
         job_id: Uuid,
         filename: String,
         size_bytes: u64,
-        language: Option<String>,
-        webhook_url: Option<String>,
+        options: JobOptions,
         now: OffsetDateTime,
     ) -> Self {
+        let JobOptions {
+            language,
+            webhook_url,
+            word_timestamps,
+        } = options;
         Self {
             job_id,
             status: JobStatus::Pending,
@@ -306,6 +325,7 @@ impl JobRecord {
             size_bytes,
             language,
             webhook_url,
+            word_timestamps,
             created_at: now,
             updated_at: now,
             completed_at: None,
@@ -351,6 +371,19 @@ pub struct Segment {
     pub start: f64,
     pub end: f64,
     pub text: String,
+    /// Present when the job asked for word timestamps.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub words: Option<Vec<Word>>,
+}
+
+/// One word of a segment, with its times in seconds of the original media.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Word {
+    pub start: f64,
+    pub end: f64,
+    pub word: String,
+    /// Whisper's mean probability of the word's tokens, 0..=1.
+    pub probability: f64,
 }
 
 /// The language of a transcript and where that answer comes from.
@@ -469,8 +502,7 @@ mod tests {
             Uuid::new_v4(),
             "a.wav".into(),
             1,
-            None,
-            None,
+            JobOptions::default(),
             OffsetDateTime::UNIX_EPOCH,
         );
         record.raise_progress(40);

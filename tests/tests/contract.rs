@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use jetscribe_nats::{LocalNatsServer, Pipeline, PipelineSettings};
 use proto_msgs::{
-    AnalyzeRequest, DecodeRequest, EventKind, JobEvent, JobRecord, JobStatus, NotifyRequest, Stage,
-    TranscribeRequest,
+    AnalyzeRequest, DecodeRequest, EventKind, JobEvent, JobOptions, JobRecord, JobStatus,
+    NotifyRequest, Stage, TranscribeRequest,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -31,8 +31,11 @@ fn sample_record(job_id: Uuid) -> JobRecord {
         job_id,
         "talk.mp4".into(),
         1234,
-        Some("de".into()),
-        Some("https://example.org/hook".into()),
+        JobOptions {
+            language: Some("de".into()),
+            webhook_url: Some("https://example.org/hook".into()),
+            word_timestamps: true,
+        },
         OffsetDateTime::now_utc()
             .replace_nanosecond(0)
             .expect("valid"),
@@ -52,6 +55,7 @@ fn every_message_survives_a_round_trip_as_a_named_map() {
         audio_blob: "jobs/x/audio.s16le".into(),
         duration_s: 11.0,
         language: None,
+        word_timestamps: true,
     });
     round_trip(&AnalyzeRequest {
         job_id,

@@ -282,6 +282,99 @@ async fn unknown_and_malformed_job_ids_are_told_apart_and_bad_input_is_refused()
     assert!(status.success(), "{status:?}");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn word_timestamps_time_every_word_inside_its_segment() {
+    let app = TestApp::spawn(&[]).await;
+
+    let response = app
+        .submit(&fixture("jfk.flac"), "?word_timestamps=maybe")
+        .await;
+    assert_eq!(response.status(), 422);
+    let body: serde_json::Value = response.json().await.expect("json");
+    assert!(
+        body["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("word_timestamps")),
+        "{body}"
+    );
+
+    // Asked for as a form field, as the original service's clients send options.
+    let bytes = tokio::fs::read(fixture("jfk.flac")).await.expect("fixture");
+    let form = reqwest::multipart::Form::new()
+        .text("word_timestamps", "true")
+        .part(
+            "file",
+            reqwest::multipart::Part::bytes(bytes).file_name("jfk.flac"),
+        );
+    let response = app
+        .http
+        .post(app.url("/process"))
+        .multipart(form)
+        .send()
+        .await
+        .expect("POST");
+    assert_eq!(response.status(), 202);
+    let accepted: serde_json::Value = response.json().await.expect("json");
+    let job_id = accepted["job_id"].as_str().expect("job_id").to_owned();
+    let (status, _) = follow_status(&app, &job_id).await;
+    assert_eq!(status["status"], "completed", "{status}");
+
+    let (code, body) = app.get_json(&format!("/result/{job_id}")).await;
+    assert_eq!(code, 200, "{body}");
+    let segments = body["result"]["segments"].as_array().expect("segments");
+    let mut spoken = Vec::new();
+    let mut previous_end = 0.0;
+    for segment in segments {
+        let (start, end) = (segment["start"].as_f64(), segment["end"].as_f64());
+        let (start, end) = (start.expect("start"), end.expect("end"));
+        let words = segment["words"].as_array().expect("words in every segment");
+        assert!(!words.is_empty(), "{segment}");
+        for word in words {
+            let (word_start, word_end) = (word["start"].as_f64(), word["end"].as_f64());
+            let (word_start, word_end) = (word_start.expect("start"), word_end.expect("end"));
+            assert!(
+                word_start >= previous_end - 1e-3
+                    && word_end >= word_start
+                    && word_start >= start - 1e-3
+                    && word_end <= end + 1e-3,
+                "{word} in {segment}"
+            );
+            let probability = word["probability"].as_f64().expect("probability");
+            assert!((0.0..=1.0).contains(&probability), "{word}");
+            previous_end = word_end;
+            spoken.push(word["word"].as_str().expect("word").to_owned());
+        }
+    }
+    // The words are the transcript, and they are where the speech is: "Americans" is said in
+    // the third second, the last "country" in the eleventh (faster-whisper: 1.56 s and 9.96 s).
+    assert_eq!(
+        spoken.join(" "),
+        body["result"]["transcript"].as_str().expect("transcript")
+    );
+    let time_of = |wanted: &str, nth: usize| -> f64 {
+        segments
+            .iter()
+            .flat_map(|s| s["words"].as_array().into_iter().flatten())
+            .filter(|w| w["word"].as_str().is_some_and(|t| t.contains(wanted)))
+            .nth(nth)
+            .and_then(|w| w["start"].as_f64())
+            .unwrap_or_else(|| panic!("no {wanted:?} #{nth} in {body}"))
+    };
+    assert!((1.0..2.5).contains(&time_of("Americans", 0)), "{body}");
+    assert!((9.0..10.8).contains(&time_of("country", 1)), "{body}");
+
+    // Without the option, segments carry no words.
+    let plain = submit_job(&app, &fixture("jfk.flac"), "").await;
+    follow_status(&app, &plain).await;
+    let (_, body) = app.get_json(&format!("/result/{plain}")).await;
+    assert!(
+        body["result"]["segments"]
+            .as_array()
+            .is_some_and(|s| s.iter().all(|s| s.get("words").is_none())),
+        "{body}"
+    );
+}
+
 #[test]
 fn a_bad_setting_stops_start_up_naming_the_variable() {
     let output = std::process::Command::new(jetscribe_binary())

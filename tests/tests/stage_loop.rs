@@ -9,7 +9,7 @@ use jetscribe_nats::{
     StageLoopSettings, run_stage,
 };
 use jetscribe_tests::wait_for;
-use proto_msgs::{DecodeRequest, JobRecord, JobStatus};
+use proto_msgs::{DecodeRequest, JobOptions, JobRecord, JobStatus};
 use time::OffsetDateTime;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -38,8 +38,7 @@ async fn a_job_whose_workers_die_on_every_delivery_is_failed_not_left_processing
         job_id,
         "a.wav".into(),
         1,
-        None,
-        None,
+        JobOptions::default(),
         OffsetDateTime::now_utc(),
     );
     pipeline.jobs().create(&record).await.expect("job");

@@ -34,44 +34,75 @@ fn wrap(words: &[&str]) -> Vec<String> {
     lines
 }
 
-/// Splits segments into cues. Within a segment, time is shared among words in proportion to
-/// their length (segments carry no word times), so each cue gets the stretch its words cover.
+/// A word of a segment with its time on screen.
+struct TimedWord<'a> {
+    text: &'a str,
+    start: f64,
+    end: f64,
+}
+
+/// The words of a segment with their times: the word timestamps when the job has them, otherwise
+/// the segment's time shared among its words in proportion to their length.
+fn timed_words(segment: &Segment) -> Vec<TimedWord<'_>> {
+    let words: Vec<&str> = segment.text.split_whitespace().collect();
+    if let Some(timed) = &segment.words {
+        // Only where the timed words spell the text word for word (not in languages written
+        // without spaces, whose "words" are characters).
+        let spelled: Vec<&str> = timed.iter().map(|w| w.word.as_str()).collect();
+        if spelled == words {
+            return timed
+                .iter()
+                .map(|w| TimedWord {
+                    text: &w.word,
+                    start: w.start,
+                    end: w.end,
+                })
+                .collect();
+        }
+    }
+    let total_chars: usize = words.iter().map(|w| w.chars().count() + 1).sum();
+    let span = (segment.end - segment.start).max(0.0);
+    let time_at =
+        |chars_before: usize| segment.start + span * chars_before as f64 / total_chars as f64;
+    let mut chars_before = 0;
+    words
+        .into_iter()
+        .map(|text| {
+            let start = time_at(chars_before);
+            chars_before += text.chars().count() + 1;
+            TimedWord {
+                text,
+                start,
+                end: time_at(chars_before),
+            }
+        })
+        .collect()
+}
+
+/// Splits segments into cues: each grows word by word while it fits in two lines and seven
+/// seconds.
 pub fn cues(segments: &[Segment]) -> Vec<Cue> {
     let mut cues = Vec::new();
     for segment in segments {
-        let words: Vec<&str> = segment.text.split_whitespace().collect();
-        if words.is_empty() {
-            continue;
-        }
-        let total_chars: usize = words.iter().map(|w| w.chars().count() + 1).sum();
-        let span = (segment.end - segment.start).max(0.0);
-        let time_at =
-            |chars_before: usize| segment.start + span * chars_before as f64 / total_chars as f64;
+        let words = timed_words(segment);
+        let texts: Vec<&str> = words.iter().map(|w| w.text).collect();
         let mut first = 0;
-        let mut chars_before = 0;
         while first < words.len() {
-            // Grow the cue word by word while it fits in two lines and seven seconds.
             let mut last = first + 1;
-            let mut cue_chars = words[first].chars().count() + 1;
             while last < words.len() {
-                let next_chars = cue_chars + words[last].chars().count() + 1;
-                let fits_lines = wrap(&words[first..=last]).len() <= MAX_LINES;
-                let fits_time =
-                    time_at(chars_before + next_chars) - time_at(chars_before) <= MAX_CUE_SECONDS;
+                let fits_lines = wrap(&texts[first..=last]).len() <= MAX_LINES;
+                let fits_time = words[last].end - words[first].start <= MAX_CUE_SECONDS;
                 if !(fits_lines && fits_time) {
                     break;
                 }
-                cue_chars = next_chars;
                 last += 1;
             }
-            let start = time_at(chars_before);
-            let end = time_at(chars_before + cue_chars).min(start + MAX_CUE_SECONDS);
+            let start = words[first].start;
             cues.push(Cue {
                 start,
-                end,
-                lines: wrap(&words[first..last]),
+                end: words[last - 1].end.clamp(start, start + MAX_CUE_SECONDS),
+                lines: wrap(&texts[first..last]),
             });
-            chars_before += cue_chars;
             first = last;
         }
     }
@@ -129,6 +160,7 @@ mod tests {
             start,
             end,
             text: text.to_owned(),
+            words: None,
         }
     }
 
@@ -157,6 +189,34 @@ mod tests {
             cues.last().map(|c| c.lines.clone()),
             Some(vec!["Short.".to_owned()])
         );
+    }
+
+    #[test]
+    fn cues_follow_word_timestamps_when_the_job_has_them() {
+        // Eight words of 4 characters over 20 s, spoken in two bursts: 0-2 s and 15-17 s.
+        let timed = |i: usize| {
+            let start = if i < 4 {
+                i as f64 * 0.5
+            } else {
+                15.0 + (i - 4) as f64 * 0.5
+            };
+            proto_msgs::Word {
+                start,
+                end: start + 0.4,
+                word: format!("w{i:03}"),
+                probability: 0.9,
+            }
+        };
+        let mut timed_segment = segment(0.0, 20.0, "");
+        timed_segment.words = Some((0..8).map(timed).collect());
+        timed_segment.text = (0..8)
+            .map(|i| format!("w{i:03}"))
+            .collect::<Vec<_>>()
+            .join(" ");
+        let cues = cues(&[timed_segment]);
+        let times: Vec<(f64, f64)> = cues.iter().map(|c| (c.start, c.end)).collect();
+        // The pause splits the cues (7 s at most) and each cue is on screen while its words are.
+        assert_eq!(times, vec![(0.0, 1.9), (15.0, 16.9)]);
     }
 
     #[test]

@@ -5,7 +5,7 @@ use futures::StreamExt;
 use poem::http::StatusCode;
 use poem::web::{Data, Multipart, Query};
 use poem::{Response, handler};
-use proto_msgs::{DecodeRequest, EventKind, JobBlobs, JobRecord};
+use proto_msgs::{DecodeRequest, EventKind, JobBlobs, JobOptions, JobRecord};
 use serde::Deserialize;
 use serde_json::json;
 use time::OffsetDateTime;
@@ -24,6 +24,7 @@ const READ_CHUNK: usize = 256 * 1024;
 pub(crate) struct ProcessParams {
     language: Option<String>,
     webhook_url: Option<String>,
+    word_timestamps: Option<String>,
 }
 
 fn validate_language(raw: Option<String>) -> Result<Option<String>, ApiError> {
@@ -40,6 +41,21 @@ fn validate_language(raw: Option<String>) -> Result<Option<String>, ApiError> {
             StatusCode::UNPROCESSABLE_ENTITY,
             format!("language: expected an ISO 639-1 code such as \"en\", got {raw:?}"),
         ))
+    }
+}
+
+fn validate_word_timestamps(raw: Option<String>) -> Result<Option<bool>, ApiError> {
+    let Some(raw) = raw.map(|value| value.trim().to_lowercase()) else {
+        return Ok(None);
+    };
+    match raw.as_str() {
+        "" => Ok(None),
+        "true" | "1" | "yes" | "on" => Ok(Some(true)),
+        "false" | "0" | "no" | "off" => Ok(Some(false)),
+        _ => Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!("word_timestamps: expected true or false, got {raw:?}"),
+        )),
     }
 }
 
@@ -110,13 +126,18 @@ async fn accept_upload(
     // Query options are checked before any byte is stored.
     let language = validate_language(params.language)?;
     let webhook_url = validate_webhook_url(params.webhook_url)?;
+    let word_timestamps = validate_word_timestamps(params.word_timestamps)?;
     let job_id = Uuid::now_v7();
     let input_blob = JobBlobs::input_path(job_id);
     // Set once the file is in the store, so that a request refused afterwards removes it.
     let stored = std::sync::atomic::AtomicBool::new(false);
 
     let outcome = async {
-        let (mut language, mut webhook_url) = (language, webhook_url);
+        let mut options = JobOptions {
+            language,
+            webhook_url,
+            word_timestamps: word_timestamps.unwrap_or(false),
+        };
         let mut upload: Option<(String, u64)> = None;
         loop {
             let field = match multipart.next_field().await {
@@ -145,13 +166,24 @@ async fn accept_upload(
                     stored.store(true, std::sync::atomic::Ordering::Relaxed);
                     upload = Some((filename, size));
                 }
+                // A form field wins over the same option in the query string.
                 Some("language") => {
                     let value = field.text().await.ok();
-                    language = validate_language(value)?.or(language);
+                    if let Some(language) = validate_language(value)? {
+                        options.language = Some(language);
+                    }
                 }
                 Some("webhook_url") => {
                     let value = field.text().await.ok();
-                    webhook_url = validate_webhook_url(value)?.or(webhook_url);
+                    if let Some(url) = validate_webhook_url(value)? {
+                        options.webhook_url = Some(url);
+                    }
+                }
+                Some("word_timestamps") => {
+                    let value = field.text().await.ok();
+                    if let Some(flag) = validate_word_timestamps(value)? {
+                        options.word_timestamps = flag;
+                    }
                 }
                 // Unknown fields are read and ignored, as the original service did.
                 _ => {
@@ -165,11 +197,11 @@ async fn accept_upload(
                 "file: a multipart field named \"file\" is required",
             )
         })?;
-        Ok((filename, size, language, webhook_url))
+        Ok((filename, size, options))
     }
     .await;
 
-    let (filename, size, language, webhook_url) = match outcome {
+    let (filename, size, options) = match outcome {
         Ok(accepted) => accepted,
         Err(response) => {
             // A stored file whose request was then refused must not stay behind.
@@ -181,7 +213,7 @@ async fn accept_upload(
     };
 
     let now = OffsetDateTime::now_utc();
-    let record = JobRecord::new_pending(job_id, filename.clone(), size, language, webhook_url, now);
+    let record = JobRecord::new_pending(job_id, filename.clone(), size, options, now);
     let queued = async {
         state
             .pipeline

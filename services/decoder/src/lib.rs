@@ -252,6 +252,7 @@ impl Stage for Decoder {
             audio_blob,
             duration_s,
             language: record.language,
+            word_timestamps: record.word_timestamps,
         })
     }
 }

@@ -48,6 +48,36 @@ pub struct WindowSegment {
     pub start: f64,
     pub end: f64,
     pub text: String,
+    /// The segment's words with their times, when word timestamps were asked for.
+    pub words: Option<Vec<WindowWord>>,
+}
+
+/// One word, timed by aligning the decoder's cross-attention with the audio (dynamic time
+/// warping over the alignment heads, as faster-whisper and openai-whisper do).
+#[derive(Debug, Clone, PartialEq)]
+pub struct WindowWord {
+    pub start: f64,
+    pub end: f64,
+    pub word: String,
+    /// Mean probability of the word's tokens.
+    pub probability: f64,
+}
+
+/// A segment as read from the generated tokens: its times and the range of its text tokens.
+#[derive(Debug, Clone, PartialEq)]
+struct TokenSpan {
+    start: f64,
+    end: f64,
+    text_tokens: std::ops::Range<usize>,
+}
+
+/// The text tokens (timestamps and other special tokens left out) of one window and how they
+/// form segments.
+#[derive(Debug, Default)]
+struct ParsedWindow {
+    token_ids: Vec<usize>,
+    tokens: Vec<String>,
+    spans: Vec<TokenSpan>,
 }
 
 /// A loaded Whisper model.
@@ -123,11 +153,13 @@ impl WhisperEngine {
 
     /// Transcribes a batch of windows (each at most 30 s) with one encoder pass. With `language`
     /// unknown on a multilingual model, it is detected from the first window of the batch.
-    /// Returns the language used and, per window, its segments.
+    /// Returns the language used and, per window, its segments (with their words when
+    /// `word_timestamps` is set: one more pass over the same encoder output).
     pub fn transcribe_batch(
         &self,
         windows: &[&[f32]],
         language: Option<&str>,
+        word_timestamps: bool,
     ) -> Result<(Option<DetectedLanguage>, Vec<Vec<WindowSegment>>), EngineError> {
         if windows.is_empty() {
             return Ok((None, Vec::new()));
@@ -164,87 +196,332 @@ impl WhisperEngine {
         };
         let results = self
             .model
-            .generate(&encoded, &vec![prompt; windows.len()], &options)
+            .generate(&encoded, &vec![prompt.clone(); windows.len()], &options)
             .map_err(inference)?;
+        let parsed: Vec<ParsedWindow> = results
+            .into_iter()
+            .zip(windows)
+            .map(|(result, window)| {
+                let tokens = result.sequences.into_iter().next().unwrap_or_default();
+                let ids = result.sequences_ids.into_iter().next().unwrap_or_default();
+                parse_window(&tokens, &ids, window.len() as f64 / SAMPLE_RATE as f64)
+            })
+            .collect();
+        let word_times = if word_timestamps {
+            Some(self.align_words(&encoded, &prompt, &parsed, windows)?)
+        } else {
+            None
+        };
+        let no_space = detected
+            .as_ref()
+            .is_some_and(|d| WITHOUT_SPACES.contains(&d.code.as_str()));
         let mut per_window = Vec::with_capacity(windows.len());
-        for (result, window) in results.into_iter().zip(windows) {
-            let tokens = result.sequences.into_iter().next().unwrap_or_default();
-            let window_s = window.len() as f64 / SAMPLE_RATE as f64;
-            per_window.push(self.segments_of(&tokens, window_s)?);
+        for (index, window) in parsed.iter().enumerate() {
+            let alignment = word_times.as_ref().map(|all| &all[index]);
+            per_window.push(self.segments_of(window, alignment, no_space)?);
         }
         Ok((detected, per_window))
     }
 
-    /// Splits generated tokens into segments at Whisper's timestamp tokens (`<|1.24|>`).
+    /// Aligns each window's text tokens with its audio. Returns, per window, the time at which
+    /// each text token starts (plus the end-of-text token) and each text token's probability.
+    fn align_words(
+        &self,
+        encoded: &StorageView,
+        prompt: &[&str],
+        parsed: &[ParsedWindow],
+        windows: &[&[f32]],
+    ) -> Result<Vec<TokenTimes>, EngineError> {
+        let prompt_ids = prompt
+            .iter()
+            .map(|token| {
+                self.tokenizer
+                    .token_to_id(token)
+                    .map(|id| id as usize)
+                    .ok_or_else(|| inference(format!("the tokenizer has no {token}")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let end_of_text = self
+            .tokenizer
+            .token_to_id("<|endoftext|>")
+            .map(|id| id as usize)
+            .ok_or_else(|| inference("the tokenizer has no <|endoftext|>"))?;
+        // The whole batch goes in one call; a window without text gets a placeholder whose
+        // alignment is thrown away.
+        let text_tokens: Vec<Vec<usize>> = parsed
+            .iter()
+            .map(|window| {
+                if window.token_ids.is_empty() {
+                    vec![end_of_text]
+                } else {
+                    window.token_ids.clone()
+                }
+            })
+            .collect();
+        let num_frames: Vec<usize> = windows
+            .iter()
+            .map(|window| window.len().div_ceil(HOP_LENGTH).clamp(2, N_FRAMES))
+            .collect();
+        let alignments = self
+            .model
+            .align(
+                encoded,
+                &prompt_ids,
+                &text_tokens,
+                &num_frames,
+                MEDIAN_FILTER_WIDTH,
+            )
+            .map_err(inference)?;
+        Ok(alignments
+            .iter()
+            .zip(parsed)
+            .map(|(alignment, window)| {
+                let pairs: Vec<(i64, i64)> = alignment
+                    .alignments
+                    .iter()
+                    .map(|step| (step.token_x, step.frame_x))
+                    .collect();
+                TokenTimes {
+                    starts: token_start_times(&pairs, window.token_ids.len() + 1),
+                    probabilities: alignment.text_token_probs.clone(),
+                }
+            })
+            .collect())
+    }
+
+    /// Builds a window's segments from its parsed tokens, with words when `alignment` is given.
     fn segments_of(
         &self,
-        tokens: &[String],
-        window_s: f64,
+        window: &ParsedWindow,
+        alignment: Option<&TokenTimes>,
+        no_space: bool,
     ) -> Result<Vec<WindowSegment>, EngineError> {
-        let mut segments: Vec<WindowSegment> = Vec::new();
-        let mut start = None;
-        let mut text_tokens: Vec<String> = Vec::new();
-        for token in tokens {
-            if let Some(time) = timestamp_of(token) {
-                match start {
-                    None => start = Some(time.min(window_s)),
-                    Some(segment_start) => {
-                        self.push_segment(
-                            &mut segments,
-                            segment_start,
-                            time,
-                            &mut text_tokens,
-                            window_s,
-                        )?;
-                        start = None;
-                    }
-                }
-            } else if !is_special(token) {
-                if start.is_none() {
-                    // Text before any timestamp: it starts where the last segment ended.
-                    start = Some(segments.last().map_or(0.0, |s| s.end));
-                }
-                text_tokens.push(token.clone());
+        let mut segments = Vec::with_capacity(window.spans.len());
+        for span in &window.spans {
+            let text = self
+                .tokenizer
+                .decode(window.tokens[span.text_tokens.clone()].to_vec())
+                .map_err(inference)?;
+            let text = text.trim();
+            if text.is_empty() {
+                continue;
             }
-        }
-        if let Some(segment_start) = start {
-            // The window ended inside a segment.
-            self.push_segment(
-                &mut segments,
-                segment_start,
-                window_s,
-                &mut text_tokens,
-                window_s,
-            )?;
+            let words = match alignment {
+                Some(times) => Some(self.words_of(window, span, times, no_space)?),
+                None => None,
+            };
+            segments.push(WindowSegment {
+                start: span.start,
+                end: span.end,
+                text: text.to_owned(),
+                words,
+            });
         }
         Ok(segments)
     }
 
-    /// Decodes `text_tokens` (emptying it) into a segment from `start` to `end`, if it has text.
-    fn push_segment(
+    /// The words of one segment, timed from the alignment and kept inside the segment.
+    fn words_of(
         &self,
-        segments: &mut Vec<WindowSegment>,
-        start: f64,
-        end: f64,
-        text_tokens: &mut Vec<String>,
-        window_s: f64,
-    ) -> Result<(), EngineError> {
-        if text_tokens.is_empty() {
-            return Ok(());
-        }
-        let text = self
-            .tokenizer
-            .decode(std::mem::take(text_tokens))
-            .map_err(inference)?;
-        let text = text.trim();
-        if !text.is_empty() {
-            segments.push(WindowSegment {
-                start,
-                end: end.clamp(start, window_s.max(start)),
-                text: text.to_owned(),
+        window: &ParsedWindow,
+        span: &TokenSpan,
+        times: &TokenTimes,
+        no_space: bool,
+    ) -> Result<Vec<WindowWord>, EngineError> {
+        let mut words: Vec<WindowWord> = Vec::new();
+        // A character can take several byte-level tokens: a piece that decodes to part of one
+        // (U+FFFD) is joined with the next.
+        let mut partial: Option<usize> = None;
+        for range in word_ranges(&window.tokens, span.text_tokens.clone(), no_space) {
+            let range = partial.take().unwrap_or(range.start)..range.end;
+            let word = self
+                .tokenizer
+                .decode(window.tokens[range.clone()].to_vec())
+                .map_err(inference)?;
+            if word.contains('\u{FFFD}') && range.end < span.text_tokens.end {
+                partial = Some(range.start);
+                continue;
+            }
+            let word = word.trim();
+            if word.is_empty() {
+                continue;
+            }
+            if let Some(previous) = words.last_mut().filter(|_| is_written_only(word)) {
+                // Punctuation pieces (`。`, `、`) are written, not spoken.
+                previous.word.push_str(word);
+                continue;
+            }
+            let at = |index: usize| times.starts.get(index).copied().unwrap_or(span.end);
+            let probabilities = times
+                .probabilities
+                .get(range.clone())
+                .filter(|p| !p.is_empty());
+            // Trailing punctuation is written, not spoken: the word ends where it begins.
+            let spoken_end = (range.start + 1..range.end)
+                .find(|&index| is_punctuation(&window.tokens[index]))
+                .unwrap_or(range.end);
+            words.push(WindowWord {
+                start: at(range.start),
+                end: at(spoken_end),
+                word: word.to_owned(),
+                probability: probabilities
+                    .map_or(0.0, |p| f64::from(p.iter().sum::<f32>()) / p.len() as f64),
             });
         }
-        Ok(())
+        fit_words(&mut words, span.start, span.end);
+        Ok(words)
+    }
+}
+
+/// Median filter width of the alignment, as faster-whisper and openai-whisper use.
+const MEDIAN_FILTER_WIDTH: i64 = 7;
+
+/// Languages written without spaces between words: a word is each piece that decodes to whole
+/// characters.
+const WITHOUT_SPACES: &[&str] = &["zh", "ja", "th", "lo", "my", "yue"];
+
+/// What the alignment says about a window's text tokens.
+#[derive(Debug, Clone, Default)]
+struct TokenTimes {
+    /// Start time (s, within the window) of each text token and of the end-of-text token.
+    starts: Vec<f64>,
+    probabilities: Vec<f32>,
+}
+
+/// Reads the generated tokens of one window: text tokens, and segments at Whisper's timestamp
+/// tokens (`<|1.24|>`). `ids` are the same tokens as numbers.
+fn parse_window(tokens: &[String], ids: &[usize], window_s: f64) -> ParsedWindow {
+    let mut parsed = ParsedWindow::default();
+    let mut start: Option<f64> = None;
+    let mut first_text = 0;
+    let close = |parsed: &mut ParsedWindow, start: f64, end: f64, first_text: usize| {
+        let text_tokens = first_text..parsed.tokens.len();
+        if !text_tokens.is_empty() {
+            parsed.spans.push(TokenSpan {
+                start,
+                end: end.clamp(start, window_s.max(start)),
+                text_tokens,
+            });
+        }
+    };
+    for (index, token) in tokens.iter().enumerate() {
+        if let Some(time) = timestamp_of(token) {
+            match start {
+                None => {
+                    start = Some(time.min(window_s));
+                    first_text = parsed.tokens.len();
+                }
+                Some(segment_start) => {
+                    close(&mut parsed, segment_start, time, first_text);
+                    start = None;
+                }
+            }
+        } else if !is_special(token) {
+            if start.is_none() {
+                // Text before any timestamp: it starts where the last segment ended.
+                start = Some(parsed.spans.last().map_or(0.0, |s| s.end));
+                first_text = parsed.tokens.len();
+            }
+            parsed.tokens.push(token.clone());
+            parsed
+                .token_ids
+                .push(ids.get(index).copied().unwrap_or_default());
+        }
+    }
+    if let Some(segment_start) = start {
+        // The window ended inside a segment.
+        close(&mut parsed, segment_start, window_s, first_text);
+    }
+    parsed
+}
+
+/// The start time of each of `count` tokens from the alignment path (token index, encoder
+/// frame): the frame where the path first reaches the token. Frames are 20 ms.
+fn token_start_times(path: &[(i64, i64)], count: usize) -> Vec<f64> {
+    let mut starts: Vec<Option<f64>> = vec![None; count];
+    let mut previous_token = None;
+    for &(token, frame) in path {
+        if previous_token != Some(token) {
+            if let Some(slot) = usize::try_from(token)
+                .ok()
+                .and_then(|token| starts.get_mut(token))
+            {
+                slot.get_or_insert(frame as f64 * TIMESTAMP_STEP_S);
+            }
+            previous_token = Some(token);
+        }
+    }
+    // A token the path skipped starts where the one before it did; times never go back.
+    let mut last = 0.0f64;
+    starts
+        .into_iter()
+        .map(|start| {
+            last = start.unwrap_or(last).max(last);
+            last
+        })
+        .collect()
+}
+
+/// Groups a segment's text tokens into words: a token beginning with a space (`Ġ` in Whisper's
+/// byte-level vocabulary) starts a word; punctuation stays with the word before it. Without
+/// spaces (Chinese, Japanese, ...), every token is a word of its own.
+fn word_ranges(
+    tokens: &[String],
+    span: std::ops::Range<usize>,
+    no_space: bool,
+) -> Vec<std::ops::Range<usize>> {
+    let mut ranges: Vec<std::ops::Range<usize>> = Vec::new();
+    for index in span {
+        let token = &tokens[index];
+        let starts_word = (no_space && !is_punctuation(token))
+            || token.starts_with('Ġ')
+            || token.starts_with(' ');
+        match ranges.last_mut() {
+            Some(current) if !starts_word => current.end = index + 1,
+            _ => ranges.push(index..index + 1),
+        }
+    }
+    ranges
+}
+
+/// A token made of punctuation only (`,`, `.`, `?!`), which is attached to the word before it.
+fn is_punctuation(token: &str) -> bool {
+    !token.is_empty() && token.chars().all(|c| c.is_ascii_punctuation())
+}
+
+/// Text made of punctuation only, ASCII or CJK.
+fn is_written_only(text: &str) -> bool {
+    text.chars()
+        .all(|c| c.is_ascii_punctuation() || "。、，．！？：；「」『』（）・…".contains(c))
+}
+
+/// Keeps words in order and inside their segment, and shortens implausibly long words (the
+/// alignment stretches a word over a pause) to twice the median word length: the first word of
+/// a segment loses its start (the pause is before it), the others their end.
+fn fit_words(words: &mut [WindowWord], segment_start: f64, segment_end: f64) {
+    let mut durations: Vec<f64> = words
+        .iter()
+        .map(|w| w.end - w.start)
+        .filter(|d| *d > 0.0)
+        .collect();
+    durations.sort_by(f64::total_cmp);
+    let longest = durations
+        .get(durations.len() / 2)
+        .map(|median| 2.0 * median.min(0.7));
+    let mut floor = segment_start;
+    for (index, word) in words.iter_mut().enumerate() {
+        if let Some(longest) = longest
+            && word.end - word.start > longest
+        {
+            if index == 0 {
+                word.start = word.end - longest;
+            } else {
+                word.end = word.start + longest;
+            }
+        }
+        word.start = word.start.clamp(floor, segment_end);
+        word.end = word.end.clamp(word.start, segment_end);
+        floor = word.end;
     }
 }
 
@@ -325,6 +602,93 @@ mod tests {
         assert_eq!(detected.code, "en");
         assert!((detected.probability - 0.9612).abs() < 1e-9);
         assert_eq!(parse_detection("garbage"), None);
+    }
+
+    fn strings(tokens: &[&str]) -> Vec<String> {
+        tokens.iter().map(|t| (*t).to_owned()).collect()
+    }
+
+    #[test]
+    fn generated_tokens_split_into_segments_at_timestamps() {
+        let tokens = strings(&[
+            "<|0.00|>",
+            "ĠHello",
+            "Ġworld",
+            "<|1.50|>",
+            "<|2.00|>",
+            "ĠBye",
+            "<|endoftext|>",
+        ]);
+        let ids: Vec<usize> = (0..tokens.len()).collect();
+        let parsed = parse_window(&tokens, &ids, 10.0);
+        assert_eq!(parsed.tokens, strings(&["ĠHello", "Ġworld", "ĠBye"]));
+        assert_eq!(parsed.token_ids, vec![1, 2, 5]);
+        assert_eq!(
+            parsed.spans,
+            vec![
+                TokenSpan {
+                    start: 0.0,
+                    end: 1.5,
+                    text_tokens: 0..2
+                },
+                // No closing timestamp: the segment runs to the end of the window.
+                TokenSpan {
+                    start: 2.0,
+                    end: 10.0,
+                    text_tokens: 2..3
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn token_start_is_where_the_alignment_path_first_reaches_it() {
+        let path = [(0, 5), (0, 6), (1, 7), (1, 9), (3, 20), (4, 30)];
+        let starts = token_start_times(&path, 5);
+        // Token 2 was skipped by the path: it starts with token 1.
+        assert_eq!(starts, vec![0.1, 0.14, 0.14, 0.4, 0.6]);
+    }
+
+    #[test]
+    fn words_start_at_a_space_and_keep_their_punctuation() {
+        let tokens = strings(&["ĠAsk", "Ġnot", ",", "Ġcoun", "try", "."]);
+        assert_eq!(word_ranges(&tokens, 0..6, false), vec![0..1, 1..3, 3..6]);
+        assert_eq!(word_ranges(&tokens, 3..6, true), vec![3..4, 4..6]);
+        assert!(is_punctuation(",") && is_punctuation("?!"));
+        assert!(!is_punctuation("Ġnot") && !is_punctuation("Ġ,"));
+        assert!(is_written_only("。") && is_written_only("?!") && !is_written_only("ある"));
+    }
+
+    #[test]
+    fn words_stay_inside_their_segment_and_long_ones_are_cut() {
+        let word = |start, end| WindowWord {
+            start,
+            end,
+            word: "w".into(),
+            probability: 1.0,
+        };
+        let mut words = vec![
+            word(0.0, 3.0),
+            word(3.0, 3.3),
+            word(3.3, 3.6),
+            word(3.6, 9.0),
+            word(9.0, 12.0),
+        ];
+        fit_words(&mut words, 1.0, 10.0);
+        let times: Vec<(f64, f64)> = words
+            .iter()
+            .map(|w| {
+                (
+                    (w.start * 100.0).round() / 100.0,
+                    (w.end * 100.0).round() / 100.0,
+                )
+            })
+            .collect();
+        // Median 3.0 s is capped at 0.7 s: words are at most 1.4 s long.
+        assert_eq!(
+            times,
+            vec![(1.6, 3.0), (3.0, 3.3), (3.3, 3.6), (3.6, 5.0), (9.0, 10.0)]
+        );
     }
 
     #[test]

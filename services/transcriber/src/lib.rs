@@ -15,7 +15,7 @@ use futures::StreamExt;
 use jetscribe_blobstore::{BlobError, BlobStore};
 use jetscribe_nats::{JobContext, Outcome, Stage, StageError};
 use proto_msgs::{
-    AnalyzeRequest, JobBlobs, LanguageDetection, Segment, TranscribeRequest, Transcript,
+    AnalyzeRequest, JobBlobs, LanguageDetection, Segment, TranscribeRequest, Transcript, Word,
 };
 use serde::{Deserialize, Serialize};
 use tracing::{debug, info};
@@ -85,10 +85,25 @@ impl TranscriptBuilder {
             let floor = self.segments.last().map_or(0.0, |last| last.end);
             let start = (offset_s + segment.start).max(floor);
             let end = (offset_s + segment.end).max(start);
+            let words = segment.words.map(|words| {
+                words
+                    .into_iter()
+                    .map(|word| {
+                        let word_start = (offset_s + word.start).clamp(start, end);
+                        Word {
+                            start: round_ms(word_start),
+                            end: round_ms((offset_s + word.end).clamp(word_start, end)),
+                            word: word.word,
+                            probability: (word.probability * 1000.0).round() / 1000.0,
+                        }
+                    })
+                    .collect()
+            });
             self.segments.push(Segment {
                 start: round_ms(start),
                 end: round_ms(end),
                 text: segment.text,
+                words,
             });
         }
     }
@@ -109,6 +124,7 @@ impl Transcriber {
         &self,
         chunks: Vec<vad::Chunk>,
         language: Option<String>,
+        word_timestamps: bool,
     ) -> Result<
         (
             Option<engine::DetectedLanguage>,
@@ -122,7 +138,8 @@ impl Transcriber {
                 .iter()
                 .map(|chunk| chunk.samples.as_slice())
                 .collect();
-            let (detected, segments) = engine.transcribe_batch(&windows, language.as_deref())?;
+            let (detected, segments) =
+                engine.transcribe_batch(&windows, language.as_deref(), word_timestamps)?;
             Ok::<_, EngineError>((detected, chunks.into_iter().zip(segments).collect()))
         })
         .await
@@ -233,7 +250,9 @@ impl Stage for Transcriber {
                 let language = requested
                     .clone()
                     .or_else(|| builder.language.as_ref().map(|d| d.code.clone()));
-                let (detected, results) = self.run_batch(batch, language).await?;
+                let (detected, results) = self
+                    .run_batch(batch, language, input.word_timestamps)
+                    .await?;
                 if builder.language.is_none() {
                     builder.language = detected;
                 }
@@ -378,6 +397,7 @@ mod tests {
             start,
             end,
             text: text.into(),
+            words: None,
         };
         builder.push_window(0.0, vec![segment(0.0, 4.0, "a"), segment(3.5, 30.0, "b")]);
         builder.push_window(30.0, vec![segment(0.0, 2.0, "c")]);
