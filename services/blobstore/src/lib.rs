@@ -62,6 +62,8 @@ const PARTS_IN_FLIGHT: usize = 2;
 #[derive(Clone)]
 pub struct BlobStore {
     inner: Arc<dyn ObjectStore>,
+    /// The same store when it is a local folder, for [`BlobStore::local_file`].
+    local: Option<Arc<LocalFileSystem>>,
     description: String,
 }
 
@@ -79,6 +81,7 @@ impl BlobStore {
             reason,
         };
         let parsed = url::Url::parse(url).map_err(|err| config_error(err.to_string()))?;
+        let mut local = None;
         let inner: Arc<dyn ObjectStore> = match parsed.scheme() {
             "file" => {
                 let dir = parsed
@@ -87,12 +90,14 @@ impl BlobStore {
                 std::fs::create_dir_all(&dir).map_err(|err| {
                     config_error(format!("cannot create {}: {err}", dir.display()))
                 })?;
-                Arc::new(
+                let folder = Arc::new(
                     LocalFileSystem::new_with_prefix(&dir)
                         .map_err(|err| config_error(err.to_string()))?
                         // Removing a job's blobs also removes its now empty folder.
                         .with_automatic_cleanup(true),
-                )
+                );
+                local = Some(folder.clone());
+                folder
             }
             "s3" => {
                 let bucket = parsed
@@ -117,8 +122,20 @@ impl BlobStore {
         };
         Ok(Self {
             inner,
+            local,
             description: url.to_owned(),
         })
+    }
+
+    /// The file that holds `path` when the store is a local folder (and the blob exists), so
+    /// that a reader needing a seekable file (ffmpeg) reads it in place instead of a copy.
+    pub fn local_file(&self, path: &str) -> Option<std::path::PathBuf> {
+        let file = self
+            .local
+            .as_ref()?
+            .path_to_filesystem(&Path::from(path))
+            .ok()?;
+        file.is_file().then_some(file)
     }
 
     /// Starts a streamed write of `path`; nothing is visible until [`BlobWriter::finish`].
@@ -134,26 +151,6 @@ impl BlobStore {
             upload: Some(WriteMultipart::new_with_chunk_size(upload, PART_SIZE)),
             written: 0,
         })
-    }
-
-    /// Writes all of `chunks` to `path` in bounded memory; returns the bytes written.
-    pub async fn put_stream<S, E>(&self, path: &str, chunks: S) -> Result<u64, BlobError>
-    where
-        S: Stream<Item = Result<Bytes, E>>,
-        E: Into<BlobError>,
-    {
-        let mut writer = self.writer(path).await?;
-        futures::pin_mut!(chunks);
-        while let Some(chunk) = chunks.next().await {
-            match chunk {
-                Ok(chunk) => writer.write(chunk).await?,
-                Err(err) => {
-                    writer.abort().await;
-                    return Err(err.into());
-                }
-            }
-        }
-        writer.finish().await
     }
 
     pub async fn put_json<T: Serialize>(&self, path: &str, value: &T) -> Result<(), BlobError> {
@@ -378,15 +375,20 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let url = format!("file://{}", dir.path().display());
         let store = BlobStore::open(&url).expect("open");
-        let chunks: Vec<Result<Bytes, BlobError>> = (0..20u8)
-            .map(|i| Ok(Bytes::from(vec![i; 1024 * 1024 + 3])))
-            .collect();
-        let written = store
-            .put_stream("jobs/a/input", futures::stream::iter(chunks))
-            .await
-            .expect("put");
+        let mut writer = store.writer("jobs/a/input").await.expect("writer");
+        for i in 0..20u8 {
+            writer
+                .write(Bytes::from(vec![i; 1024 * 1024 + 3]))
+                .await
+                .expect("write");
+        }
+        assert_eq!(store.local_file("jobs/a/input"), None, "not visible before finish");
+        let written = writer.finish().await.expect("finish");
         assert_eq!(written, 20 * (1024 * 1024 + 3));
         assert_eq!(store.size("jobs/a/input").await.expect("size"), written);
+        // A local store's blob is a file that can be read in place.
+        let file = store.local_file("jobs/a/input").expect("a local file");
+        assert_eq!(std::fs::metadata(&file).expect("file").len(), written);
         assert_eq!(
             store
                 .delete_older_than("jobs", std::time::Duration::from_secs(3600))
