@@ -20,8 +20,21 @@ impl EventPublisher {
 
     pub async fn publish(&self, event: &JobEvent) -> Result<(), PipelineError> {
         let payload = proto_msgs::encode(event)?;
+        let mut headers = async_nats::HeaderMap::new();
+        if matches!(event.kind, EventKind::Completed | EventKind::Failed) {
+            // A job ends once: a final event published again (a retried stage) is dropped by
+            // the server.
+            headers.insert(
+                proto_msgs::MSG_ID_HEADER,
+                format!("{}:{:?}", event.job_id, event.kind).as_str(),
+            );
+        }
         self.js
-            .publish(proto_msgs::events_subject(event.job_id), payload.into())
+            .publish_with_headers(
+                proto_msgs::events_subject(event.job_id),
+                headers,
+                payload.into(),
+            )
             .await
             .map_err(PipelineError::publish)?
             .await
@@ -44,7 +57,92 @@ impl EventPublisher {
             at: OffsetDateTime::now_utc(),
             stage,
             error_message: record.error_message.clone(),
+            eta_s: record.eta_s.filter(|_| kind == EventKind::Progress),
+            duration_s: record.duration_s,
         })
         .await
+    }
+}
+
+/// A job event as stored in `JETSCRIBE_EVENTS`.
+#[derive(Debug, Clone)]
+pub struct StoredEvent {
+    /// The event's sequence in the stream: increasing, so a reader that stopped after one
+    /// resumes after it.
+    pub sequence: u64,
+    pub event: JobEvent,
+    /// Events of this job stored after this one when it was read: 0 at the live edge.
+    pub pending: u64,
+}
+
+/// Follows one job's events: its stored history from the start (or after `after_sequence`), then
+/// live. Ordered consumer with a single `filter_subject` (nats-server 2.9 ignores
+/// `filter_subjects`); the stream ends only when the caller drops it.
+pub async fn follow_job(
+    js: &jetstream::Context,
+    job_id: uuid::Uuid,
+    after_sequence: Option<u64>,
+) -> Result<
+    impl futures::Stream<Item = Result<StoredEvent, PipelineError>> + Send + use<>,
+    PipelineError,
+> {
+    use futures::StreamExt as _;
+    use jetstream::consumer::{DeliverPolicy, pull::OrderedConfig};
+
+    let stream = js
+        .get_stream(proto_msgs::EVENTS_STREAM)
+        .await
+        .map_err(|err| PipelineError::Request(err.to_string()))?;
+    let deliver_policy = match after_sequence {
+        Some(sequence) => DeliverPolicy::ByStartSequence {
+            start_sequence: sequence.saturating_add(1),
+        },
+        None => DeliverPolicy::All,
+    };
+    let consumer = stream
+        .create_consumer(OrderedConfig {
+            filter_subject: proto_msgs::events_subject(job_id),
+            deliver_policy,
+            ..Default::default()
+        })
+        .await
+        .map_err(|err| PipelineError::Request(err.to_string()))?;
+    let messages = consumer
+        .messages()
+        .await
+        .map_err(|err| PipelineError::Request(err.to_string()))?;
+    Ok(messages.map(|message| {
+        let message = message.map_err(|err| PipelineError::Request(err.to_string()))?;
+        let info = message
+            .info()
+            .map_err(|err| PipelineError::Request(err.to_string()))?;
+        let (sequence, pending) = (info.stream_sequence, info.pending);
+        let event = proto_msgs::decode(&message.payload)?;
+        Ok(StoredEvent {
+            sequence,
+            event,
+            pending,
+        })
+    }))
+}
+
+/// The stream sequence of the last event stored for `job_id`, if any.
+pub async fn last_sequence(
+    js: &jetstream::Context,
+    job_id: uuid::Uuid,
+) -> Result<Option<u64>, PipelineError> {
+    let stream = js
+        .get_stream(proto_msgs::EVENTS_STREAM)
+        .await
+        .map_err(|err| PipelineError::Request(err.to_string()))?;
+    match stream
+        .get_last_raw_message_by_subject(&proto_msgs::events_subject(job_id))
+        .await
+    {
+        Ok(message) => Ok(Some(message.sequence)),
+        Err(err) if err.kind() == jetstream::stream::LastRawMessageErrorKind::NoMessageFound => {
+            Ok(None)
+        }
+        Err(err) => Err(PipelineError::Request(err.to_string())),
     }
 }

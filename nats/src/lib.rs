@@ -16,11 +16,13 @@ mod server;
 pub mod stage;
 pub mod trace_context;
 
-pub use events::EventPublisher;
+pub use events::{EventPublisher, StoredEvent};
 pub use jobs::{JobStore, JobStoreError};
 pub use pipeline::{Pipeline, PipelineError, PipelineSettings, StageQueue};
 pub use server::{LocalNatsServer, ServerError};
-pub use stage::{JobContext, Outcome, Stage, StageError, StageLoopSettings, run_stage};
+pub use stage::{
+    JobContext, Outcome, QueuedMessage, Stage, StageError, StageLoopSettings, run_stage,
+};
 
 /// Re-exported so that callers can name client types without depending on async-nats directly.
 pub use async_nats;

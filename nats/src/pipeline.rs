@@ -134,6 +134,27 @@ impl Pipeline {
         &self.events
     }
 
+    /// One job's events: the stored history (after `after_sequence`, or from the start), then
+    /// live, for as long as the returned stream is polled.
+    pub async fn follow_job_events(
+        &self,
+        job_id: uuid::Uuid,
+        after_sequence: Option<u64>,
+    ) -> Result<
+        impl futures::Stream<Item = Result<crate::events::StoredEvent, PipelineError>> + Send + use<>,
+        PipelineError,
+    > {
+        crate::events::follow_job(&self.js, job_id, after_sequence).await
+    }
+
+    /// The stream sequence of the last event stored for `job_id`.
+    pub async fn last_event_sequence(
+        &self,
+        job_id: uuid::Uuid,
+    ) -> Result<Option<u64>, PipelineError> {
+        crate::events::last_sequence(&self.js, job_id).await
+    }
+
     pub fn settings(&self) -> &PipelineSettings {
         &self.settings
     }
@@ -146,24 +167,23 @@ impl Pipeline {
         &self.js
     }
 
-    /// Publishes a message to its stage with `Nats-Msg-Id = <job_id>:<stage>` (so that a retried
-    /// publish is stored once) and the current trace context; returns once JetStream stored it.
+    /// Publishes a message to its stage with `Nats-Msg-Id` = [`PipelineMessage::message_id`] (so
+    /// that a retried publish is stored once) and the current trace context; returns once
+    /// JetStream stored it.
     pub async fn publish<M: PipelineMessage>(&self, message: &M) -> Result<(), PipelineError> {
         let payload = proto_msgs::encode(message)?;
-        self.publish_raw(M::STAGE, message.job_id(), payload).await
+        self.publish_raw(M::STAGE, &message.message_id(), payload)
+            .await
     }
 
     pub(crate) async fn publish_raw(
         &self,
         stage: Stage,
-        job_id: uuid::Uuid,
+        message_id: &str,
         payload: Vec<u8>,
     ) -> Result<(), PipelineError> {
         let mut headers = HeaderMap::new();
-        headers.insert(
-            proto_msgs::MSG_ID_HEADER,
-            format!("{job_id}:{}", stage.name()).as_str(),
-        );
+        headers.insert(proto_msgs::MSG_ID_HEADER, message_id);
         trace_context::inject_current(&mut headers);
         self.js
             .publish_with_headers(stage.subject(), headers, payload.into())
@@ -301,6 +321,8 @@ async fn ensure_topology(
         retention: stream::RetentionPolicy::Limits,
         storage: stream::StorageType::File,
         max_age: settings.retention,
+        // A job's final event, published again by a retried stage, is dropped within this.
+        duplicate_window: Duration::from_secs(2 * 3600).min(settings.retention),
         ..Default::default()
     })
     .await

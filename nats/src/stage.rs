@@ -30,19 +30,44 @@ use crate::{EventPublisher, JobStore, Pipeline, PipelineError, trace_context};
 /// What a stage did with a message.
 #[derive(Debug)]
 pub enum Outcome {
-    /// Hand the job to the next stage with this message, then ack.
-    Forward { stage: StageName, payload: Vec<u8> },
+    /// The stage is done: hand the job to the next stage with this message, then ack.
+    Forward(QueuedMessage),
     /// The job needs nothing more from the pipeline; ack.
     Done,
+    /// The stage is not done and must see the job again: store this new message of the same
+    /// stage (which says when it is due), then ack the one handled. Each such message starts with
+    /// a fresh delivery count, so a stage may wait any number of times (webhook retries).
+    Again(QueuedMessage),
+    /// The message came before it was due: deliver it again after this delay.
+    Later(Duration),
+}
+
+/// A message for a stage's subject, encoded, with its `Nats-Msg-Id`.
+#[derive(Debug)]
+pub struct QueuedMessage {
+    stage: StageName,
+    message_id: String,
+    payload: Vec<u8>,
+}
+
+impl QueuedMessage {
+    fn of<M: PipelineMessage>(message: &M) -> Result<Self, StageError> {
+        Ok(Self {
+            stage: M::STAGE,
+            message_id: message.message_id(),
+            payload: proto_msgs::encode(message)
+                .map_err(|err| StageError::Transient(err.to_string()))?,
+        })
+    }
 }
 
 impl Outcome {
     pub fn forward<M: PipelineMessage>(message: &M) -> Result<Self, StageError> {
-        Ok(Outcome::Forward {
-            stage: M::STAGE,
-            payload: proto_msgs::encode(message)
-                .map_err(|err| StageError::Transient(err.to_string()))?,
-        })
+        Ok(Outcome::Forward(QueuedMessage::of(message)?))
+    }
+
+    pub fn again<M: PipelineMessage>(message: &M) -> Result<Self, StageError> {
+        Ok(Outcome::Again(QueuedMessage::of(message)?))
     }
 }
 
@@ -450,17 +475,17 @@ async fn handle_with_heartbeat<S: Stage>(
     };
 
     match result {
-        Ok(Outcome::Forward {
-            stage: next,
-            payload,
-        }) => {
+        Ok(Outcome::Forward(next)) => {
             if let Err(err) = finish_stage(pipeline, job_id, name).await {
                 warn!(error = %err, "cannot record stage end; retrying");
                 return Settle::Nak(Some(retry_delay(attempt)));
             }
-            match pipeline.publish_raw(next, job_id, payload).await {
+            match pipeline
+                .publish_raw(next.stage, &next.message_id, next.payload)
+                .await
+            {
                 Ok(()) => {
-                    debug!(next = %next, "forwarded");
+                    debug!(next = %next.stage, "forwarded");
                     Settle::Ack
                 }
                 Err(err) => {
@@ -469,6 +494,22 @@ async fn handle_with_heartbeat<S: Stage>(
                 }
             }
         }
+        Ok(Outcome::Again(again)) => {
+            match pipeline
+                .publish_raw(again.stage, &again.message_id, again.payload)
+                .await
+            {
+                Ok(()) => {
+                    debug!(message_id = %again.message_id, "queued again");
+                    Settle::Ack
+                }
+                Err(err) => {
+                    warn!(error = %err, "cannot queue again; retrying");
+                    Settle::Nak(Some(retry_delay(attempt)))
+                }
+            }
+        }
+        Ok(Outcome::Later(delay)) => Settle::Nak(Some(delay)),
         Ok(Outcome::Done) => {
             // The last stage publishes the job's final event itself; `stage_completed` after it
             // would make `completed` not the last event of the job.
@@ -578,7 +619,7 @@ async fn fail_job(pipeline: &Pipeline, job_id: Uuid, stage: StageName, reason: S
         .update(job_id, |record| {
             record.stage_run(stage).last_error = Some(reason.clone());
             record.stage_run(stage).finished_at = Some(now);
-            if record.status != JobStatus::Completed {
+            if !record.status.is_final() {
                 record.status = JobStatus::Failed;
                 record.step = "failed".to_owned();
                 record.error_message = Some(reason.clone());
@@ -594,6 +635,13 @@ async fn fail_job(pipeline: &Pipeline, job_id: Uuid, stage: StageName, reason: S
             return Settle::Nak(Some(Duration::from_secs(2)));
         }
     };
+    if record.status == JobStatus::Completed {
+        // A completed job stays completed (a notification that could not be delivered does
+        // not undo it): no `failed` event after `completed`.
+        return Settle::Term;
+    }
+    // Reported again (a retry after the event could not be stored), the event and the
+    // hand-over are dropped by the server as duplicates (Nats-Msg-Id).
     if let Err(err) = pipeline
         .events()
         .publish_for(&record, EventKind::Failed, Some(stage))
@@ -603,7 +651,7 @@ async fn fail_job(pipeline: &Pipeline, job_id: Uuid, stage: StageName, reason: S
         return Settle::Nak(Some(Duration::from_secs(2)));
     }
     if stage != StageName::Notify && record.webhook_url.is_some() {
-        let handed_over = pipeline.publish(&NotifyRequest { job_id }).await;
+        let handed_over = pipeline.publish(&NotifyRequest::first(job_id)).await;
         if let Err(err) = handed_over {
             warn!(error = %err, "cannot hand the failure to the notifier; retrying");
             return Settle::Nak(Some(Duration::from_secs(2)));

@@ -113,6 +113,12 @@ pub trait PipelineMessage: Serialize + DeserializeOwned + Send + Sync + 'static 
     /// The stage that consumes this message.
     const STAGE: Stage;
     fn job_id(&self) -> Uuid;
+
+    /// `Nats-Msg-Id` of the message: JetStream stores one message per id within its duplicate
+    /// window, so a publish retried after a crash is not doubled. One per job and stage.
+    fn message_id(&self) -> String {
+        format!("{}:{}", self.job_id(), Self::STAGE.name())
+    }
 }
 
 /// `jetscribe.pipeline.decode`: an uploaded file is waiting to be decoded.
@@ -152,6 +158,27 @@ pub struct AnalyzeRequest {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct NotifyRequest {
     pub job_id: Uuid,
+    /// The webhook attempt this message is for: 1 for the first; each retry is a new message.
+    #[serde(default = "first_attempt")]
+    pub attempt: u32,
+    /// A retry is not made before this time (the notifier hands the message back until then).
+    #[serde(with = "time::serde::rfc3339::option", default)]
+    pub not_before: Option<OffsetDateTime>,
+}
+
+fn first_attempt() -> u32 {
+    1
+}
+
+impl NotifyRequest {
+    /// The hand-over from the last working stage (or from a failure) to the notifier.
+    pub fn first(job_id: Uuid) -> Self {
+        Self {
+            job_id,
+            attempt: 1,
+            not_before: None,
+        }
+    }
 }
 
 impl PipelineMessage for DecodeRequest {
@@ -176,6 +203,12 @@ impl PipelineMessage for NotifyRequest {
     const STAGE: Stage = Stage::Notify;
     fn job_id(&self) -> Uuid {
         self.job_id
+    }
+    fn message_id(&self) -> String {
+        match self.attempt {
+            0 | 1 => format!("{}:{}", self.job_id, Self::STAGE.name()),
+            attempt => format!("{}:{}:{attempt}", self.job_id, Self::STAGE.name()),
+        }
     }
 }
 
@@ -257,6 +290,55 @@ pub struct JobRecord {
     /// Per stage name: attempts and timings.
     #[serde(default)]
     pub stages: BTreeMap<String, StageRun>,
+    /// The webhook's delivery, once the notifier has tried it.
+    #[serde(default)]
+    pub webhook: Option<WebhookDelivery>,
+}
+
+/// How a job's webhook delivery went: every attempt, and where it stands.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct WebhookDelivery {
+    /// `webhook-id` of the delivery: the same on every attempt, so receivers can drop repeats.
+    pub id: String,
+    pub state: WebhookState,
+    pub attempts: u32,
+    #[serde(default)]
+    pub last_status_code: Option<u16>,
+    #[serde(default)]
+    pub last_error: Option<String>,
+    #[serde(with = "time::serde::rfc3339::option", default)]
+    pub delivered_at: Option<OffsetDateTime>,
+    /// When the next attempt is due, while one is scheduled.
+    #[serde(with = "time::serde::rfc3339::option", default)]
+    pub next_attempt_at: Option<OffsetDateTime>,
+    /// Each attempt, oldest first.
+    #[serde(default)]
+    pub history: Vec<WebhookAttempt>,
+}
+
+/// Where a webhook delivery stands.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WebhookState {
+    /// Not tried yet, or a retry is scheduled.
+    #[default]
+    Pending,
+    Delivered,
+    /// Out of retries, or refused by the receiver (a 4xx other than 408 and 429).
+    Failed,
+}
+
+/// One POST of a webhook.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WebhookAttempt {
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+    /// The receiver's HTTP status, when it answered.
+    #[serde(default)]
+    pub status_code: Option<u16>,
+    /// Why the attempt failed, when it did.
+    #[serde(default)]
+    pub error: Option<String>,
 }
 
 /// What the client chose when submitting a job.
@@ -339,6 +421,7 @@ impl JobRecord {
                 result: None,
             },
             stages: BTreeMap::new(),
+            webhook: None,
         }
     }
 
@@ -392,14 +475,43 @@ pub struct LanguageDetection {
     /// ISO 639-1 code.
     pub language: String,
     pub probability: f64,
-    /// `whisper` (detected by the model), `user` (requested), `text` (from the transcript text).
+    /// `whisper` (detected by the model), `user` (requested), `model` (an English-only model),
+    /// `text` (from the transcript text, when Whisper was unsure).
     pub source: String,
+    /// What the transcript's text says (whatlang), once the analyzer has looked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text_check: Option<TextLanguageCheck>,
+}
+
+/// The language of the transcript's text as whatlang sees it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TextLanguageCheck {
+    /// ISO 639-1 code (ISO 639-3 where 639-1 has none).
+    pub language: String,
+    /// whatlang's confidence, 0..=1.
+    pub confidence: f64,
+    /// whatlang's own judgement of whether the text was enough to tell.
+    pub reliable: bool,
+}
+
+/// Figures about the speech in a transcript.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TranscriptStats {
+    /// Words (characters, for languages written without spaces).
+    pub words: u64,
+    /// Words per minute of speech.
+    pub words_per_minute: f64,
+    /// Seconds covered by segments.
+    pub speech_s: f64,
+    /// The rest of the media's duration.
+    pub silence_s: f64,
 }
 
 /// A keyword or key phrase of the transcript.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Topic {
     pub text: String,
+    /// Relevance in (0, 1]: 1 for the best topic.
     pub score: f64,
 }
 
@@ -409,7 +521,10 @@ pub struct JobResult {
     pub transcript: String,
     pub segments: Vec<Segment>,
     pub language_detection: LanguageDetection,
+    /// Key words and phrases, best first.
     pub topics: Vec<Topic>,
+    #[serde(default)]
+    pub stats: Option<TranscriptStats>,
     pub duration_s: f64,
     pub model: String,
 }
@@ -441,6 +556,12 @@ pub struct JobEvent {
     /// The failure reason on `failed`.
     #[serde(default)]
     pub error_message: Option<String>,
+    /// On `progress` from a stage that can tell: estimated seconds until that stage ends.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eta_s: Option<f64>,
+    /// Media duration in seconds, once the decoder knows it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_s: Option<f64>,
 }
 
 /// Encoding or decoding a wire value failed.

@@ -8,7 +8,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use jetscribe_nats::LocalNatsServer;
-use poem::web::{Data, Json};
+use poem::web::Data;
 use poem::{EndpointExt, Route, Server, handler, post};
 use tokio::sync::mpsc;
 
@@ -106,6 +106,8 @@ impl TestApp {
             ("BIND_ADDR".into(), format!("127.0.0.1:{port}")),
             ("WHISPER_MODEL".into(), model.display().to_string()),
             ("WEBHOOK_RETRY_DELAY".into(), "0.2".into()),
+            // Test receivers listen on 127.0.0.1.
+            ("WEBHOOK_ALLOW_PRIVATE".into(), "true".into()),
             (
                 "RUST_LOG".into(),
                 std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
@@ -260,26 +262,93 @@ pub fn peak_rss_bytes(pid: u32) -> Option<u64> {
     Some(kib * 1024)
 }
 
-/// A local HTTP server that records every webhook body POSTed to it.
+/// A local HTTP server that records every webhook POSTed to it, and answers with scripted
+/// statuses (then 200).
 pub struct WebhookReceiver {
     pub url: String,
-    received: mpsc::UnboundedReceiver<serde_json::Value>,
+    received: mpsc::UnboundedReceiver<WebhookDelivery>,
+}
+
+/// One POST the receiver got.
+#[derive(Debug, Clone)]
+pub struct WebhookDelivery {
+    /// Header names in lower case.
+    pub headers: std::collections::BTreeMap<String, String>,
+    /// The body exactly as sent.
+    pub raw_body: Vec<u8>,
+    pub body: serde_json::Value,
+    pub arrived: Instant,
+    /// The status the receiver answered.
+    pub answered: u16,
+}
+
+/// A scripted answer: status and optional Retry-After seconds.
+#[derive(Debug, Clone, Copy)]
+pub struct ScriptedAnswer {
+    pub status: u16,
+    pub retry_after_s: Option<u64>,
+}
+
+struct ReceiverState {
+    sender: mpsc::UnboundedSender<WebhookDelivery>,
+    script: std::sync::Mutex<std::collections::VecDeque<ScriptedAnswer>>,
 }
 
 #[handler]
 async fn receive(
-    Json(body): Json<serde_json::Value>,
-    Data(sender): Data<&mpsc::UnboundedSender<serde_json::Value>>,
-) -> &'static str {
-    let _ = sender.send(body);
-    "ok"
+    request: &poem::Request,
+    body: Vec<u8>,
+    Data(state): Data<&std::sync::Arc<ReceiverState>>,
+) -> poem::Response {
+    let answer = state
+        .script
+        .lock()
+        .ok()
+        .and_then(|mut script| script.pop_front())
+        .unwrap_or(ScriptedAnswer {
+            status: 200,
+            retry_after_s: None,
+        });
+    let headers = request
+        .headers()
+        .iter()
+        .map(|(name, value)| {
+            (
+                name.as_str().to_owned(),
+                value.to_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect();
+    let _ = state.sender.send(WebhookDelivery {
+        headers,
+        body: serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null),
+        raw_body: body,
+        arrived: Instant::now(),
+        answered: answer.status,
+    });
+    let mut response = poem::Response::builder()
+        .status(poem::http::StatusCode::from_u16(answer.status).expect("a valid status"));
+    if let Some(seconds) = answer.retry_after_s {
+        response = response.header("retry-after", seconds.to_string());
+    }
+    response.body("ok")
 }
 
 impl WebhookReceiver {
+    /// A receiver that answers 200 to everything.
     pub async fn start() -> WebhookReceiver {
+        Self::scripted(&[]).await
+    }
+
+    /// A receiver that answers `script` in order, then 200.
+    pub async fn scripted(script: &[ScriptedAnswer]) -> WebhookReceiver {
         let port = free_port();
         let (sender, received) = mpsc::unbounded_channel();
-        let app = Route::new().at("/hook", post(receive)).data(sender);
+        let state = std::sync::Arc::new(ReceiverState {
+            sender,
+            script: std::sync::Mutex::new(script.iter().copied().collect()),
+        });
+        let app = Route::new().at("/hook", post(receive)).data(state);
         let listener = poem::listener::TcpListener::bind(format!("127.0.0.1:{port}"));
         tokio::spawn(Server::new(listener).run(app));
         let url = format!("http://127.0.0.1:{port}/hook");
@@ -295,10 +364,23 @@ impl WebhookReceiver {
 
     /// The next webhook body, waiting at most `timeout`.
     pub async fn next(&mut self, timeout: Duration) -> serde_json::Value {
+        self.next_delivery(timeout).await.body
+    }
+
+    /// The next webhook with its headers and arrival time, waiting at most `timeout`.
+    pub async fn next_delivery(&mut self, timeout: Duration) -> WebhookDelivery {
         tokio::time::timeout(timeout, self.received.recv())
             .await
             .expect("a webhook arrives in time")
             .expect("receiver open")
+    }
+
+    /// A webhook that arrives within `timeout`, if any.
+    pub async fn try_next(&mut self, timeout: Duration) -> Option<WebhookDelivery> {
+        tokio::time::timeout(timeout, self.received.recv())
+            .await
+            .ok()
+            .flatten()
     }
 }
 

@@ -61,7 +61,16 @@ fn every_message_survives_a_round_trip_as_a_named_map() {
         job_id,
         transcript_blob: "jobs/x/transcript.json".into(),
     });
-    round_trip(&NotifyRequest { job_id });
+    round_trip(&NotifyRequest::first(job_id));
+    round_trip(&NotifyRequest {
+        job_id,
+        attempt: 3,
+        not_before: Some(
+            OffsetDateTime::now_utc()
+                .replace_nanosecond(0)
+                .expect("valid"),
+        ),
+    });
     round_trip(&sample_record(job_id));
     round_trip(&JobEvent {
         job_id,
@@ -73,6 +82,8 @@ fn every_message_survives_a_round_trip_as_a_named_map() {
             .expect("valid"),
         stage: Some(Stage::Transcribe),
         error_message: None,
+        eta_s: Some(12.0),
+        duration_s: Some(60.0),
     });
 }
 
@@ -86,6 +97,8 @@ fn an_event_is_readable_by_field_name() {
         at: OffsetDateTime::UNIX_EPOCH,
         stage: None,
         error_message: None,
+        eta_s: None,
+        duration_s: None,
     };
     let bytes = proto_msgs::encode(&event).expect("encodes");
     let map: BTreeMap<String, serde_json::Value> =

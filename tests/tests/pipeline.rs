@@ -121,11 +121,27 @@ async fn the_jfk_clip_is_transcribed_end_to_end_with_webhook_and_events() {
     let transcript = result["result"]["transcript"].as_str().expect("transcript");
     let wer = word_error_rate(JFK_REFERENCE, transcript);
     assert!(wer <= 0.10, "WER {wer:.3} for {transcript:?}");
-    assert_eq!(result["result"]["language_detection"]["language"], "en");
+    let language = &result["result"]["language_detection"];
+    assert_eq!(language["language"], "en", "{language}");
+    assert_eq!(language["source"], "whisper", "{language}");
+    assert_eq!(language["text_check"]["language"], "en", "{language}");
     assert!(
-        result["result"]["topics"]
-            .as_array()
-            .is_some_and(|t| !t.is_empty())
+        language["text_check"]["confidence"].is_number(),
+        "{language}"
+    );
+    let topics = result["result"]["topics"].as_array().expect("topics");
+    assert!(topics.iter().any(|t| t["text"] == "country"), "{topics:?}");
+    assert_eq!(topics[0]["score"], 1.0, "{topics:?}");
+    let stats = &result["result"]["stats"];
+    assert_eq!(stats["words"], 22, "{stats}");
+    let speech_s = stats["speech_s"].as_f64().expect("speech_s");
+    let silence_s = stats["silence_s"].as_f64().expect("silence_s");
+    assert!((speech_s + silence_s - 11.0).abs() < 0.01, "{stats}");
+    assert!(
+        stats["words_per_minute"]
+            .as_f64()
+            .is_some_and(|wpm| wpm > 60.0),
+        "{stats}"
     );
     let segments = result["result"]["segments"].as_array().expect("segments");
     assert!(!segments.is_empty());

@@ -34,6 +34,20 @@ async fn job_count(app: &TestApp) -> usize {
     pipeline.jobs().list().await.expect("jobs").len()
 }
 
+/// Waits until no file is left under `blobs`, then checks that no job was created.
+async fn assert_nothing_left(app: &TestApp, blobs: &Path) {
+    wait_for(
+        "the partial upload to be removed",
+        Duration::from_secs(10),
+        || {
+            let left = files_under(blobs);
+            async move { left.is_empty().then_some(()) }
+        },
+    )
+    .await;
+    assert_eq!(job_count(app).await, 0);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_oversize_upload_gets_413_and_leaves_no_blob_and_no_job() {
     let app = TestApp::spawn(&[("MAX_FILE_SIZE", "256K")]).await;
@@ -47,16 +61,7 @@ async fn an_oversize_upload_gets_413_and_leaves_no_blob_and_no_job() {
         detail.contains("MAX_FILE_SIZE") && detail.contains("file"),
         "{detail}"
     );
-    wait_for(
-        "the partial upload to be removed",
-        Duration::from_secs(10),
-        || {
-            let left = files_under(&blobs);
-            async move { left.is_empty().then_some(()) }
-        },
-    )
-    .await;
-    assert_eq!(job_count(&app).await, 0);
+    assert_nothing_left(&app, &blobs).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -92,14 +97,5 @@ async fn an_upload_cut_off_midway_leaves_no_blob_and_no_job() {
     )
     .await;
     drop(socket);
-    wait_for(
-        "the partial upload to be removed",
-        Duration::from_secs(10),
-        || {
-            let left = files_under(&blobs);
-            async move { left.is_empty().then_some(()) }
-        },
-    )
-    .await;
-    assert_eq!(job_count(&app).await, 0);
+    assert_nothing_left(&app, &blobs).await;
 }

@@ -1,5 +1,6 @@
-//! Analyze stage: checks the transcript's language against its text (whatlang) and extracts its
-//! main keywords (word frequency, stop words of the language removed); writes the job's result.
+//! Analyze stage: checks the transcript's language against its text (whatlang), extracts its
+//! key words and phrases (YAKE, with the stop words of the language), counts words, speech and
+//! silence; writes the job's result.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Mutex, OnceLock};
@@ -7,7 +8,8 @@ use std::sync::{Mutex, OnceLock};
 use jetscribe_blobstore::BlobStore;
 use jetscribe_nats::{JobContext, Outcome, Stage, StageError};
 use proto_msgs::{
-    AnalyzeRequest, JobBlobs, JobResult, LanguageDetection, NotifyRequest, Topic, Transcript,
+    AnalyzeRequest, JobBlobs, JobResult, LanguageDetection, NotifyRequest, Segment,
+    TextLanguageCheck, Topic, Transcript, TranscriptStats,
 };
 use tracing::info;
 
@@ -36,11 +38,13 @@ impl Stage for Analyzer {
             .map_err(|err| StageError::transient("reading the transcript", err))?;
         let language_detection = check_language(&transcript);
         let topics = topics(&transcript.text, &language_detection.language);
+        let stats = stats(&transcript, &language_detection.language);
         let result = JobResult {
             transcript: transcript.text,
             segments: transcript.segments,
             language_detection,
             topics,
+            stats: Some(stats),
             duration_s: transcript.duration_s,
             model: transcript.model,
         };
@@ -56,64 +60,113 @@ impl Stage for Analyzer {
             .await
             .map_err(|err| StageError::transient("recording the result", err))?;
         info!(language = %result.language_detection.language, topics = result.topics.len(), "analyzed");
-        Outcome::forward(&NotifyRequest {
-            job_id: input.job_id,
-        })
+        Outcome::forward(&NotifyRequest::first(input.job_id))
     }
 }
 
-/// Whisper's answer stands unless it has none (silence, or a language Whisper could not name);
-/// then the text decides when whatlang is reliable.
+/// Below this, Whisper's language is a guess that the text may overrule.
+const UNSURE_WHISPER_PROBABILITY: f64 = 0.5;
+
+/// Languages written without spaces between words.
+const WITHOUT_SPACES: &[&str] = &["zh", "ja", "th", "lo", "my", "yue"];
+
+/// Whisper's language, checked against the text: whatlang's answer is recorded as `text_check`,
+/// and replaces Whisper's only when whatlang is reliable and Whisper was unsure (or had no
+/// answer, on silence). A language the user gave, or an English-only model's, is never
+/// replaced.
 pub fn check_language(transcript: &Transcript) -> LanguageDetection {
-    if transcript.language.language != "und" {
-        return transcript.language.clone();
+    let mut detection = transcript.language.clone();
+    let Some(info) = whatlang::detect(&transcript.text) else {
+        return detection;
+    };
+    let check = TextLanguageCheck {
+        language: iso639_1(info.lang()).to_owned(),
+        confidence: round3(info.confidence()),
+        reliable: info.is_reliable(),
+    };
+    let whisper_unsure = detection.source == "whisper"
+        && (detection.language == "und" || detection.probability < UNSURE_WHISPER_PROBABILITY);
+    if whisper_unsure && check.reliable && check.language != detection.language {
+        detection.language = check.language.clone();
+        detection.probability = check.confidence;
+        detection.source = "text".to_owned();
     }
-    match whatlang::detect(&transcript.text) {
-        Some(info) if info.is_reliable() => LanguageDetection {
-            language: iso639_1(info.lang()).to_owned(),
-            probability: (info.confidence() * 1000.0).round() / 1000.0,
-            source: "text".to_owned(),
-        },
-        _ => transcript.language.clone(),
-    }
+    detection.text_check = Some(check);
+    detection
 }
 
-/// The most frequent content words of `text`, best first, scored relative to the most frequent.
+fn round3(value: f64) -> f64 {
+    (value * 1000.0).round() / 1000.0
+}
+
+/// Key words and phrases of `text` by YAKE (one to three words, stop words of `language`),
+/// best first. YAKE scores lower for better; the score here is the best topic's YAKE score over
+/// this one's, so 1 for the best and smaller for the others.
 pub fn topics(text: &str, language: &str) -> Vec<Topic> {
-    let stop_words = stop_words_for(language);
-    let mut counts: HashMap<String, usize> = HashMap::new();
-    let mut first_seen: HashMap<String, usize> = HashMap::new();
-    for (position, word) in text
-        .split(|c: char| !(c.is_alphanumeric() || c == '\'' || c == '-'))
-        .map(|word| {
-            word.trim_matches(|c: char| c == '\'' || c == '-')
-                .to_lowercase()
-        })
-        .filter(|word| word.chars().count() >= 3 && !word.chars().all(|c| c.is_numeric()))
-        .enumerate()
-    {
-        if stop_words.contains(&word) {
-            continue;
-        }
-        first_seen.entry(word.clone()).or_insert(position);
-        *counts.entry(word).or_default() += 1;
-    }
-    let mut ranked: Vec<(String, usize)> = counts.into_iter().collect();
-    // Ties go to the word that came first, so the order is stable.
-    ranked.sort_by(|(a, count_a), (b, count_b)| {
-        count_b
-            .cmp(count_a)
-            .then_with(|| first_seen[a].cmp(&first_seen[b]))
-    });
-    let top = ranked.first().map_or(1, |(_, count)| *count) as f64;
-    ranked
+    let stop_words = yake_rust::StopWords::predefined(language)
+        .unwrap_or_else(|| yake_rust::StopWords::custom(stop_words_for(language)));
+    let config = yake_rust::Config {
+        ngrams: 3,
+        ..yake_rust::Config::default()
+    };
+    let found = yake_rust::get_n_best(MAX_TOPICS, text, &stop_words, &config);
+    let best = found
+        .iter()
+        .map(|item| item.score)
+        .fold(f64::INFINITY, f64::min);
+    found
         .into_iter()
-        .take(MAX_TOPICS)
-        .map(|(text, count)| Topic {
-            text,
-            score: (count as f64 / top * 1000.0).round() / 1000.0,
+        .map(|item| Topic {
+            text: item.keyword.to_string(),
+            score: if item.score > 0.0 && best.is_finite() {
+                round3(best / item.score)
+            } else {
+                1.0
+            },
         })
         .collect()
+}
+
+/// Words, pace, speech and silence of a transcript.
+pub fn stats(transcript: &Transcript, language: &str) -> TranscriptStats {
+    let words = if WITHOUT_SPACES.contains(&language) {
+        transcript
+            .text
+            .chars()
+            .filter(|c| c.is_alphanumeric())
+            .count()
+    } else {
+        transcript
+            .text
+            .split_whitespace()
+            .filter(|word| word.chars().any(char::is_alphanumeric))
+            .count()
+    } as u64;
+    let speech_s = speech_seconds(&transcript.segments).min(transcript.duration_s.max(0.0));
+    TranscriptStats {
+        words,
+        words_per_minute: if speech_s > 0.0 {
+            round3(words as f64 / (speech_s / 60.0))
+        } else {
+            0.0
+        },
+        speech_s: round3(speech_s),
+        silence_s: round3((transcript.duration_s - speech_s).max(0.0)),
+    }
+}
+
+/// Seconds covered by at least one segment (segments never go back, but may touch).
+fn speech_seconds(segments: &[Segment]) -> f64 {
+    let mut total = 0.0;
+    let mut covered_until = f64::NEG_INFINITY;
+    for segment in segments {
+        let start = segment.start.max(covered_until);
+        if segment.end > start {
+            total += segment.end - start;
+        }
+        covered_until = covered_until.max(segment.end);
+    }
+    total
 }
 
 /// Languages with a stop-word list in the `stop-words` crate (Stopwords ISO); its `get` panics on
@@ -224,16 +277,87 @@ fn iso639_1(lang: whatlang::Lang) -> &'static str {
 mod tests {
     use super::*;
 
+    fn transcript(text: &str, language: &str, probability: f64) -> Transcript {
+        Transcript {
+            text: text.to_owned(),
+            segments: vec![
+                Segment {
+                    start: 1.0,
+                    end: 4.0,
+                    text: String::new(),
+                    words: None,
+                },
+                Segment {
+                    start: 3.0,
+                    end: 7.0,
+                    text: String::new(),
+                    words: None,
+                },
+            ],
+            language: LanguageDetection {
+                language: language.to_owned(),
+                probability,
+                source: "whisper".to_owned(),
+                text_check: None,
+            },
+            duration_s: 10.0,
+            model: "whisper-base".to_owned(),
+        }
+    }
+
+    const GERMAN: &str = "Für die besten Aussichten auf Hongkong sollten Sie die Insel verlassen \
+                          und zum gegenüberliegenden Ufer von Kowloon fahren.";
+
     #[test]
-    fn topics_skip_stop_words_and_rank_by_frequency() {
-        let text = "And so my fellow Americans, ask not what your country can do for you, \
-                    ask what you can do for your country.";
+    fn the_text_overrules_whisper_only_when_whisper_was_unsure() {
+        let sure = check_language(&transcript(GERMAN, "nl", 0.9));
+        assert_eq!(
+            (sure.language.as_str(), sure.source.as_str()),
+            ("nl", "whisper")
+        );
+        let check = sure.text_check.expect("text checked");
+        assert_eq!(check.language, "de");
+        assert!(check.reliable && check.confidence > 0.5, "{check:?}");
+
+        let unsure = check_language(&transcript(GERMAN, "nl", 0.3));
+        assert_eq!(
+            (unsure.language.as_str(), unsure.source.as_str()),
+            ("de", "text")
+        );
+
+        let mut given = transcript(GERMAN, "nl", 1.0);
+        given.language.source = "user".to_owned();
+        assert_eq!(check_language(&given).language, "nl");
+    }
+
+    #[test]
+    fn topics_are_key_phrases_best_first() {
+        let text = "The central bank raised interest rates again. Interest rates now stand at \
+                    five percent, and the central bank expects inflation to fall next year. \
+                    Mortgage holders will feel the higher interest rates first.";
         let topics = topics(text, "en");
-        let words: Vec<&str> = topics.iter().map(|t| t.text.as_str()).collect();
-        assert_eq!(words.first(), Some(&"country"), "{words:?}");
-        assert!(!words.contains(&"what"), "{words:?}");
-        assert!(words.contains(&"americans"), "{words:?}");
+        let texts: Vec<&str> = topics.iter().map(|t| t.text.as_str()).collect();
+        assert!(texts.contains(&"interest rates"), "{texts:?}");
+        assert!(texts.contains(&"central bank"), "{texts:?}");
+        assert!(
+            !texts.iter().any(|t| ["the", "and", "will"].contains(t)),
+            "{texts:?}"
+        );
         assert_eq!(topics[0].score, 1.0);
+        assert!(topics.windows(2).all(|pair| pair[0].score >= pair[1].score));
+    }
+
+    #[test]
+    fn stats_count_words_speech_and_silence() {
+        let stats = stats(
+            &transcript("ask not what your country can do", "en", 0.9),
+            "en",
+        );
+        // Segments 1–4 s and 3–7 s overlap: 6 s of speech in 10 s.
+        assert_eq!(stats.words, 7);
+        assert_eq!(stats.speech_s, 6.0);
+        assert_eq!(stats.silence_s, 4.0);
+        assert_eq!(stats.words_per_minute, 70.0);
     }
 
     #[test]

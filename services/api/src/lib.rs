@@ -3,6 +3,7 @@
 //! (200/202/500/404), `GET /jobs/processing`, `GET /health`. It owns request parsing, validation
 //! and the JSON shapes of responses; the work happens in the pipeline stages.
 
+mod live;
 mod subtitles;
 mod upload;
 
@@ -28,6 +29,10 @@ use uuid::Uuid;
 pub struct ApiSettings {
     /// Largest upload accepted, in bytes (MAX_FILE_SIZE).
     pub max_file_size: u64,
+    /// Accept webhook URLs of loopback, private and link-local hosts (WEBHOOK_ALLOW_PRIVATE).
+    pub webhook_allow_private: bool,
+    /// How long the synchronous endpoints wait for a job (SYNC_TIMEOUT).
+    pub sync_timeout: std::time::Duration,
 }
 
 /// What every handler shares.
@@ -42,6 +47,9 @@ pub struct ApiState {
 pub fn app(state: ApiState) -> impl poem::Endpoint {
     Route::new()
         .at("/process", post(upload::process))
+        .at("/process-audio", post(live::process_and_wait))
+        .at("/process-video", post(live::process_and_wait))
+        .at("/events/:job_id", get(live::job_events))
         .at("/status/:job_id", get(job_status))
         .at("/result/:job_id", get(job_result))
         .at("/jobs/processing", get(active_jobs))
@@ -170,6 +178,20 @@ async fn job_status(
             "completed_at": rfc3339(record.completed_at),
             "error_message": record.error_message,
             "stages": stage_runs(&record),
+            "webhook": record.webhook.as_ref().map(|webhook| json!({
+                "id": webhook.id,
+                "state": webhook.state,
+                "attempts": webhook.attempts,
+                "last_status_code": webhook.last_status_code,
+                "last_error": webhook.last_error,
+                "delivered_at": rfc3339(webhook.delivered_at),
+                "next_attempt_at": rfc3339(webhook.next_attempt_at),
+                "history": webhook.history.iter().map(|attempt| json!({
+                    "at": rfc3339(Some(attempt.at)),
+                    "status_code": attempt.status_code,
+                    "error": attempt.error,
+                })).collect::<Vec<_>>(),
+            })),
         }),
     ))
 }
@@ -208,7 +230,7 @@ struct ResultQuery {
 
 /// The file formats `/result` can answer with.
 #[derive(Debug, Clone, Copy, PartialEq)]
-enum ResultFormat {
+pub(crate) enum ResultFormat {
     Json,
     Text,
     Srt,
@@ -238,6 +260,15 @@ async fn job_result(
 ) -> Result<Response, ApiError> {
     let format = ResultFormat::parse(query.format.as_deref())?;
     let record = load_record(state, &job_id).await?;
+    result_response(state, &record, format).await
+}
+
+/// `/result`'s answer for `record`: 202 while it runs, 500 if it failed, the result otherwise.
+pub(crate) async fn result_response(
+    state: &ApiState,
+    record: &proto_msgs::JobRecord,
+    format: ResultFormat,
+) -> Result<Response, ApiError> {
     let result = match record.status {
         JobStatus::Pending | JobStatus::Processing => {
             return Ok(json_response(

@@ -59,27 +59,24 @@ fn validate_word_timestamps(raw: Option<String>) -> Result<Option<bool>, ApiErro
     }
 }
 
-fn validate_webhook_url(raw: Option<String>) -> Result<Option<String>, ApiError> {
+/// The webhook URL's syntax, scheme and addresses (see `jetscribe_notifier::destination`).
+async fn validate_webhook_url(
+    raw: Option<String>,
+    allow_private: bool,
+) -> Result<Option<String>, ApiError> {
     let Some(raw) = raw.map(|value| value.trim().to_owned()) else {
         return Ok(None);
     };
     if raw.is_empty() {
         return Ok(None);
     }
-    let invalid = |why: &str| {
-        ApiError::new(
+    match jetscribe_notifier::destination::check(&raw, allow_private).await {
+        Ok(_) => Ok(Some(raw)),
+        Err(refused) => Err(ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
-            format!("webhook_url: {why}, got {raw:?}"),
-        )
-    };
-    let url = url::Url::parse(&raw).map_err(|_| invalid("expected an absolute http(s) URL"))?;
-    if !matches!(url.scheme(), "http" | "https") {
-        return Err(invalid("only http and https are allowed"));
+            format!("webhook_url: {refused}, got {raw:?}"),
+        )),
     }
-    if url.host_str().is_none_or(str::is_empty) {
-        return Err(invalid("the URL has no host"));
-    }
-    Ok(Some(raw))
 }
 
 #[handler]
@@ -88,9 +85,37 @@ pub(crate) async fn process(
     Query(params): Query<ProcessParams>,
     mut multipart: Multipart,
 ) -> Result<Response, ApiError> {
-    let answer = accept_upload(state, params, &mut multipart).await;
+    let job = submit(state, params, &mut multipart).await?;
+    Ok(json_response(
+        StatusCode::ACCEPTED,
+        json!({
+            "job_id": job.job_id,
+            "status": "pending",
+            "created_at": job.created_at.format(&Rfc3339).ok(),
+            "filename": job.filename,
+            "size_bytes": job.size_bytes,
+            "message": "File uploaded; processing has started",
+        }),
+    ))
+}
+
+/// A job accepted and queued.
+pub(crate) struct SubmittedJob {
+    pub job_id: Uuid,
+    pub created_at: OffsetDateTime,
+    pub filename: String,
+    pub size_bytes: u64,
+}
+
+/// Stores the upload and queues its job; on refusal, drains what is left of the body first.
+pub(crate) async fn submit(
+    state: &ApiState,
+    params: ProcessParams,
+    multipart: &mut Multipart,
+) -> Result<SubmittedJob, ApiError> {
+    let answer = accept_upload(state, params, multipart).await;
     if answer.is_err() {
-        discard_rest(&mut multipart).await;
+        discard_rest(multipart).await;
     }
     answer
 }
@@ -122,10 +147,11 @@ async fn accept_upload(
     state: &ApiState,
     params: ProcessParams,
     multipart: &mut Multipart,
-) -> Result<Response, ApiError> {
+) -> Result<SubmittedJob, ApiError> {
     // Query options are checked before any byte is stored.
     let language = validate_language(params.language)?;
-    let webhook_url = validate_webhook_url(params.webhook_url)?;
+    let allow_private = state.settings.webhook_allow_private;
+    let webhook_url = validate_webhook_url(params.webhook_url, allow_private).await?;
     let word_timestamps = validate_word_timestamps(params.word_timestamps)?;
     let job_id = Uuid::now_v7();
     let input_blob = JobBlobs::input_path(job_id);
@@ -175,7 +201,7 @@ async fn accept_upload(
                 }
                 Some("webhook_url") => {
                     let value = field.text().await.ok();
-                    if let Some(url) = validate_webhook_url(value)? {
+                    if let Some(url) = validate_webhook_url(value, allow_private).await? {
                         options.webhook_url = Some(url);
                     }
                 }
@@ -247,17 +273,12 @@ async fn accept_upload(
         ));
     }
     info!(job_id = %job_id, filename = %filename, size, "job submitted");
-    Ok(json_response(
-        StatusCode::ACCEPTED,
-        json!({
-            "job_id": job_id,
-            "status": "pending",
-            "created_at": now.format(&Rfc3339).ok(),
-            "filename": filename,
-            "size_bytes": size,
-            "message": "File uploaded; processing has started",
-        }),
-    ))
+    Ok(SubmittedJob {
+        job_id,
+        created_at: now,
+        filename,
+        size_bytes: size,
+    })
 }
 
 /// Streams one multipart field to `path`, refusing it as soon as it passes MAX_FILE_SIZE.

@@ -382,7 +382,11 @@ mod tests {
                 .await
                 .expect("write");
         }
-        assert_eq!(store.local_file("jobs/a/input"), None, "not visible before finish");
+        assert_eq!(
+            store.local_file("jobs/a/input"),
+            None,
+            "not visible before finish"
+        );
         let written = writer.finish().await.expect("finish");
         assert_eq!(written, 20 * (1024 * 1024 + 3));
         assert_eq!(store.size("jobs/a/input").await.expect("size"), written);

@@ -154,6 +154,8 @@ pub async fn run(
                 timeout: settings.webhook_timeout,
                 max_retries: settings.webhook_max_retries,
                 retry_delay: settings.webhook_retry_delay,
+                secret: settings.webhook_secret.clone(),
+                allow_private: settings.webhook_allow_private,
             },
         )
         .context("creating the webhook client")?;
@@ -172,6 +174,8 @@ pub async fn run(
             blobs: blobs.clone(),
             settings: ApiSettings {
                 max_file_size: settings.max_file_size,
+                webhook_allow_private: settings.webhook_allow_private,
+                sync_timeout: settings.sync_timeout,
             },
         };
         tokio::spawn(jetscribe_api::run_blob_cleanup(

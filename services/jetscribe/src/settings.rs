@@ -45,8 +45,16 @@ pub struct Settings {
     pub webhook_timeout: Duration,
     /// WEBHOOK_MAX_RETRIES (default 3).
     pub webhook_max_retries: u32,
-    /// WEBHOOK_RETRY_DELAY in seconds (default 5).
+    /// WEBHOOK_RETRY_DELAY in seconds (default 5): before the first retry; doubles after.
     pub webhook_retry_delay: Duration,
+    /// WEBHOOK_SECRET (`whsec_<base64 key>`): webhooks are signed when set.
+    pub webhook_secret: Option<jetscribe_notifier::WebhookSecret>,
+    /// WEBHOOK_ALLOW_PRIVATE (default false): allow webhooks to loopback, private and link-local
+    /// addresses.
+    pub webhook_allow_private: bool,
+    /// SYNC_TIMEOUT in seconds (default 300): how long `/process-audio` and `/process-video`
+    /// wait for the job before answering 504 with its id.
+    pub sync_timeout: Duration,
     /// MAX_FILE_SIZE in bytes (default 20G; accepts K, M, G, T suffixes).
     pub max_file_size: u64,
     /// JOB_ACK_WAIT in seconds (default 60): how long a stage may go silent before its message
@@ -107,6 +115,17 @@ impl Settings {
             webhook_timeout: seconds(&get, "WEBHOOK_TIMEOUT", 30.0)?,
             webhook_max_retries: parse(&get, "WEBHOOK_MAX_RETRIES", 3, "a number of retries from 0 to 100", |n: &u32| *n <= 100)?,
             webhook_retry_delay: seconds(&get, "WEBHOOK_RETRY_DELAY", 5.0)?,
+            webhook_secret: match get("WEBHOOK_SECRET") {
+                Some(secret) => Some(jetscribe_notifier::WebhookSecret::parse(&secret).map_err(|_| SettingsError {
+                    variable: "WEBHOOK_SECRET",
+                    // A secret, even a malformed one, is not printed.
+                    value: "(hidden)".to_owned(),
+                    expected: "whsec_ followed by a base64 key",
+                })?),
+                None => None,
+            },
+            webhook_allow_private: boolean(&get, "WEBHOOK_ALLOW_PRIVATE", false)?,
+            sync_timeout: seconds(&get, "SYNC_TIMEOUT", 300.0)?,
             max_file_size: match get("MAX_FILE_SIZE") {
                 Some(value) => parse_size(&value).ok_or(SettingsError {
                     variable: "MAX_FILE_SIZE",
@@ -130,6 +149,25 @@ impl Settings {
             otlp_endpoint: get("OTEL_EXPORTER_OTLP_ENDPOINT"),
             data_dir,
         })
+    }
+}
+
+fn boolean(
+    get: &impl Fn(&str) -> Option<String>,
+    variable: &'static str,
+    default: bool,
+) -> Result<bool, SettingsError> {
+    let Some(value) = get(variable) else {
+        return Ok(default);
+    };
+    match value.trim().to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" | "on" => Ok(true),
+        "false" | "0" | "no" | "off" => Ok(false),
+        _ => Err(SettingsError {
+            variable,
+            value,
+            expected: "true or false",
+        }),
     }
 }
 
@@ -231,6 +269,14 @@ mod tests {
         let line = err.to_string();
         assert!(line.contains("WEBHOOK_TIMEOUT"), "{line}");
         assert!(line.contains("seconds"), "{line}");
+        let err = settings(&[("WEBHOOK_SECRET", "hunter2")]).expect_err("must fail");
+        let line = err.to_string();
+        assert!(
+            line.contains("WEBHOOK_SECRET") && !line.contains("hunter2"),
+            "{line}"
+        );
+        let err = settings(&[("WEBHOOK_ALLOW_PRIVATE", "perhaps")]).expect_err("must fail");
+        assert!(err.to_string().contains("WEBHOOK_ALLOW_PRIVATE"), "{err}");
         let err = settings(&[("MAX_FILE_SIZE", "big")]).expect_err("must fail");
         assert!(err.to_string().contains("MAX_FILE_SIZE"));
         assert!(settings(&[("MAX_CONCURRENT_JOBS", "0")]).is_err());

@@ -290,22 +290,26 @@ impl Stage for Transcriber {
                 language: "en".to_owned(),
                 probability: 1.0,
                 source: "model".to_owned(),
+                text_check: None,
             },
             (Some(code), _) => LanguageDetection {
                 language: code.clone(),
                 probability: 1.0,
                 source: "user".to_owned(),
+                text_check: None,
             },
             (None, Some(detected)) => LanguageDetection {
                 language: detected.code.clone(),
                 probability: (detected.probability * 1000.0).round() / 1000.0,
                 source: "whisper".to_owned(),
+                text_check: None,
             },
             // Nothing but silence: no language to detect.
             (None, None) => LanguageDetection {
                 language: "und".to_owned(),
                 probability: 0.0,
                 source: "whisper".to_owned(),
+                text_check: None,
             },
         };
         let text = builder

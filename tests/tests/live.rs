@@ -1,0 +1,154 @@
+//! Following a job without polling: the Server-Sent Events stream (live, replayed, resumed with
+//! Last-Event-ID) and the synchronous endpoints of the original service.
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use jetscribe_tests::{TestApp, fixture, word_error_rate};
+
+const JOB_TIMEOUT: Duration = Duration::from_secs(300);
+const JFK_REFERENCE: &str = "And so my fellow Americans, ask not what your country can do for you, ask what you can do for your country.";
+
+/// One Server-Sent Event.
+#[derive(Debug, Clone, PartialEq)]
+struct SseEvent {
+    id: String,
+    kind: String,
+    data: serde_json::Value,
+}
+
+/// Reads `/events/{job_id}` (with `Last-Event-ID` when given) until the server ends it.
+async fn read_events(app: &TestApp, job_id: &str, last_event_id: Option<&str>) -> Vec<SseEvent> {
+    let mut request = app.http.get(app.url(&format!("/events/{job_id}")));
+    if let Some(id) = last_event_id {
+        request = request.header("Last-Event-ID", id);
+    }
+    let response = request.send().await.expect("GET /events");
+    assert_eq!(response.status(), 200);
+    assert!(
+        response
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("text/event-stream"))
+    );
+    let mut body = response.bytes_stream();
+    let mut text = String::new();
+    let read = async {
+        while let Some(chunk) = body.next().await {
+            text.push_str(&String::from_utf8_lossy(&chunk.expect("stream chunk")));
+        }
+    };
+    tokio::time::timeout(JOB_TIMEOUT, read)
+        .await
+        .expect("the stream ends after the job does");
+    text.split("\n\n")
+        .filter_map(|block| {
+            let field = |name: &str| {
+                block
+                    .lines()
+                    .find_map(|line| line.strip_prefix(name))
+                    .map(|value| value.trim_start().to_owned())
+            };
+            // Keep-alive comments carry no data.
+            let data = field("data:")?;
+            Some(SseEvent {
+                id: field("id:").expect("every event has an id"),
+                kind: field("event:").expect("every event has a type"),
+                data: serde_json::from_str(&data).expect("data is JSON"),
+            })
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_stream_follows_a_job_live_then_replays_it_and_resumes_after_last_event_id() {
+    let app = TestApp::spawn(&[]).await;
+    let response = app.submit(&fixture("jfk.flac"), "").await;
+    assert_eq!(response.status(), 202);
+    let accepted: serde_json::Value = response.json().await.expect("json");
+    let job_id = accepted["job_id"].as_str().expect("job_id").to_owned();
+
+    // Opened right after submission: history so far, then live, ending with `completed`.
+    let live = read_events(&app, &job_id, None).await;
+    let kinds: Vec<&str> = live.iter().map(|e| e.kind.as_str()).collect();
+    assert_eq!(kinds.first(), Some(&"submitted"), "{kinds:?}");
+    assert_eq!(kinds.last(), Some(&"completed"), "{kinds:?}");
+    assert!(kinds.contains(&"stage_started") && kinds.contains(&"stage_completed"));
+    let mut previous = (0u64, 0u64);
+    for event in &live {
+        assert_eq!(event.data["job_id"], job_id.as_str());
+        assert_eq!(event.data["kind"], event.kind.as_str());
+        let id: u64 = event.id.parse().expect("ids are numbers");
+        let progress = event.data["progress"].as_u64().expect("progress");
+        assert!(id > previous.0 && progress >= previous.1, "{event:?}");
+        previous = (id, progress);
+    }
+    assert_eq!(previous.1, 100);
+
+    // After the end, the whole history is replayed, the same events with the same ids.
+    let replayed = read_events(&app, &job_id, None).await;
+    assert_eq!(replayed, live);
+
+    // A client that had the first three resumes with the fourth.
+    let resumed = read_events(&app, &job_id, Some(&live[2].id)).await;
+    assert_eq!(resumed, live[3..]);
+    // One that had them all gets an empty stream that ends.
+    let nothing = read_events(&app, &job_id, Some(&live[live.len() - 1].id)).await;
+    assert!(nothing.is_empty(), "{nothing:?}");
+
+    let unknown = uuid::Uuid::now_v7();
+    let (code, _) = app.get_json(&format!("/events/{unknown}")).await;
+    assert_eq!(code, 404);
+}
+
+async fn post_sync(app: &TestApp, path: &str) -> reqwest::Response {
+    let bytes = tokio::fs::read(fixture("jfk.flac")).await.expect("fixture");
+    let form = reqwest::multipart::Form::new().part(
+        "file",
+        reqwest::multipart::Part::bytes(bytes).file_name("jfk.flac"),
+    );
+    app.http
+        .post(app.url(path))
+        .multipart(form)
+        .send()
+        .await
+        .expect("POST")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn process_audio_answers_with_the_transcript_once_the_job_is_done() {
+    let app = TestApp::spawn(&[]).await;
+    for path in ["/process-audio", "/process-video"] {
+        let response = post_sync(&app, path).await;
+        assert_eq!(response.status(), 200, "{path}");
+        let body: serde_json::Value = response.json().await.expect("json");
+        assert_eq!(body["status"], "completed", "{body}");
+        let transcript = body["result"]["transcript"].as_str().expect("transcript");
+        assert!(
+            word_error_rate(JFK_REFERENCE, transcript) <= 0.10,
+            "{path}: {transcript}"
+        );
+        assert!(
+            body["result"]["segments"]
+                .as_array()
+                .is_some_and(|s| !s.is_empty())
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_synchronous_request_that_outlasts_sync_timeout_gets_504_with_the_job_id() {
+    let app = TestApp::spawn(&[("SYNC_TIMEOUT", "0.05")]).await;
+    let response = post_sync(&app, "/process-audio").await;
+    assert_eq!(response.status(), 504);
+    let body: serde_json::Value = response.json().await.expect("json");
+    let job_id = body["job_id"].as_str().expect("job_id").to_owned();
+    // The job goes on: the client polls for it.
+    let result = jetscribe_tests::wait_for("the result", JOB_TIMEOUT, || async {
+        let (code, body) = app.get_json(&format!("/result/{job_id}")).await;
+        (code == 200).then_some(body)
+    })
+    .await;
+    assert_eq!(result["status"], "completed", "{result}");
+}
