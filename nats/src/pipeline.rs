@@ -296,6 +296,8 @@ async fn ensure_topology(
         .await
         .map_err(|err| PipelineError::setup(proto_msgs::PIPELINE_STREAM, err))?;
 
+    /// Webhook retries that may wait at once, across all notifier processes.
+    const NOTIFY_MAX_ACK_PENDING: i64 = 1_000_000;
     for stage in Stage::ALL {
         pipeline
             .get_or_create_consumer(
@@ -306,6 +308,14 @@ async fn ensure_topology(
                     ack_policy: consumer::AckPolicy::Explicit,
                     ack_wait: settings.ack_wait,
                     max_deliver: settings.max_deliver,
+                    // A webhook retry waits for its time as an unacknowledged message (a nak with
+                    // a delay): with the server's default of 1000, a receiver that is down for
+                    // 1000 jobs would stop the notifier from completing any other job.
+                    max_ack_pending: if stage == Stage::Notify {
+                        NOTIFY_MAX_ACK_PENDING
+                    } else {
+                        0
+                    },
                     ..Default::default()
                 },
             )

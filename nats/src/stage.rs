@@ -17,7 +17,9 @@ use std::time::Duration;
 
 use async_nats::jetstream::{AckKind, Message};
 use futures::StreamExt;
-use proto_msgs::{EventKind, JobStatus, NotifyRequest, PipelineMessage, Stage as StageName};
+use proto_msgs::{
+    EventKind, JobStatus, NotifyRequest, PipelineMessage, Stage as StageName, WebhookState,
+};
 use time::OffsetDateTime;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
@@ -614,16 +616,30 @@ async fn finish_stage(
 /// webhook reports the failure. Retried (nak) if any of that cannot be stored.
 async fn fail_job(pipeline: &Pipeline, job_id: Uuid, stage: StageName, reason: String) -> Settle {
     let now = OffsetDateTime::now_utc();
+    // Whether this call is the one that failed the job.
+    let mut failed_now = false;
     let record = match pipeline
         .jobs()
         .update(job_id, |record| {
             record.stage_run(stage).last_error = Some(reason.clone());
             record.stage_run(stage).finished_at = Some(now);
-            if !record.status.is_final() {
+            failed_now = !record.status.is_final();
+            if failed_now {
                 record.status = JobStatus::Failed;
                 record.step = "failed".to_owned();
                 record.error_message = Some(reason.clone());
                 record.completed_at.get_or_insert(now);
+            }
+            if stage == StageName::Notify && record.webhook_url.is_some() {
+                // The notifier's message is out of deliveries: its webhook will not be sent.
+                let webhook = record
+                    .webhook
+                    .get_or_insert_with(|| proto_msgs::WebhookDelivery::new(job_id));
+                if webhook.state == WebhookState::Pending {
+                    webhook.state = WebhookState::Failed;
+                    webhook.last_error = Some(reason.clone());
+                    webhook.next_attempt_at = None;
+                }
             }
         })
         .await
@@ -635,13 +651,13 @@ async fn fail_job(pipeline: &Pipeline, job_id: Uuid, stage: StageName, reason: S
             return Settle::Nak(Some(Duration::from_secs(2)));
         }
     };
-    if record.status == JobStatus::Completed {
-        // A completed job stays completed (a notification that could not be delivered does
-        // not undo it): no `failed` event after `completed`.
+    if record.status == JobStatus::Completed || (stage == StageName::Notify && !failed_now) {
+        // A job ends once: a completed job stays completed (an undeliverable webhook does not
+        // undo it), and the notifier of a failed job reports nothing more.
         return Settle::Term;
     }
-    // Reported again (a retry after the event could not be stored), the event and the
-    // hand-over are dropped by the server as duplicates (Nats-Msg-Id).
+    // Reported again by the same stage (a retry after the event could not be stored), the event
+    // and the hand-over are dropped by the server as duplicates (Nats-Msg-Id).
     if let Err(err) = pipeline
         .events()
         .publish_for(&record, EventKind::Failed, Some(stage))

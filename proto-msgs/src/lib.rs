@@ -316,6 +316,16 @@ pub struct WebhookDelivery {
     pub history: Vec<WebhookAttempt>,
 }
 
+impl WebhookDelivery {
+    /// A delivery not yet tried, with the job's `webhook-id`.
+    pub fn new(job_id: Uuid) -> Self {
+        Self {
+            id: format!("msg_{}", job_id.simple()),
+            ..Default::default()
+        }
+    }
+}
+
 /// Where a webhook delivery stands.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

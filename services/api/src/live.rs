@@ -6,7 +6,7 @@ use futures::StreamExt;
 use poem::http::StatusCode;
 use poem::web::sse::{Event, SSE};
 use poem::web::{Data, Multipart, Path, Query};
-use poem::{Request, Response, handler};
+use poem::{IntoResponse, Request, Response, handler};
 use proto_msgs::{EventKind, JobEvent};
 use serde_json::json;
 use tracing::{info, warn};
@@ -47,7 +47,7 @@ pub(crate) async fn job_events(
     request: &Request,
     Data(state): Data<&ApiState>,
     Path(raw_id): Path<String>,
-) -> Result<SSE, ApiError> {
+) -> Result<Response, ApiError> {
     let record = load_record(state, &raw_id).await?;
     let after = match request.headers().get("last-event-id") {
         Some(value) => Some(
@@ -65,7 +65,7 @@ pub(crate) async fn job_events(
         None => None,
     };
     // A job that has ended has all its events stored: a client that already has the last one
-    // gets an empty stream rather than one that never ends.
+    // gets 204, which tells an EventSource to stop reconnecting.
     if record.status.is_final() {
         let last = state
             .pipeline
@@ -73,7 +73,7 @@ pub(crate) async fn job_events(
             .await
             .map_err(store_unavailable)?;
         if last.is_none_or(|last| after.is_some_and(|after| after >= last)) {
-            return Ok(SSE::new(futures::stream::empty()));
+            return Ok(StatusCode::NO_CONTENT.into_response());
         }
     }
     let events = state
@@ -104,7 +104,7 @@ pub(crate) async fn job_events(
             }
         },
     );
-    Ok(SSE::new(stream).keep_alive(KEEP_ALIVE))
+    Ok(SSE::new(stream).keep_alive(KEEP_ALIVE).into_response())
 }
 
 /// `POST /process-audio` and `POST /process-video`: the upload of `/process`, then the answer of
@@ -125,7 +125,15 @@ pub(crate) async fn process_and_wait(
             let record = load_record(state, &job_id.to_string()).await?;
             result_response(state, &record, ResultFormat::Json).await
         }
-        Ok(Err(err)) => Err(err),
+        // The job exists and goes on: the client must learn its id even now.
+        Ok(Err(_)) => Ok(json_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            json!({
+                "job_id": job_id,
+                "status": "processing",
+                "detail": format!("cannot follow the job now; poll /result/{job_id}"),
+            }),
+        )),
         Err(_) => {
             info!(job_id = %job_id, "synchronous request timed out; the job goes on");
             Ok(json_response(

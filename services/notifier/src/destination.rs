@@ -90,8 +90,9 @@ fn refuse_if_not_public(host: &str, address: IpAddr) -> Result<(), DestinationEr
 pub fn non_public_kind(address: IpAddr) -> Option<&'static str> {
     match address {
         IpAddr::V4(ip) => v4_kind(ip),
-        IpAddr::V6(ip) => match ip.to_ipv4_mapped() {
-            Some(mapped) => v4_kind(mapped),
+        IpAddr::V6(ip) if ip.is_unspecified() || ip.is_loopback() => v6_kind(ip),
+        IpAddr::V6(ip) => match ip.to_ipv4_mapped().or_else(|| embedded_v4(ip)) {
+            Some(inner) => v4_kind(inner),
             None => v6_kind(ip),
         },
     }
@@ -112,6 +113,29 @@ fn v4_kind(ip: Ipv4Addr) -> Option<&'static str> {
         Some("link-local")
     } else if ip.is_broadcast() || ip.is_multicast() {
         Some("broadcast or multicast")
+    } else if a >= 240
+        || (a == 198 && (18..20).contains(&b))
+        || (a == 192 && b == 0 && ip.octets()[2] == 0)
+    {
+        // 240/4 reserved, 198.18/15 benchmarking, 192.0.0/24 protocol assignments.
+        Some("reserved")
+    } else {
+        None
+    }
+}
+
+/// The IPv4 address inside an IPv6 address that carries one: NAT64 (64:ff9b::/96),
+/// IPv4-compatible (::a.b.c.d) and 6to4 (2002::/16). Through a gateway, these reach the IPv4
+/// address.
+fn embedded_v4(ip: Ipv6Addr) -> Option<Ipv4Addr> {
+    let segments = ip.segments();
+    let octets = ip.octets();
+    if segments[..6] == [0x64, 0xff9b, 0, 0, 0, 0] || segments[..6] == [0; 6] {
+        Some(Ipv4Addr::new(
+            octets[12], octets[13], octets[14], octets[15],
+        ))
+    } else if segments[0] == 0x2002 {
+        Some(Ipv4Addr::new(octets[2], octets[3], octets[4], octets[5]))
     } else {
         None
     }
@@ -128,6 +152,9 @@ fn v6_kind(ip: Ipv6Addr) -> Option<&'static str> {
         Some("private")
     } else if first & 0xffc0 == 0xfe80 {
         Some("link-local")
+    } else if first & 0xffc0 == 0xfec0 {
+        // fec0::/10, the deprecated site-local range.
+        Some("private")
     } else if ip.is_multicast() {
         Some("broadcast or multicast")
     } else {
@@ -177,6 +204,13 @@ mod tests {
         assert_eq!(kind("0.0.0.0"), Some("unspecified"));
         assert_eq!(kind("::"), Some("unspecified"));
         assert_eq!(kind("::ffff:127.0.0.1"), Some("loopback"));
+        assert_eq!(kind("64:ff9b::a9fe:a9fe"), Some("link-local"));
+        assert_eq!(kind("::10.0.0.1"), Some("private"));
+        assert_eq!(kind("2002:7f00:1::"), Some("loopback"));
+        assert_eq!(kind("fec0::1"), Some("private"));
+        assert_eq!(kind("198.18.0.1"), Some("reserved"));
+        assert_eq!(kind("240.0.0.1"), Some("reserved"));
+        assert_eq!(kind("64:ff9b::5db8:d70e"), None);
         assert_eq!(kind("93.184.215.14"), None);
         assert_eq!(kind("2606:2800:21f:cb07:6820:80da:af6b:8b2c"), None);
     }

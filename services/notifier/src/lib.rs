@@ -9,7 +9,8 @@
 //! delay (at least the receiver's Retry-After) up to WEBHOOK_MAX_RETRIES times. The retry is a
 //! new JetStream message that the notifier hands back until it is due, never a task sleeping
 //! in memory: a notifier that dies between two attempts loses nothing, another one (or the same
-//! one, restarted) makes the next attempt.
+//! one, restarted) makes the next attempt. A retry message that runs out of deliveries (the
+//! notifier failing on it again and again) marks the delivery failed, with the reason.
 
 pub mod destination;
 pub mod signing;
@@ -60,8 +61,10 @@ impl Notifier {
         let mut http = reqwest::Client::builder()
             .timeout(settings.timeout)
             .user_agent(concat!("jetscribe/", env!("CARGO_PKG_VERSION")))
-            // A redirect could lead anywhere, past the destination check.
-            .redirect(reqwest::redirect::Policy::none());
+            // A redirect could lead anywhere, past the destination check; so could a proxy,
+            // which resolves the name itself: webhooks go out directly.
+            .redirect(reqwest::redirect::Policy::none())
+            .no_proxy();
         if !settings.allow_private {
             http = http.dns_resolver(destination::PublicOnlyResolver);
         }
@@ -279,7 +282,7 @@ impl Stage for Notifier {
         }
 
         // The same id on every attempt: receivers use it to drop a repeat.
-        let webhook_id = format!("msg_{}", input.job_id.simple());
+        let webhook_id = WebhookDelivery::new(input.job_id).id;
         let body = serde_json::to_vec(&self.webhook_body(&record).await?)
             .map_err(|err| StageError::Permanent(format!("cannot encode the webhook: {err}")))?;
         let made = input.attempt;
@@ -315,10 +318,13 @@ impl Stage for Notifier {
         }
         job.jobs()
             .update(input.job_id, |record| {
-                let webhook = record.webhook.get_or_insert_with(|| WebhookDelivery {
-                    id: webhook_id.clone(),
-                    ..Default::default()
-                });
+                let webhook = record
+                    .webhook
+                    .get_or_insert_with(|| WebhookDelivery::new(input.job_id));
+                if webhook.state != WebhookState::Pending {
+                    // Settled meanwhile (two copies of one attempt): keep the first answer.
+                    return;
+                }
                 webhook.attempts = webhook.attempts.max(made);
                 webhook.state = state;
                 webhook.last_status_code = result.status_code;
