@@ -244,3 +244,40 @@ async fn webhook_urls_pointing_inside_the_network_are_refused_and_create_no_job(
     let stored = std::fs::read_dir(&jobs).map(|dir| dir.count()).unwrap_or(0);
     assert_eq!(stored, 0, "nothing stored under {}", jobs.display());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_that_runs_out_of_deliveries_marks_the_webhook_failed_and_the_job_stays_completed()
+{
+    let mut hook = WebhookReceiver::scripted(&[ScriptedAnswer {
+        status: 503,
+        retry_after_s: None,
+    }])
+    .await;
+    let app = TestApp::spawn(&[("WEBHOOK_RETRY_DELAY", "2")]).await;
+    let job_id = submit_with_webhook(&app, &hook.url).await;
+    assert_eq!(hook.next_delivery(JOB_TIMEOUT).await.answered, 503);
+    webhook_status(&app, &job_id, |webhook| {
+        webhook["next_attempt_at"].is_string()
+    })
+    .await;
+    // The result the retry must send disappears: every delivery of the retry now fails, until
+    // the message has none left.
+    let result = app
+        .data_dir
+        .path()
+        .join(format!("blobs/jobs/{job_id}/result.json"));
+    std::fs::remove_file(&result).expect("the result file exists");
+
+    let webhook = webhook_status(&app, &job_id, |webhook| webhook["state"] != "pending").await;
+    assert_eq!(webhook["state"], "failed", "{webhook}");
+    assert!(
+        webhook["last_error"]
+            .as_str()
+            .is_some_and(|error| error.contains("reading the result")),
+        "{webhook}"
+    );
+    assert!(webhook["next_attempt_at"].is_null(), "{webhook}");
+    let (_, status) = app.get_json(&format!("/status/{job_id}")).await;
+    assert_eq!(status["status"], "completed", "{status}");
+    assert!(hook.try_next(Duration::from_secs(1)).await.is_none());
+}
