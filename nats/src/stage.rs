@@ -482,35 +482,9 @@ async fn handle_with_heartbeat<S: Stage>(
                 warn!(error = %err, "cannot record stage end; retrying");
                 return Settle::Nak(Some(retry_delay(attempt)));
             }
-            match pipeline
-                .publish_raw(next.stage, &next.message_id, next.payload)
-                .await
-            {
-                Ok(()) => {
-                    debug!(next = %next.stage, "forwarded");
-                    Settle::Ack
-                }
-                Err(err) => {
-                    warn!(error = %err, "cannot forward; retrying");
-                    Settle::Nak(Some(retry_delay(attempt)))
-                }
-            }
+            enqueue(pipeline, next, attempt).await
         }
-        Ok(Outcome::Again(again)) => {
-            match pipeline
-                .publish_raw(again.stage, &again.message_id, again.payload)
-                .await
-            {
-                Ok(()) => {
-                    debug!(message_id = %again.message_id, "queued again");
-                    Settle::Ack
-                }
-                Err(err) => {
-                    warn!(error = %err, "cannot queue again; retrying");
-                    Settle::Nak(Some(retry_delay(attempt)))
-                }
-            }
-        }
+        Ok(Outcome::Again(again)) => enqueue(pipeline, again, attempt).await,
         Ok(Outcome::Later(delay)) => Settle::Nak(Some(delay)),
         Ok(Outcome::Done) => {
             // The last stage publishes the job's final event itself; `stage_completed` after it
@@ -551,6 +525,24 @@ async fn handle_with_heartbeat<S: Stage>(
                 })
                 .await;
             Settle::Nak(Some(delay))
+        }
+    }
+}
+
+/// Stores `message` for its stage; the handled message is acked once it is stored, retried
+/// otherwise.
+async fn enqueue(pipeline: &Pipeline, message: QueuedMessage, attempt: u32) -> Settle {
+    match pipeline
+        .publish_raw(message.stage, &message.message_id, message.payload)
+        .await
+    {
+        Ok(()) => {
+            debug!(stage = %message.stage, message_id = %message.message_id, "queued");
+            Settle::Ack
+        }
+        Err(err) => {
+            warn!(error = %err, "cannot queue the next message; retrying");
+            Settle::Nak(Some(retry_delay(attempt)))
         }
     }
 }

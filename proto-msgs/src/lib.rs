@@ -551,6 +551,25 @@ pub enum EventKind {
     Failed,
 }
 
+impl EventKind {
+    /// The name on the wire: `stage_started`, `completed`, …
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::Submitted => "submitted",
+            EventKind::StageStarted => "stage_started",
+            EventKind::Progress => "progress",
+            EventKind::StageCompleted => "stage_completed",
+            EventKind::Completed => "completed",
+            EventKind::Failed => "failed",
+        }
+    }
+
+    /// `completed` or `failed`: the last event of a job.
+    pub fn is_final(self) -> bool {
+        matches!(self, EventKind::Completed | EventKind::Failed)
+    }
+}
+
 /// An event on `jetscribe.events.<job_id>`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct JobEvent {

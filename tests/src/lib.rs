@@ -254,6 +254,22 @@ impl Drop for TestApp {
     }
 }
 
+/// Checks that `response` refused the request with `status` and a `detail` naming `field`;
+/// returns the body.
+pub async fn assert_refused(
+    response: reqwest::Response,
+    status: u16,
+    field: &str,
+) -> serde_json::Value {
+    assert_eq!(response.status(), status);
+    let body: serde_json::Value = response.json().await.expect("json");
+    assert!(
+        body["detail"].as_str().is_some_and(|d| d.contains(field)),
+        "{body}"
+    );
+    body
+}
+
 /// Peak resident memory (VmHWM) of process `pid`, in bytes, from /proc.
 pub fn peak_rss_bytes(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;

@@ -178,20 +178,9 @@ async fn job_status(
             "completed_at": rfc3339(record.completed_at),
             "error_message": record.error_message,
             "stages": stage_runs(&record),
-            "webhook": record.webhook.as_ref().map(|webhook| json!({
-                "id": webhook.id,
-                "state": webhook.state,
-                "attempts": webhook.attempts,
-                "last_status_code": webhook.last_status_code,
-                "last_error": webhook.last_error,
-                "delivered_at": rfc3339(webhook.delivered_at),
-                "next_attempt_at": rfc3339(webhook.next_attempt_at),
-                "history": webhook.history.iter().map(|attempt| json!({
-                    "at": rfc3339(Some(attempt.at)),
-                    "status_code": attempt.status_code,
-                    "error": attempt.error,
-                })).collect::<Vec<_>>(),
-            })),
+            // The delivery as recorded: {id, state, attempts, last_status_code, last_error,
+            // delivered_at, next_attempt_at, history}.
+            "webhook": record.webhook,
         }),
     ))
 }

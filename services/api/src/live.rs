@@ -7,7 +7,7 @@ use poem::http::StatusCode;
 use poem::web::sse::{Event, SSE};
 use poem::web::{Data, Multipart, Path, Query};
 use poem::{IntoResponse, Request, Response, handler};
-use proto_msgs::{EventKind, JobEvent};
+use proto_msgs::JobEvent;
 use serde_json::json;
 use tracing::{info, warn};
 use uuid::Uuid;
@@ -18,20 +18,9 @@ use crate::{ApiError, ApiState, ResultFormat, json_response, load_record, result
 /// How often an idle event stream sends a comment, so that proxies keep it open.
 const KEEP_ALIVE: std::time::Duration = std::time::Duration::from_secs(15);
 
-fn ends_the_job(kind: EventKind) -> bool {
-    matches!(kind, EventKind::Completed | EventKind::Failed)
-}
-
 /// An event as JSON: the same named fields as on NATS.
 fn event_json(event: &JobEvent) -> String {
     serde_json::to_string(event).unwrap_or_else(|_| "{}".to_owned())
-}
-
-fn kind_name(kind: EventKind) -> String {
-    serde_json::to_value(kind)
-        .ok()
-        .and_then(|value| value.as_str().map(str::to_owned))
-        .unwrap_or_default()
 }
 
 fn store_unavailable(err: impl std::fmt::Display) -> ApiError {
@@ -93,9 +82,9 @@ pub(crate) async fn job_events(
             match events.next().await? {
                 Ok(stored) => {
                     let event = Event::message(event_json(&stored.event))
-                        .event_type(kind_name(stored.event.kind))
+                        .event_type(stored.event.kind.as_str())
                         .id(stored.sequence.to_string());
-                    Some((event, (events, ends_the_job(stored.event.kind))))
+                    Some((event, (events, stored.event.kind.is_final())))
                 }
                 Err(err) => {
                     warn!(job_id = %job_id, error = %err, "event stream interrupted");
@@ -161,7 +150,7 @@ async fn wait_for_end(state: &ApiState, job_id: Uuid) -> Result<(), ApiError> {
             .map_err(store_unavailable)?
     );
     while let Some(stored) = events.next().await {
-        if ends_the_job(stored.map_err(store_unavailable)?.event.kind) {
+        if stored.map_err(store_unavailable)?.event.kind.is_final() {
             return Ok(());
         }
     }

@@ -296,26 +296,28 @@ impl Stage for Notifier {
             _ => None,
         };
         let state = match (&result.verdict, next) {
-            (Verdict::Delivered, _) => WebhookState::Delivered,
-            (_, Some(_)) => WebhookState::Pending,
-            (_, None) => WebhookState::Failed,
-        };
-        match (&result.verdict, next) {
             (Verdict::Delivered, _) => {
                 info!(attempt = made, status = ?result.status_code, "webhook delivered");
+                WebhookState::Delivered
             }
-            (_, Some(at)) => warn!(
-                attempt = made,
-                error = result.error.as_deref().unwrap_or_default(),
-                retry_in_s = (at - now).as_seconds_f64(),
-                "webhook attempt failed; retry scheduled"
-            ),
-            (_, None) => warn!(
-                attempt = made,
-                error = result.error.as_deref().unwrap_or_default(),
-                "webhook not delivered; giving up"
-            ),
-        }
+            (_, Some(at)) => {
+                warn!(
+                    attempt = made,
+                    error = result.error.as_deref().unwrap_or_default(),
+                    retry_in_s = (at - now).as_seconds_f64(),
+                    "webhook attempt failed; retry scheduled"
+                );
+                WebhookState::Pending
+            }
+            (_, None) => {
+                warn!(
+                    attempt = made,
+                    error = result.error.as_deref().unwrap_or_default(),
+                    "webhook not delivered; giving up"
+                );
+                WebhookState::Failed
+            }
+        };
         job.jobs()
             .update(input.job_id, |record| {
                 let webhook = record
