@@ -21,24 +21,18 @@ impl EventPublisher {
     pub async fn publish(&self, event: &JobEvent) -> Result<(), PipelineError> {
         let payload = proto_msgs::encode(event)?;
         let mut headers = async_nats::HeaderMap::new();
-        if matches!(event.kind, EventKind::Completed | EventKind::Failed) {
+        if let Some(message_id) = event.final_message_id() {
             // A job ends once: a final event published again (a retried stage) is dropped by
             // the server.
-            headers.insert(
-                proto_msgs::MSG_ID_HEADER,
-                format!("{}:{:?}", event.job_id, event.kind).as_str(),
-            );
+            headers.insert(proto_msgs::MSG_ID_HEADER, message_id.as_str());
         }
+        let subject = proto_msgs::events_subject(event.job_id);
         self.js
-            .publish_with_headers(
-                proto_msgs::events_subject(event.job_id),
-                headers,
-                payload.into(),
-            )
+            .publish_with_headers(subject.clone(), headers, payload.into())
             .await
-            .map_err(PipelineError::publish)?
+            .map_err(|err| PipelineError::publish(&subject, err))?
             .await
-            .map_err(PipelineError::publish)?;
+            .map_err(|err| PipelineError::publish(&subject, err))?;
         Ok(())
     }
 
@@ -89,10 +83,7 @@ pub async fn follow_job(
     use futures::StreamExt as _;
     use jetstream::consumer::{DeliverPolicy, pull::OrderedConfig};
 
-    let stream = js
-        .get_stream(proto_msgs::EVENTS_STREAM)
-        .await
-        .map_err(|err| PipelineError::Request(err.to_string()))?;
+    let stream = events_stream(js).await?;
     let deliver_policy = match after_sequence {
         Some(sequence) => DeliverPolicy::ByStartSequence {
             start_sequence: sequence.saturating_add(1),
@@ -106,16 +97,16 @@ pub async fn follow_job(
             ..Default::default()
         })
         .await
-        .map_err(|err| PipelineError::Request(err.to_string()))?;
+        .map_err(|err| PipelineError::request("creating an event consumer", err))?;
     let messages = consumer
         .messages()
         .await
-        .map_err(|err| PipelineError::Request(err.to_string()))?;
+        .map_err(|err| PipelineError::request("reading events", err))?;
     Ok(messages.map(|message| {
-        let message = message.map_err(|err| PipelineError::Request(err.to_string()))?;
+        let message = message.map_err(|err| PipelineError::request("reading an event", err))?;
         let info = message
             .info()
-            .map_err(|err| PipelineError::Request(err.to_string()))?;
+            .map_err(|err| PipelineError::request("reading an event's metadata", err))?;
         let (sequence, pending) = (info.stream_sequence, info.pending);
         let event = proto_msgs::decode(&message.payload)?;
         Ok(StoredEvent {
@@ -131,10 +122,7 @@ pub async fn last_sequence(
     js: &jetstream::Context,
     job_id: uuid::Uuid,
 ) -> Result<Option<u64>, PipelineError> {
-    let stream = js
-        .get_stream(proto_msgs::EVENTS_STREAM)
-        .await
-        .map_err(|err| PipelineError::Request(err.to_string()))?;
+    let stream = events_stream(js).await?;
     match stream
         .get_last_raw_message_by_subject(&proto_msgs::events_subject(job_id))
         .await
@@ -143,6 +131,14 @@ pub async fn last_sequence(
         Err(err) if err.kind() == jetstream::stream::LastRawMessageErrorKind::NoMessageFound => {
             Ok(None)
         }
-        Err(err) => Err(PipelineError::Request(err.to_string())),
+        Err(err) => Err(PipelineError::request("reading a job's last event", err)),
     }
+}
+
+async fn events_stream(
+    js: &jetstream::Context,
+) -> Result<jetstream::stream::Stream, PipelineError> {
+    js.get_stream(proto_msgs::EVENTS_STREAM)
+        .await
+        .map_err(|err| PipelineError::request("reading the events stream", err))
 }

@@ -7,6 +7,8 @@ use proto_msgs::{CodecError, JobRecord};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+use crate::error_chain::BoxError;
+
 /// A job record could not be read or written.
 #[derive(Debug, thiserror::Error)]
 pub enum JobStoreError {
@@ -16,15 +18,22 @@ pub enum JobStoreError {
     AlreadyExists(Uuid),
     #[error("job {job_id}: too many concurrent updates ({attempts} compare-and-set conflicts)")]
     Contention { job_id: Uuid, attempts: u32 },
-    #[error("job store: {0}")]
+    #[error("job store")]
     Codec(#[from] CodecError),
-    #[error("job store: {0}")]
-    Kv(String),
+    #[error("job store: {what}")]
+    Kv {
+        what: &'static str,
+        #[source]
+        source: BoxError,
+    },
 }
 
 impl JobStoreError {
-    fn kv(err: impl std::fmt::Display) -> Self {
-        JobStoreError::Kv(err.to_string())
+    fn kv(what: &'static str, source: impl Into<BoxError>) -> Self {
+        JobStoreError::Kv {
+            what,
+            source: source.into(),
+        }
     }
 }
 
@@ -55,7 +64,7 @@ impl JobStore {
             Err(err) if err.kind() == kv::CreateErrorKind::AlreadyExists => {
                 Err(JobStoreError::AlreadyExists(record.job_id))
             }
-            Err(err) => Err(JobStoreError::kv(err)),
+            Err(err) => Err(JobStoreError::kv("creating a record", err)),
         }
     }
 
@@ -65,7 +74,7 @@ impl JobStore {
             .kv
             .entry(job_id.to_string())
             .await
-            .map_err(JobStoreError::kv)?;
+            .map_err(|err| JobStoreError::kv("reading a record", err))?;
         match entry {
             Some(entry) if entry.operation == kv::Operation::Put => {
                 Ok(Some((proto_msgs::decode(&entry.value)?, entry.revision)))
@@ -100,7 +109,7 @@ impl JobStore {
             {
                 Ok(_) => return Ok(record),
                 Err(err) if err.kind() == kv::UpdateErrorKind::WrongLastRevision => continue,
-                Err(err) => return Err(JobStoreError::kv(err)),
+                Err(err) => return Err(JobStoreError::kv("updating a record", err)),
             }
         }
         Err(JobStoreError::Contention {
@@ -116,10 +125,10 @@ impl JobStore {
             .kv
             .keys()
             .await
-            .map_err(JobStoreError::kv)?
+            .map_err(|err| JobStoreError::kv("listing records", err))?
             .try_collect()
             .await
-            .map_err(JobStoreError::kv)?;
+            .map_err(|err| JobStoreError::kv("listing records", err))?;
         let mut records = Vec::with_capacity(keys.len());
         for key in keys {
             let Ok(job_id) = key.parse::<Uuid>() else {

@@ -4,11 +4,13 @@
 //!   queue statistics and health;
 //! - [`JobStore`]: job records in the `jetscribe_jobs` bucket, updated by compare-and-set;
 //! - [`EventPublisher`]: job events on `jetscribe.events.<job_id>`;
-//! - [`stage`]: the [`Stage`] trait and the loop that alone acks, naks, heartbeats, limits
-//!   concurrency and stops on shutdown;
+//! - [`stage`]: the [`StageHandler`] trait and the loop that alone acks, naks, heartbeats, limits
+//!   concurrency, keeps the job's life-cycle and stops on shutdown;
 //! - [`LocalNatsServer`]: a private `nats-server -js` child, for `jetscribe up` and for tests;
-//! - [`trace_context`]: the OpenTelemetry context carried in message headers.
+//! - [`trace_context`]: the OpenTelemetry context carried in message headers;
+//! - [`ErrorChain`]: an error and its causes on one line, as logged and recorded.
 
+mod error_chain;
 mod events;
 mod jobs;
 mod pipeline;
@@ -16,13 +18,12 @@ mod server;
 pub mod stage;
 pub mod trace_context;
 
+pub use error_chain::{BoxError, ErrorChain};
 pub use events::{EventPublisher, StoredEvent};
 pub use jobs::{JobStore, JobStoreError};
 pub use pipeline::{Pipeline, PipelineError, PipelineSettings, StageQueue};
 pub use server::{LocalNatsServer, ServerError};
-pub use stage::{
-    JobContext, Outcome, QueuedMessage, Stage, StageError, StageLoopSettings, run_stage,
-};
+pub use stage::{JobContext, Outcome, StageError, StageHandler, StageLoopSettings, run_stage};
 
 /// Re-exported so that callers can name client types without depending on async-nats directly.
 pub use async_nats;

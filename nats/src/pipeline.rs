@@ -8,38 +8,67 @@ use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer, kv, stream};
 use async_nats::{ConnectOptions, HeaderMap};
-use proto_msgs::{CodecError, PipelineMessage, Stage};
+use proto_msgs::{CodecError, EncodedMessage, InputError, JobRecord, PipelineMessage, Stage};
 use tracing::{info, warn};
 
-use crate::{EventPublisher, JobStore, trace_context};
+use crate::error_chain::{BoxError, ErrorChain};
+use crate::{EventPublisher, JobStore, JobStoreError, trace_context};
 
 /// A JetStream operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum PipelineError {
-    #[error("cannot connect to NATS at {url}: {reason}")]
-    Connect { url: String, reason: String },
-    #[error("cannot set up JetStream {what}: {reason}")]
-    Setup { what: String, reason: String },
-    #[error("publish failed: {0}")]
-    Publish(String),
-    #[error("JetStream request failed: {0}")]
-    Request(String),
+    #[error("cannot connect to NATS at {url}")]
+    Connect {
+        url: String,
+        #[source]
+        source: async_nats::ConnectError,
+    },
+    #[error("cannot set up JetStream {what}")]
+    Setup {
+        what: String,
+        #[source]
+        source: BoxError,
+    },
+    #[error("cannot publish to {subject}")]
+    Publish {
+        subject: String,
+        #[source]
+        source: BoxError,
+    },
+    #[error("JetStream request failed: {what}")]
+    Request {
+        what: &'static str,
+        #[source]
+        source: BoxError,
+    },
+    #[error("NATS connection is {0}")]
+    Disconnected(async_nats::connection::State),
     #[error(transparent)]
     Codec(#[from] CodecError),
+    #[error(transparent)]
+    JobStore(#[from] JobStoreError),
+    #[error(transparent)]
+    Input(#[from] InputError),
 }
 
 impl PipelineError {
-    pub(crate) fn publish(err: impl std::fmt::Display) -> Self {
-        PipelineError::Publish(err.to_string())
-    }
-    fn setup(what: impl Into<String>, err: impl std::fmt::Display) -> Self {
-        PipelineError::Setup {
-            what: what.into(),
-            reason: err.to_string(),
+    pub(crate) fn publish(subject: impl Into<String>, source: impl Into<BoxError>) -> Self {
+        PipelineError::Publish {
+            subject: subject.into(),
+            source: source.into(),
         }
     }
-    fn request(err: impl std::fmt::Display) -> Self {
-        PipelineError::Request(err.to_string())
+    fn setup(what: impl Into<String>, source: impl Into<BoxError>) -> Self {
+        PipelineError::Setup {
+            what: what.into(),
+            source: source.into(),
+        }
+    }
+    pub(crate) fn request(what: &'static str, source: impl Into<BoxError>) -> Self {
+        PipelineError::Request {
+            what,
+            source: source.into(),
+        }
     }
 }
 
@@ -110,7 +139,7 @@ impl Pipeline {
             match ensure_topology(&js, &settings).await {
                 Ok(kv) => break kv,
                 Err(err) if attempt < SETUP_ATTEMPTS => {
-                    warn!(error = %err, attempt, "JetStream setup not done yet; retrying");
+                    warn!(error = %ErrorChain(&err), attempt, "JetStream setup not done yet; retrying");
                     tokio::time::sleep(Duration::from_millis(300 * u64::from(attempt))).await;
                     attempt += 1;
                 }
@@ -171,26 +200,26 @@ impl Pipeline {
     /// that a retried publish is stored once) and the current trace context; returns once
     /// JetStream stored it.
     pub async fn publish<M: PipelineMessage>(&self, message: &M) -> Result<(), PipelineError> {
-        let payload = proto_msgs::encode(message)?;
-        self.publish_raw(M::STAGE, &message.message_id(), payload)
-            .await
+        self.publish_encoded(&EncodedMessage::of(message)?).await
     }
 
-    pub(crate) async fn publish_raw(
-        &self,
-        stage: Stage,
-        message_id: &str,
-        payload: Vec<u8>,
-    ) -> Result<(), PipelineError> {
+    /// Queues a submitted job for the first stage, with a message built from its record.
+    pub async fn submit(&self, record: &JobRecord) -> Result<(), PipelineError> {
+        self.publish_encoded(&Stage::FIRST.input_for(record)?).await
+    }
+
+    /// [`publish`](Self::publish) for a message already encoded.
+    pub async fn publish_encoded(&self, message: &EncodedMessage) -> Result<(), PipelineError> {
         let mut headers = HeaderMap::new();
-        headers.insert(proto_msgs::MSG_ID_HEADER, message_id);
+        headers.insert(proto_msgs::MSG_ID_HEADER, message.message_id.as_str());
         trace_context::inject_current(&mut headers);
+        let subject = message.stage.subject();
         self.js
-            .publish_with_headers(stage.subject(), headers, payload.into())
+            .publish_with_headers(subject.clone(), headers, message.payload.clone().into())
             .await
-            .map_err(PipelineError::publish)?
+            .map_err(|err| PipelineError::publish(&subject, err))?
             .await
-            .map_err(PipelineError::publish)?;
+            .map_err(|err| PipelineError::publish(&subject, err))?;
         Ok(())
     }
 
@@ -210,13 +239,13 @@ impl Pipeline {
             .js
             .get_stream(proto_msgs::PIPELINE_STREAM)
             .await
-            .map_err(PipelineError::request)?;
+            .map_err(|err| PipelineError::request("reading the work stream", err))?;
         let mut queues = Vec::with_capacity(Stage::ALL.len());
         for stage in Stage::ALL {
             let info = stream
                 .consumer_info(stage.consumer_name())
                 .await
-                .map_err(PipelineError::request)?;
+                .map_err(|err| PipelineError::request("reading a consumer", err))?;
             queues.push(StageQueue {
                 stage,
                 pending: info.num_pending,
@@ -231,9 +260,7 @@ impl Pipeline {
     pub fn check_connection(&self) -> Result<(), PipelineError> {
         match self.client.connection_state() {
             async_nats::connection::State::Connected => Ok(()),
-            state => Err(PipelineError::Request(format!(
-                "NATS connection is {state}"
-            ))),
+            state => Err(PipelineError::Disconnected(state)),
         }
     }
 
@@ -244,7 +271,7 @@ impl Pipeline {
             .get_stream(proto_msgs::PIPELINE_STREAM)
             .await
             .map(|_| ())
-            .map_err(PipelineError::request)
+            .map_err(|err| PipelineError::request("reading the work stream", err))
     }
 }
 
@@ -264,83 +291,107 @@ async fn connect_with_retry(
         match options.connect(&settings.nats_url).await {
             Ok(client) => return Ok(client),
             Err(err) if tokio::time::Instant::now() + delay < deadline => {
-                warn!(url = %settings.nats_url, error = %err, retry_in_ms = delay.as_millis() as u64, "NATS not reachable yet");
+                warn!(url = %settings.nats_url, error = %ErrorChain(&err), retry_in_ms = delay.as_millis() as u64, "NATS not reachable yet");
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(Duration::from_secs(2));
             }
             Err(err) => {
                 return Err(PipelineError::Connect {
                     url: settings.nats_url.clone(),
-                    reason: err.to_string(),
+                    source: err,
                 });
             }
         }
     }
 }
 
+/// Makes sure the streams, the consumers and the bucket exist; returns the bucket.
 async fn ensure_topology(
     js: &jetstream::Context,
     settings: &PipelineSettings,
 ) -> Result<kv::Store, PipelineError> {
-    let pipeline = js
-        .get_or_create_stream(stream::Config {
-            name: proto_msgs::PIPELINE_STREAM.to_owned(),
-            subjects: vec![format!("{}.>", proto_msgs::PIPELINE_SUBJECT_PREFIX)],
-            retention: stream::RetentionPolicy::WorkQueue,
-            storage: stream::StorageType::File,
-            // A message retried by a stage is published with the same Nats-Msg-Id; the window
-            // must outlast a stage's retries.
-            duplicate_window: Duration::from_secs(2 * 3600),
-            ..Default::default()
-        })
+    let work_stream = js
+        .get_or_create_stream(work_stream_config())
         .await
         .map_err(|err| PipelineError::setup(proto_msgs::PIPELINE_STREAM, err))?;
-
-    /// Webhook retries that may wait at once, across all notifier processes.
-    const NOTIFY_MAX_ACK_PENDING: i64 = 1_000_000;
     for stage in Stage::ALL {
-        pipeline
-            .get_or_create_consumer(
-                &stage.consumer_name(),
-                consumer::pull::Config {
-                    durable_name: Some(stage.consumer_name()),
-                    filter_subject: stage.subject(),
-                    ack_policy: consumer::AckPolicy::Explicit,
-                    ack_wait: settings.ack_wait,
-                    max_deliver: settings.max_deliver,
-                    // A webhook retry waits for its time as an unacknowledged message (a nak with
-                    // a delay): with the server's default of 1000, a receiver that is down for
-                    // 1000 jobs would stop the notifier from completing any other job.
-                    max_ack_pending: if stage == Stage::Notify {
-                        NOTIFY_MAX_ACK_PENDING
-                    } else {
-                        0
-                    },
-                    ..Default::default()
-                },
-            )
+        work_stream
+            .get_or_create_consumer(&stage.consumer_name(), consumer_config(stage, settings))
             .await
             .map_err(|err| {
                 PipelineError::setup(format!("consumer {}", stage.consumer_name()), err)
             })?;
     }
+    js.create_or_update_stream(events_stream_config(settings))
+        .await
+        .map_err(|err| PipelineError::setup(proto_msgs::EVENTS_STREAM, err))?;
+    let bucket = || format!("bucket {}", proto_msgs::JOBS_BUCKET);
+    // The bucket's stream is created directly: async-nats's `create_key_value` first asks for the
+    // account info, whose 2.9 reply it cannot parse.
+    js.get_or_create_stream(bucket_stream_config(settings))
+        .await
+        .map_err(|err| PipelineError::setup(bucket(), err))?;
+    let kv = js
+        .get_key_value(proto_msgs::JOBS_BUCKET)
+        .await
+        .map_err(|err| PipelineError::setup(bucket(), err))?;
+    info!("JetStream topology ready");
+    Ok(kv)
+}
 
-    js.create_or_update_stream(stream::Config {
+/// A message retried by a stage is published with the same Nats-Msg-Id; the duplicate window
+/// must outlast a stage's retries.
+const DUPLICATE_WINDOW: Duration = Duration::from_secs(2 * 3600);
+
+fn work_stream_config() -> stream::Config {
+    stream::Config {
+        name: proto_msgs::PIPELINE_STREAM.to_owned(),
+        subjects: vec![format!("{}.>", proto_msgs::PIPELINE_SUBJECT_PREFIX)],
+        retention: stream::RetentionPolicy::WorkQueue,
+        storage: stream::StorageType::File,
+        duplicate_window: DUPLICATE_WINDOW,
+        ..Default::default()
+    }
+}
+
+/// Webhook retries that may wait at once, across all notifier processes.
+const NOTIFY_MAX_ACK_PENDING: i64 = 1_000_000;
+
+fn consumer_config(stage: Stage, settings: &PipelineSettings) -> consumer::pull::Config {
+    consumer::pull::Config {
+        durable_name: Some(stage.consumer_name()),
+        filter_subject: stage.subject(),
+        ack_policy: consumer::AckPolicy::Explicit,
+        ack_wait: settings.ack_wait,
+        max_deliver: settings.max_deliver,
+        // A webhook retry waits for its time as an unacknowledged message (a nak with a delay):
+        // with the server's default of 1000, a receiver that is down for 1000 jobs would stop
+        // the notifier from completing any other job.
+        max_ack_pending: if stage == Stage::Notify {
+            NOTIFY_MAX_ACK_PENDING
+        } else {
+            0
+        },
+        ..Default::default()
+    }
+}
+
+fn events_stream_config(settings: &PipelineSettings) -> stream::Config {
+    stream::Config {
         name: proto_msgs::EVENTS_STREAM.to_owned(),
         subjects: vec![format!("{}.*", proto_msgs::EVENTS_SUBJECT_PREFIX)],
         retention: stream::RetentionPolicy::Limits,
         storage: stream::StorageType::File,
         max_age: settings.retention,
         // A job's final event, published again by a retried stage, is dropped within this.
-        duplicate_window: Duration::from_secs(2 * 3600).min(settings.retention),
+        duplicate_window: DUPLICATE_WINDOW.min(settings.retention),
         ..Default::default()
-    })
-    .await
-    .map_err(|err| PipelineError::setup(proto_msgs::EVENTS_STREAM, err))?;
+    }
+}
 
-    // The bucket's stream is created directly: async-nats's `create_key_value` first asks for the
-    // account info, whose 2.9 reply it cannot parse. This is the stream it would create.
-    js.get_or_create_stream(stream::Config {
+/// The stream behind the job bucket, as async-nats's `create_key_value` would make it.
+fn bucket_stream_config(settings: &PipelineSettings) -> stream::Config {
+    stream::Config {
         name: format!("KV_{}", proto_msgs::JOBS_BUCKET),
         subjects: vec![format!("$KV.{}.>", proto_msgs::JOBS_BUCKET)],
         max_messages_per_subject: 1,
@@ -354,13 +405,5 @@ async fn ensure_topology(
         discard: stream::DiscardPolicy::New,
         num_replicas: 1,
         ..Default::default()
-    })
-    .await
-    .map_err(|err| PipelineError::setup(format!("bucket {}", proto_msgs::JOBS_BUCKET), err))?;
-    let kv = js
-        .get_key_value(proto_msgs::JOBS_BUCKET)
-        .await
-        .map_err(|err| PipelineError::setup(format!("bucket {}", proto_msgs::JOBS_BUCKET), err))?;
-    info!("JetStream topology ready");
-    Ok(kv)
+    }
 }

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
+use tracing::warn;
 
 /// The local server could not be started.
 #[derive(Debug, thiserror::Error)]
@@ -81,8 +82,7 @@ impl LocalNatsServer {
                 break url;
             }
             if started.elapsed() > START_TIMEOUT {
-                let _ = child.kill();
-                let _ = child.wait();
+                kill_and_reap(&mut child);
                 return Err(ServerError::Timeout(START_TIMEOUT));
             }
             std::thread::sleep(Duration::from_millis(20));
@@ -105,7 +105,9 @@ impl LocalNatsServer {
             return;
         }
         let pid = Pid::from_raw(self.child.id() as i32);
-        let _ = kill(pid, Signal::SIGTERM);
+        if let Err(err) = kill(pid, Signal::SIGTERM) {
+            warn!(pid = self.child.id(), error = %err, "cannot send SIGTERM to nats-server");
+        }
         let deadline = Instant::now() + Duration::from_secs(5);
         while Instant::now() < deadline {
             if matches!(self.child.try_wait(), Ok(Some(_))) {
@@ -113,8 +115,18 @@ impl LocalNatsServer {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        warn!(
+            pid = self.child.id(),
+            "nats-server ignored SIGTERM for 5 s; killing it"
+        );
+        kill_and_reap(&mut self.child);
+    }
+}
+
+/// SIGKILL, then wait for the exit so that no zombie is left.
+fn kill_and_reap(child: &mut Child) {
+    if let Err(err) = child.kill().and_then(|()| child.wait().map(drop)) {
+        warn!(pid = child.id(), error = %err, "cannot kill nats-server");
     }
 }
 

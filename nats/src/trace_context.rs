@@ -42,5 +42,7 @@ pub fn set_parent_from(span: &tracing::Span, headers: Option<&HeaderMap>) {
         propagator.extract(&HeaderExtractor(headers))
     });
     // Fails only when the span is disabled; then there is nothing to attach.
-    let _ = span.set_parent(parent);
+    if let Err(err) = span.set_parent(parent) {
+        tracing::trace!(error = %err, "trace context not attached");
+    }
 }

@@ -3,7 +3,8 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use jetscribe_nats::{LocalNatsServer, Pipeline, PipelineSettings};
+use jetscribe_nats::{Pipeline, PipelineSettings};
+use jetscribe_tests::private_pipeline;
 use proto_msgs::{
     AnalyzeRequest, DecodeRequest, EventKind, JobEvent, JobOptions, JobRecord, JobStatus,
     NotifyRequest, Stage, TranscribeRequest,
@@ -111,10 +112,7 @@ fn an_event_is_readable_by_field_name() {
 
 #[tokio::test]
 async fn concurrent_compare_and_set_writers_lose_no_update() {
-    let server = LocalNatsServer::start_temporary().expect("nats-server");
-    let pipeline = Pipeline::connect(PipelineSettings::new(server.url()))
-        .await
-        .expect("pipeline");
+    let (_server, pipeline) = private_pipeline(|_| {}).await;
     let job_id = Uuid::now_v7();
     pipeline
         .jobs()
@@ -151,16 +149,16 @@ async fn concurrent_compare_and_set_writers_lose_no_update() {
         .await
         .expect("read")
         .expect("exists");
-    assert_eq!(record.stages["transcribe"].attempts, WRITERS * UPDATES);
-    assert_eq!(record.stages["analyze"].attempts, WRITERS - 1);
+    assert_eq!(
+        record.stages[&Stage::Transcribe].attempts,
+        WRITERS * UPDATES
+    );
+    assert_eq!(record.stages[&Stage::Analyze].attempts, WRITERS - 1);
 }
 
 #[tokio::test]
 async fn creating_a_job_twice_is_refused_and_setup_is_idempotent() {
-    let server = LocalNatsServer::start_temporary().expect("nats-server");
-    let first = Pipeline::connect(PipelineSettings::new(server.url()))
-        .await
-        .expect("first setup");
+    let (server, first) = private_pipeline(|_| {}).await;
     // A second process setting up the same topology finds it in place.
     let second = Pipeline::connect(PipelineSettings::new(server.url()))
         .await
@@ -174,5 +172,5 @@ async fn creating_a_job_twice_is_refused_and_setup_is_idempotent() {
         .expect_err("duplicate refused");
     assert!(err.to_string().contains("already exists"), "{err}");
     let queues = second.queues().await.expect("queues");
-    assert_eq!(queues.len(), 4);
+    assert_eq!(queues.len(), Stage::ALL.len());
 }

@@ -1,13 +1,8 @@
 //! Following a job without polling: the Server-Sent Events stream (live, replayed, resumed with
 //! Last-Event-ID) and the synchronous endpoints of the original service.
 
-use std::time::Duration;
-
 use futures::StreamExt;
-use jetscribe_tests::{TestApp, fixture, word_error_rate};
-
-const JOB_TIMEOUT: Duration = Duration::from_secs(300);
-const JFK_REFERENCE: &str = "And so my fellow Americans, ask not what your country can do for you, ask what you can do for your country.";
+use jetscribe_tests::{JFK_REFERENCE, JOB_TIMEOUT, TestApp, fixture, word_error_rate};
 
 /// One Server-Sent Event.
 #[derive(Debug, Clone, PartialEq)]
@@ -68,10 +63,7 @@ async fn read_events(app: &TestApp, job_id: &str, last_event_id: Option<&str>) -
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_event_stream_follows_a_job_live_then_replays_it_and_resumes_after_last_event_id() {
     let app = TestApp::spawn(&[]).await;
-    let response = app.submit(&fixture("jfk.flac"), "").await;
-    assert_eq!(response.status(), 202);
-    let accepted: serde_json::Value = response.json().await.expect("json");
-    let job_id = accepted["job_id"].as_str().expect("job_id").to_owned();
+    let job_id = app.submit_job(&fixture("jfk.flac"), "").await;
 
     // Opened right after submission: history so far, then live, ending with `completed`.
     let live = read_events(&app, &job_id, None).await;
@@ -114,17 +106,7 @@ async fn an_event_stream_follows_a_job_live_then_replays_it_and_resumes_after_la
 }
 
 async fn post_sync(app: &TestApp, path: &str) -> reqwest::Response {
-    let bytes = tokio::fs::read(fixture("jfk.flac")).await.expect("fixture");
-    let form = reqwest::multipart::Form::new().part(
-        "file",
-        reqwest::multipart::Part::bytes(bytes).file_name("jfk.flac"),
-    );
-    app.http
-        .post(app.url(path))
-        .multipart(form)
-        .send()
-        .await
-        .expect("POST")
+    app.post_file(path, &fixture("jfk.flac"), &[]).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -3,52 +3,13 @@
 //! one resumes from its checkpoint, and memory stays bounded.
 
 use std::path::Path;
-use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use jetscribe_nats::{Pipeline, PipelineSettings};
+use jetscribe_tests::media::{SAMPLE_RATE, decode, write_wav};
 use jetscribe_tests::{TestApp, fixture, peak_rss_bytes, wait_for};
+use proto_msgs::Stage;
 
-const SAMPLE_RATE: usize = 16_000;
 const TOTAL_S: usize = 30 * 60;
-
-/// A clip as 16 kHz mono samples, decoded by ffmpeg.
-fn decode(clip: &Path) -> Vec<i16> {
-    let output = Command::new("ffmpeg")
-        .args(["-hide_banner", "-loglevel", "error", "-i"])
-        .arg(clip)
-        .args(["-f", "s16le", "-ac", "1", "-ar", "16000", "-"])
-        .output()
-        .expect("ffmpeg runs");
-    assert!(output.status.success());
-    output
-        .stdout
-        .chunks_exact(2)
-        .map(|pair| i16::from_le_bytes([pair[0], pair[1]]))
-        .collect()
-}
-
-/// Writes a 16-bit mono WAV file.
-fn write_wav(path: &Path, samples: &[i16]) {
-    let data_len = (samples.len() * 2) as u32;
-    let mut bytes = Vec::with_capacity(44 + data_len as usize);
-    bytes.extend(b"RIFF");
-    bytes.extend((36 + data_len).to_le_bytes());
-    bytes.extend(b"WAVEfmt ");
-    bytes.extend(16u32.to_le_bytes());
-    bytes.extend(1u16.to_le_bytes()); // PCM
-    bytes.extend(1u16.to_le_bytes()); // mono
-    bytes.extend((SAMPLE_RATE as u32).to_le_bytes());
-    bytes.extend((SAMPLE_RATE as u32 * 2).to_le_bytes());
-    bytes.extend(2u16.to_le_bytes());
-    bytes.extend(16u16.to_le_bytes());
-    bytes.extend(b"data");
-    bytes.extend(data_len.to_le_bytes());
-    for sample in samples {
-        bytes.extend(sample.to_le_bytes());
-    }
-    std::fs::write(path, bytes).expect("wav written");
-}
 
 /// 30 minutes: the two clips placed at fixed times, silence everywhere else.
 fn assemble_half_hour(path: &Path) -> Vec<(usize, &'static str)> {
@@ -86,10 +47,7 @@ async fn half_an_hour_survives_a_killed_transcriber_and_resumes_from_its_checkpo
         &[("JOB_ACK_WAIT", "3"), ("WHISPER_BATCH_SIZE", "1")],
     )
     .await;
-    let response = app.submit(&media, "").await;
-    assert_eq!(response.status(), 202);
-    let accepted: serde_json::Value = response.json().await.expect("json");
-    let job_id = accepted["job_id"].as_str().expect("job_id").to_owned();
+    let job_id = app.submit_job(&media, "").await;
 
     // Once the first batch is checkpointed, the transcriber dies without warning.
     let checkpoint = app
@@ -106,17 +64,9 @@ async fn half_an_hour_survives_a_killed_transcriber_and_resumes_from_its_checkpo
     app.kill_part("transcriber");
     let second = app.start_part("transcriber");
 
-    let deadline = Instant::now() + Duration::from_secs(600);
-    let mut progress_seen = Vec::new();
-    let status = loop {
-        let (_, status) = app.get_json(&format!("/status/{job_id}")).await;
-        progress_seen.push(status["progress"].as_u64().expect("progress"));
-        if matches!(status["status"].as_str(), Some("completed" | "failed")) {
-            break status;
-        }
-        assert!(Instant::now() < deadline, "job did not end: {status}");
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    };
+    let (status, progress_seen) = app
+        .follow_status_for(&job_id, Duration::from_secs(600))
+        .await;
     assert_eq!(status["status"], "completed", "{status}");
     assert!(
         progress_seen.windows(2).all(|p| p[0] <= p[1]),
@@ -142,16 +92,15 @@ async fn half_an_hour_survives_a_killed_transcriber_and_resumes_from_its_checkpo
     }
 
     // The second transcriber resumed where the first one's checkpoint said.
-    let pipeline = Pipeline::connect(PipelineSettings::new(app.nats_url.clone()))
+    let record = app
+        .pipeline()
         .await
-        .expect("pipeline");
-    let record = pipeline
         .jobs()
         .get(job_id.parse().expect("uuid"))
         .await
         .expect("read")
         .expect("record");
-    let run = &record.stages["transcribe"];
+    let run = &record.stages[&Stage::Transcribe];
     assert!(run.attempts >= 2, "{run:?}");
     assert!(run.resumed_from_s.is_some_and(|s| s > 0.0), "{run:?}");
     eprintln!("second transcriber resumed from {:?} s", run.resumed_from_s);

@@ -1,26 +1,10 @@
 //! Every common container and codec decodes and transcribes; media without sound fails clearly.
 //! The inputs are made from the JFK clip by the real ffmpeg in the test.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::time::{Duration, Instant};
+use std::path::Path;
 
-use jetscribe_tests::{TestApp, fixture, word_error_rate};
-
-const JFK_REFERENCE: &str = "And so my fellow Americans, ask not what your country can do for you, ask what you can do for your country.";
-
-/// Runs ffmpeg with `args` (inputs and options) writing `output` in `dir`.
-fn ffmpeg(dir: &Path, output: &str, args: &[&str]) -> PathBuf {
-    let path = dir.join(output);
-    let status = Command::new("ffmpeg")
-        .args(["-hide_banner", "-loglevel", "error", "-y"])
-        .args(args)
-        .arg(&path)
-        .status()
-        .expect("ffmpeg runs");
-    assert!(status.success(), "ffmpeg could not make {output}");
-    path
-}
+use jetscribe_tests::media::ffmpeg;
+use jetscribe_tests::{JFK_REFERENCE, TestApp, fixture, word_error_rate};
 
 /// Offset of a top-level MP4 box, by its type.
 fn box_offset(file: &Path, kind: &[u8; 4]) -> Option<u64> {
@@ -37,22 +21,6 @@ fn box_offset(file: &Path, kind: &[u8; 4]) -> Option<u64> {
         offset += size;
     }
     None
-}
-
-async fn wait_until_ended(app: &TestApp, job_id: &str) -> serde_json::Value {
-    let deadline = Instant::now() + Duration::from_secs(300);
-    loop {
-        let (code, body) = app.get_json(&format!("/status/{job_id}")).await;
-        assert_eq!(code, 200, "{body}");
-        if matches!(body["status"].as_str(), Some("completed" | "failed")) {
-            return body;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "job {job_id} did not end: {body}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -129,21 +97,11 @@ async fn audio_and_video_containers_are_transcribed_and_silent_video_fails_namin
     let app = TestApp::spawn(&[]).await;
     let mut jobs = Vec::new();
     for input in inputs.iter().chain([&silent]) {
-        let response = app.submit(input, "").await;
-        assert_eq!(response.status(), 202, "{}", input.display());
-        let accepted: serde_json::Value = response.json().await.expect("json");
-        let name = input
-            .file_name()
-            .expect("name")
-            .to_string_lossy()
-            .into_owned();
-        jobs.push((
-            name,
-            accepted["job_id"].as_str().expect("job_id").to_owned(),
-        ));
+        let name = input.file_name().expect("name").to_string_lossy();
+        jobs.push((name.into_owned(), app.submit_job(input, "").await));
     }
     for (name, job_id) in &jobs {
-        let status = wait_until_ended(&app, job_id).await;
+        let status = app.wait_until_ended(job_id).await;
         if name == "silent-film.mp4" {
             assert_eq!(status["status"], "failed", "{status}");
             assert_eq!(

@@ -4,17 +4,15 @@
 use std::time::Duration;
 
 use futures::StreamExt;
+use jetscribe_tests::app::jetscribe_binary;
 use jetscribe_tests::{
-    TestApp, TraceCollector, WebhookReceiver, assert_refused, fixture, jetscribe_binary,
+    JFK_REFERENCE, TestApp, TraceCollector, WebhookReceiver, assert_refused, fixture,
     word_error_rate,
 };
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValue;
 use prost::Message as _;
-use proto_msgs::{EventKind, JobEvent};
-
-const JFK_REFERENCE: &str = "And so my fellow Americans, ask not what your country can do for you, ask what you can do for your country.";
-const JOB_TIMEOUT: Duration = Duration::from_secs(300);
+use proto_msgs::{EventKind, JobEvent, Stage};
 
 /// Checks SRT-style cue blocks (WebVTT without its header has the same shape, with `.` before
 /// the milliseconds and no index lines): times in order, at most 2 lines of 42 characters and
@@ -66,33 +64,6 @@ fn assert_subtitles(cues: &str, decimal: &str, transcript: &str) {
     );
 }
 
-/// Submits `file` and returns the job id of the 202 answer.
-async fn submit_job(app: &TestApp, file: &std::path::Path, query: &str) -> String {
-    let response = app.submit(file, query).await;
-    assert_eq!(response.status(), 202);
-    let accepted: serde_json::Value = response.json().await.expect("json");
-    accepted["job_id"].as_str().expect("job_id").to_owned()
-}
-
-/// Polls /status until the job ends; returns the last body and every progress value seen.
-async fn follow_status(app: &TestApp, job_id: &str) -> (serde_json::Value, Vec<u64>) {
-    let mut seen = Vec::new();
-    let deadline = std::time::Instant::now() + JOB_TIMEOUT;
-    loop {
-        let (code, body) = app.get_json(&format!("/status/{job_id}")).await;
-        assert_eq!(code, 200, "{body}");
-        seen.push(body["progress"].as_u64().expect("progress is a number"));
-        if matches!(body["status"].as_str(), Some("completed" | "failed")) {
-            return (body, seen);
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "job did not end in {JOB_TIMEOUT:?}: {body}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_jfk_clip_is_transcribed_end_to_end_with_webhook_and_events() {
     let mut hook = WebhookReceiver::start().await;
@@ -107,7 +78,7 @@ async fn the_jfk_clip_is_transcribed_end_to_end_with_webhook_and_events() {
     assert!(accepted["created_at"].is_string());
     let job_id = accepted["job_id"].as_str().expect("job_id").to_owned();
 
-    let (last, progress) = follow_status(&app, &job_id).await;
+    let (last, progress) = app.follow_status(&job_id).await;
     assert_eq!(last["status"], "completed", "{last}");
     assert!(
         progress.windows(2).all(|pair| pair[0] <= pair[1]),
@@ -167,14 +138,8 @@ async fn the_jfk_clip_is_transcribed_end_to_end_with_webhook_and_events() {
     let vtt = app.get_text(&format!("/result/{job_id}?format=vtt")).await;
     let cues = vtt.strip_prefix("WEBVTT\n\n").expect("WebVTT header");
     assert_subtitles(cues, ".", transcript);
-    let (code, body) = app.get_json(&format!("/result/{job_id}?format=docx")).await;
-    assert_eq!(code, 400);
-    assert!(
-        body["detail"]
-            .as_str()
-            .is_some_and(|d| d.starts_with("format:")),
-        "{body}"
-    );
+    app.get_refused(&format!("/result/{job_id}?format=docx"), 400, "format:")
+        .await;
 
     let webhook = hook.next(Duration::from_secs(60)).await;
     assert_eq!(webhook["job_id"], job_id.as_str());
@@ -225,8 +190,10 @@ async fn a_file_that_is_not_media_fails_with_a_clear_error() {
     let not_media = app.data_dir.path().join("notes.mp3");
     std::fs::write(&not_media, "these are plain words, not sound\n".repeat(100)).expect("write");
 
-    let job_id = submit_job(&app, &not_media, &format!("?webhook_url={}", hook.url)).await;
-    let (last, _) = follow_status(&app, &job_id).await;
+    let job_id = app
+        .submit_job(&not_media, &format!("?webhook_url={}", hook.url))
+        .await;
+    let (last, _) = app.follow_status(&job_id).await;
     assert_eq!(last["status"], "failed", "{last}");
     let error = last["error_message"].as_str().expect("error_message");
     assert!(error.contains("notes.mp3"), "{error}");
@@ -247,14 +214,7 @@ async fn unknown_and_malformed_job_ids_are_told_apart_and_bad_input_is_refused()
     let unknown = uuid::Uuid::now_v7();
     assert_eq!(app.get_json(&format!("/status/{unknown}")).await.0, 404);
     assert_eq!(app.get_json(&format!("/result/{unknown}")).await.0, 404);
-    let (code, body) = app.get_json("/status/not-a-uuid").await;
-    assert_eq!(code, 400);
-    assert!(
-        body["detail"]
-            .as_str()
-            .is_some_and(|d| d.contains("job_id")),
-        "{body}"
-    );
+    app.get_refused("/status/not-a-uuid", 400, "job_id").await;
 
     // A bad webhook_url is refused before anything is stored, naming the field.
     let response = app
@@ -266,7 +226,7 @@ async fn unknown_and_malformed_job_ids_are_told_apart_and_bad_input_is_refused()
     assert_eq!(processing["count"], 0, "{processing}");
     assert_eq!(
         processing["stages"].as_array().map(Vec::len),
-        Some(4),
+        Some(Stage::ALL.len()),
         "{processing}"
     );
 
@@ -302,24 +262,14 @@ async fn word_timestamps_time_every_word_inside_its_segment() {
     assert_refused(response, 422, "word_timestamps").await;
 
     // Asked for as a form field, as the original service's clients send options.
-    let bytes = tokio::fs::read(fixture("jfk.flac")).await.expect("fixture");
-    let form = reqwest::multipart::Form::new()
-        .text("word_timestamps", "true")
-        .part(
-            "file",
-            reqwest::multipart::Part::bytes(bytes).file_name("jfk.flac"),
-        );
+    let fields = [("word_timestamps", "true")];
     let response = app
-        .http
-        .post(app.url("/process"))
-        .multipart(form)
-        .send()
-        .await
-        .expect("POST");
+        .post_file("/process", &fixture("jfk.flac"), &fields)
+        .await;
     assert_eq!(response.status(), 202);
     let accepted: serde_json::Value = response.json().await.expect("json");
     let job_id = accepted["job_id"].as_str().expect("job_id").to_owned();
-    let (status, _) = follow_status(&app, &job_id).await;
+    let (status, _) = app.follow_status(&job_id).await;
     assert_eq!(status["status"], "completed", "{status}");
 
     let (code, body) = app.get_json(&format!("/result/{job_id}")).await;
@@ -367,8 +317,8 @@ async fn word_timestamps_time_every_word_inside_its_segment() {
     assert!((9.0..10.8).contains(&time_of("country", 1)), "{body}");
 
     // Without the option, segments carry no words.
-    let plain = submit_job(&app, &fixture("jfk.flac"), "").await;
-    follow_status(&app, &plain).await;
+    let plain = app.submit_job(&fixture("jfk.flac"), "").await;
+    app.follow_status(&plain).await;
     let (_, body) = app.get_json(&format!("/result/{plain}")).await;
     assert!(
         body["result"]["segments"]
@@ -396,8 +346,8 @@ async fn one_job_is_one_trace_across_every_stage() {
     let mut collector = TraceCollector::start().await;
     let mut app =
         TestApp::spawn(&[("OTEL_EXPORTER_OTLP_ENDPOINT", collector.endpoint.as_str())]).await;
-    let job_id = submit_job(&app, &fixture("jfk.flac"), "").await;
-    let (last, _) = follow_status(&app, &job_id).await;
+    let job_id = app.submit_job(&fixture("jfk.flac"), "").await;
+    let (last, _) = app.follow_status(&job_id).await;
     assert_eq!(last["status"], "completed", "{last}");
     // Exports are batched; shutting down flushes them.
     let status = app.terminate(Duration::from_secs(10)).expect("exits");
@@ -439,9 +389,7 @@ async fn one_job_is_one_trace_across_every_stage() {
         traces_of_job.len()
     );
     let expected: std::collections::BTreeSet<String> =
-        ["decode", "transcribe", "analyze", "notify"]
-            .map(String::from)
-            .into();
+        Stage::ALL.map(|stage| stage.name().to_owned()).into();
     assert_eq!(stages, expected);
 }
 

@@ -4,11 +4,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use jetscribe_nats::{
-    JobContext, LocalNatsServer, Outcome, Pipeline, PipelineSettings, Stage, StageError,
-    StageLoopSettings, run_stage,
-};
-use jetscribe_tests::wait_for;
+use jetscribe_nats::{JobContext, Outcome, StageError, StageHandler, StageLoopSettings, run_stage};
+use jetscribe_tests::{private_pipeline, wait_for};
 use proto_msgs::{DecodeRequest, JobOptions, JobRecord, JobStatus};
 use time::OffsetDateTime;
 use tokio_util::sync::CancellationToken;
@@ -17,7 +14,7 @@ use uuid::Uuid;
 /// A decode stage that would complete any job it is given.
 struct CompletesEverything;
 
-impl Stage for CompletesEverything {
+impl StageHandler for CompletesEverything {
     type Input = DecodeRequest;
 
     async fn handle(&self, _: DecodeRequest, _: &JobContext) -> Result<Outcome, StageError> {
@@ -27,11 +24,11 @@ impl Stage for CompletesEverything {
 
 #[tokio::test]
 async fn a_job_whose_workers_die_on_every_delivery_is_failed_not_left_processing() {
-    let server = LocalNatsServer::start_temporary().expect("nats-server");
-    let mut settings = PipelineSettings::new(server.url());
-    settings.ack_wait = Duration::from_secs(1);
-    settings.max_deliver = 2;
-    let pipeline = Pipeline::connect(settings).await.expect("pipeline");
+    let (_server, pipeline) = private_pipeline(|settings| {
+        settings.ack_wait = Duration::from_secs(1);
+        settings.max_deliver = 2;
+    })
+    .await;
 
     let job_id = Uuid::now_v7();
     let record = JobRecord::new_pending(

@@ -3,7 +3,6 @@
 use std::path::Path;
 use std::time::Duration;
 
-use jetscribe_nats::{Pipeline, PipelineSettings};
 use jetscribe_tests::{TestApp, fixture, wait_for};
 use tokio::io::AsyncWriteExt;
 
@@ -28,10 +27,13 @@ fn files_under(dir: &Path) -> Vec<std::path::PathBuf> {
 }
 
 async fn job_count(app: &TestApp) -> usize {
-    let pipeline = Pipeline::connect(PipelineSettings::new(app.nats_url.clone()))
+    app.pipeline()
         .await
-        .expect("pipeline");
-    pipeline.jobs().list().await.expect("jobs").len()
+        .jobs()
+        .list()
+        .await
+        .expect("jobs")
+        .len()
 }
 
 /// Waits until no file is left under `blobs`, then checks that no job was created.

@@ -6,20 +6,15 @@
 use std::time::Duration;
 
 use jetscribe_tests::{
-    ScriptedAnswer, TestApp, WebhookDelivery, WebhookReceiver, assert_refused, fixture, wait_for,
+    JOB_TIMEOUT, ScriptedAnswer, TestApp, WebhookDelivery, WebhookReceiver, assert_refused,
+    fixture, wait_for,
 };
-
-const JOB_TIMEOUT: Duration = Duration::from_secs(300);
 /// A Standard Webhooks secret: `whsec_` and a base64 key.
 const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 
 async fn submit_with_webhook(app: &TestApp, url: &str) -> String {
-    let response = app
-        .submit(&fixture("jfk.flac"), &format!("?webhook_url={url}"))
-        .await;
-    assert_eq!(response.status(), 202);
-    let accepted: serde_json::Value = response.json().await.expect("json");
-    accepted["job_id"].as_str().expect("job_id").to_owned()
+    app.submit_job(&fixture("jfk.flac"), &format!("?webhook_url={url}"))
+        .await
 }
 
 /// The job's `webhook` once `done` holds for it.
@@ -99,14 +94,8 @@ fn assert_signed(delivery: &WebhookDelivery) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_receiver_that_fails_twice_gets_one_signed_delivery_with_every_attempt_recorded() {
     let mut hook = WebhookReceiver::scripted(&[
-        ScriptedAnswer {
-            status: 500,
-            retry_after_s: None,
-        },
-        ScriptedAnswer {
-            status: 503,
-            retry_after_s: Some(2),
-        },
+        ScriptedAnswer::status(500),
+        ScriptedAnswer::retry_after(503, 2),
     ])
     .await;
     let app = TestApp::spawn(&[("WEBHOOK_SECRET", SECRET), ("WEBHOOK_RETRY_DELAY", "0.5")]).await;
@@ -151,11 +140,7 @@ async fn a_receiver_that_fails_twice_gets_one_signed_delivery_with_every_attempt
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_notifier_killed_while_a_retry_is_pending_delivers_after_it_restarts() {
-    let mut hook = WebhookReceiver::scripted(&[ScriptedAnswer {
-        status: 502,
-        retry_after_s: None,
-    }])
-    .await;
+    let mut hook = WebhookReceiver::scripted(&[ScriptedAnswer::status(502)]).await;
     let mut app = TestApp::spawn_parts(
         &["api", "decoder", "transcriber", "analyzer", "notifier"],
         &[("WEBHOOK_RETRY_DELAY", "4")],
@@ -189,11 +174,7 @@ async fn a_notifier_killed_while_a_retry_is_pending_delivers_after_it_restarts()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_receiver_that_refuses_with_a_client_error_is_not_retried() {
-    let mut hook = WebhookReceiver::scripted(&[ScriptedAnswer {
-        status: 410,
-        retry_after_s: None,
-    }])
-    .await;
+    let mut hook = WebhookReceiver::scripted(&[ScriptedAnswer::status(410)]).await;
     let app = TestApp::spawn(&[]).await;
     let job_id = submit_with_webhook(&app, &hook.url).await;
     assert_eq!(hook.next_delivery(JOB_TIMEOUT).await.answered, 410);
@@ -242,11 +223,7 @@ async fn webhook_urls_pointing_inside_the_network_are_refused_and_create_no_job(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_retry_that_runs_out_of_deliveries_marks_the_webhook_failed_and_the_job_stays_completed()
 {
-    let mut hook = WebhookReceiver::scripted(&[ScriptedAnswer {
-        status: 503,
-        retry_after_s: None,
-    }])
-    .await;
+    let mut hook = WebhookReceiver::scripted(&[ScriptedAnswer::status(503)]).await;
     let app = TestApp::spawn(&[("WEBHOOK_RETRY_DELAY", "2")]).await;
     let job_id = submit_with_webhook(&app, &hook.url).await;
     assert_eq!(hook.next_delivery(JOB_TIMEOUT).await.answered, 503);

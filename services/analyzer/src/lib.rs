@@ -6,9 +6,9 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Mutex, OnceLock};
 
 use jetscribe_blobstore::BlobStore;
-use jetscribe_nats::{JobContext, Outcome, Stage, StageError};
+use jetscribe_nats::{JobContext, Outcome, StageError, StageHandler};
 use proto_msgs::{
-    AnalyzeRequest, JobBlobs, JobResult, LanguageDetection, NotifyRequest, Segment,
+    AnalyzeRequest, JobBlobs, JobResult, LanguageDetection, LanguageSource, Segment,
     TextLanguageCheck, Topic, Transcript, TranscriptStats,
 };
 use tracing::info;
@@ -27,7 +27,7 @@ impl Analyzer {
     }
 }
 
-impl Stage for Analyzer {
+impl StageHandler for Analyzer {
     type Input = AnalyzeRequest;
 
     async fn handle(&self, input: AnalyzeRequest, job: &JobContext) -> Result<Outcome, StageError> {
@@ -53,14 +53,12 @@ impl Stage for Analyzer {
             .put_json(&result_blob, &result)
             .await
             .map_err(|err| StageError::transient("storing the result", err))?;
-        job.jobs()
-            .update(input.job_id, |record| {
-                record.blobs.result = Some(result_blob.clone());
-            })
-            .await
-            .map_err(|err| StageError::transient("recording the result", err))?;
+        job.update("recording the result", |record| {
+            record.blobs.result = Some(result_blob.clone());
+        })
+        .await?;
         info!(language = %result.language_detection.language, topics = result.topics.len(), "analyzed");
-        Outcome::forward(&NotifyRequest::first(input.job_id))
+        Ok(Outcome::Forward)
     }
 }
 
@@ -84,12 +82,12 @@ pub fn check_language(transcript: &Transcript) -> LanguageDetection {
         confidence: round3(info.confidence()),
         reliable: info.is_reliable(),
     };
-    let whisper_unsure = detection.source == "whisper"
+    let whisper_unsure = detection.source == LanguageSource::Whisper
         && (detection.language == "und" || detection.probability < UNSURE_WHISPER_PROBABILITY);
     if whisper_unsure && check.reliable && check.language != detection.language {
         detection.language = check.language.clone();
         detection.probability = check.confidence;
-        detection.source = "text".to_owned();
+        detection.source = LanguageSource::Text;
     }
     detection.text_check = Some(check);
     detection
@@ -194,82 +192,17 @@ fn stop_words_for(language: &str) -> HashSet<String> {
         .clone()
 }
 
-/// whatlang names languages in ISO 639-3; the API speaks ISO 639-1.
+/// whatlang names languages in ISO 639-3; the API speaks ISO 639-1 (ISO 639-3 where 639-1 has
+/// none), with Whisper's names where they differ: whatlang's Mandarin, Iranian Persian and
+/// Bokmål are Whisper's `zh`, `fa` and `no` (their macrolanguages).
 fn iso639_1(lang: whatlang::Lang) -> &'static str {
-    use whatlang::Lang::*;
     match lang {
-        Epo => "eo",
-        Eng => "en",
-        Rus => "ru",
-        Cmn => "zh",
-        Spa => "es",
-        Por => "pt",
-        Ita => "it",
-        Ben => "bn",
-        Fra => "fr",
-        Deu => "de",
-        Ukr => "uk",
-        Kat => "ka",
-        Ara => "ar",
-        Hin => "hi",
-        Jpn => "ja",
-        Heb => "he",
-        Yid => "yi",
-        Pol => "pl",
-        Amh => "am",
-        Jav => "jv",
-        Kor => "ko",
-        Nob => "no",
-        Dan => "da",
-        Swe => "sv",
-        Fin => "fi",
-        Tur => "tr",
-        Nld => "nl",
-        Hun => "hu",
-        Ces => "cs",
-        Ell => "el",
-        Bul => "bg",
-        Bel => "be",
-        Mar => "mr",
-        Kan => "kn",
-        Ron => "ro",
-        Slv => "sl",
-        Hrv => "hr",
-        Srp => "sr",
-        Mkd => "mk",
-        Lit => "lt",
-        Lav => "lv",
-        Est => "et",
-        Tam => "ta",
-        Vie => "vi",
-        Urd => "ur",
-        Tha => "th",
-        Guj => "gu",
-        Uzb => "uz",
-        Pan => "pa",
-        Aze => "az",
-        Ind => "id",
-        Tel => "te",
-        Pes => "fa",
-        Mal => "ml",
-        Ori => "or",
-        Mya => "my",
-        Nep => "ne",
-        Sin => "si",
-        Khm => "km",
-        Tuk => "tk",
-        Aka => "ak",
-        Zul => "zu",
-        Sna => "sn",
-        Afr => "af",
-        Lat => "la",
-        Slk => "sk",
-        Cat => "ca",
-        Tgl => "tl",
-        Hye => "hy",
-        Cym => "cy",
-        #[allow(unreachable_patterns)]
-        _ => lang.code(),
+        whatlang::Lang::Cmn => "zh",
+        whatlang::Lang::Pes => "fa",
+        whatlang::Lang::Nob => "no",
+        _ => isolang::Language::from_639_3(lang.code())
+            .and_then(|language| language.to_639_1())
+            .unwrap_or(lang.code()),
     }
 }
 
@@ -297,7 +230,7 @@ mod tests {
             language: LanguageDetection {
                 language: language.to_owned(),
                 probability,
-                source: "whisper".to_owned(),
+                source: LanguageSource::Whisper,
                 text_check: None,
             },
             duration_s: 10.0,
@@ -312,8 +245,8 @@ mod tests {
     fn the_text_overrules_whisper_only_when_whisper_was_unsure() {
         let sure = check_language(&transcript(GERMAN, "nl", 0.9));
         assert_eq!(
-            (sure.language.as_str(), sure.source.as_str()),
-            ("nl", "whisper")
+            (sure.language.as_str(), sure.source),
+            ("nl", LanguageSource::Whisper)
         );
         let check = sure.text_check.expect("text checked");
         assert_eq!(check.language, "de");
@@ -321,12 +254,12 @@ mod tests {
 
         let unsure = check_language(&transcript(GERMAN, "nl", 0.3));
         assert_eq!(
-            (unsure.language.as_str(), unsure.source.as_str()),
-            ("de", "text")
+            (unsure.language.as_str(), unsure.source),
+            ("de", LanguageSource::Text)
         );
 
         let mut given = transcript(GERMAN, "nl", 1.0);
-        given.language.source = "user".to_owned();
+        given.language.source = LanguageSource::User;
         assert_eq!(check_language(&given).language, "nl");
     }
 
@@ -358,6 +291,27 @@ mod tests {
         assert_eq!(stats.speech_s, 6.0);
         assert_eq!(stats.silence_s, 4.0);
         assert_eq!(stats.words_per_minute, 70.0);
+    }
+
+    #[test]
+    fn whatlang_languages_are_named_as_whisper_names_them() {
+        use whatlang::Lang;
+        let cases = [
+            (Lang::Eng, "en"),
+            (Lang::Cmn, "zh"),
+            (Lang::Pes, "fa"),
+            (Lang::Nob, "no"),
+            (Lang::Jpn, "ja"),
+            (Lang::Heb, "he"),
+        ];
+        for (lang, code) in cases {
+            assert_eq!(iso639_1(lang), code, "{lang:?}");
+        }
+        // Every language whatlang knows gets a code of two letters, or three without one.
+        for lang in Lang::all() {
+            let code = iso639_1(*lang);
+            assert!(code.len() == 2 || code == lang.code(), "{lang:?} {code}");
+        }
     }
 
     #[test]

@@ -1,28 +1,32 @@
 //! The HTTP API (poem), compatible with the service jetscribe replaces:
-//! `POST /process` (streamed upload → 202 with a job id), `GET /status/{id}`, `GET /result/{id}`
-//! (200/202/500/404), `GET /jobs/processing`, `GET /health`. It owns request parsing, validation
-//! and the JSON shapes of responses; the work happens in the pipeline stages.
+//! `POST /process` (streamed upload → 202 with a job id, `upload.rs`), `GET /status/{id}`,
+//! `GET /result/{id}` (200/202/500/404; subtitles in `subtitles.rs`), `GET /jobs/processing`,
+//! `GET /health`; `live.rs`: `/events/{id}` (SSE) and the synchronous `/process-audio`,
+//! `/process-video`. It owns request parsing, validation and the response bodies (`views.rs`);
+//! the work happens in the pipeline stages.
 
 mod live;
 mod subtitles;
 mod upload;
+mod views;
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use jetscribe_blobstore::BlobStore;
-use jetscribe_nats::Pipeline;
+use jetscribe_nats::{ErrorChain, Pipeline};
 use poem::http::StatusCode;
-use poem::listener::TcpListener;
+use poem::listener::{Acceptor, Listener, TcpAcceptor, TcpListener};
 use poem::middleware::Tracing;
 use poem::web::{Data, Path, Query};
 use poem::{EndpointExt, IntoResponse, Response, Route, Server, get, handler, post};
-use proto_msgs::{JobResult, JobStatus};
-use serde_json::{Value, json};
-use time::OffsetDateTime;
-use time::format_description::well_known::Rfc3339;
+use proto_msgs::{EndedJobBody, JobRecord, JobResult, JobStatus};
+use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 use uuid::Uuid;
+
+use views::{ActiveJobs, ErrorBody, Health, JobStatusView, JobSummary, RunningJob};
 
 /// Settings of the API.
 #[derive(Debug, Clone)]
@@ -32,7 +36,7 @@ pub struct ApiSettings {
     /// Accept webhook URLs of loopback, private and link-local hosts (WEBHOOK_ALLOW_PRIVATE).
     pub webhook_allow_private: bool,
     /// How long the synchronous endpoints wait for a job (SYNC_TIMEOUT).
-    pub sync_timeout: std::time::Duration,
+    pub sync_timeout: Duration,
 }
 
 /// What every handler shares.
@@ -58,20 +62,42 @@ pub fn app(state: ApiState) -> impl poem::Endpoint {
         .with(Tracing)
 }
 
-/// Serves the API on `bind_addr` until `shutdown` is cancelled; requests in flight get 5 s.
-pub async fn serve(
-    bind_addr: &str,
-    state: ApiState,
-    shutdown: CancellationToken,
-) -> std::io::Result<()> {
-    info!(bind_addr, "HTTP API listening");
-    Server::new(TcpListener::bind(bind_addr.to_owned()))
-        .run_with_graceful_shutdown(
-            app(state),
-            async move { shutdown.cancelled().await },
-            Some(Duration::from_secs(5)),
-        )
-        .await
+/// The API's listening socket, bound before it serves: with port 0 the system picks the port,
+/// which [`ApiServer::local_addr`] tells.
+pub struct ApiServer {
+    acceptor: TcpAcceptor,
+    local_addr: SocketAddr,
+}
+
+impl ApiServer {
+    pub async fn bind(addr: &str) -> std::io::Result<Self> {
+        let acceptor = TcpListener::bind(addr.to_owned()).into_acceptor().await?;
+        let local_addr = acceptor
+            .local_addr()
+            .first()
+            .and_then(|addr| addr.as_socket_addr().copied())
+            .ok_or_else(|| std::io::Error::other("the listener has no socket address"))?;
+        Ok(Self {
+            acceptor,
+            local_addr,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Serves the API until `shutdown` is cancelled; requests in flight get 5 s.
+    pub async fn run(self, state: ApiState, shutdown: CancellationToken) -> std::io::Result<()> {
+        info!(addr = %self.local_addr, "HTTP API listening");
+        Server::new_with_acceptor(self.acceptor)
+            .run_with_graceful_shutdown(
+                app(state),
+                async move { shutdown.cancelled().await },
+                Some(Duration::from_secs(5)),
+            )
+            .await
+    }
 }
 
 /// Removes the files of jobs older than `max_age` (JOB_CLEANUP_DAYS), once at start and then
@@ -86,17 +112,23 @@ pub async fn run_blob_cleanup(blobs: BlobStore, max_age: Duration, shutdown: Can
         match blobs.delete_older_than("jobs", max_age).await {
             Ok(0) => {}
             Ok(removed) => info!(removed, "expired job files removed"),
-            Err(err) => error!(error = %err, "job file cleanup failed"),
+            Err(err) => error!(error = %ErrorChain(&err), "job file cleanup failed"),
         }
     }
 }
 
 /// A JSON response.
-pub(crate) fn json_response(status: StatusCode, body: Value) -> Response {
-    Response::builder()
-        .status(status)
-        .content_type("application/json")
-        .body(body.to_string())
+pub(crate) fn json_response(status: StatusCode, body: &impl Serialize) -> Response {
+    match serde_json::to_string(body) {
+        Ok(json) => Response::builder()
+            .status(status)
+            .content_type("application/json")
+            .body(json),
+        Err(err) => {
+            error!(error = %err, "response body not serializable");
+            StatusCode::INTERNAL_SERVER_ERROR.into_response()
+        }
+    }
 }
 
 /// A refused request, answered as the original service did: `{"detail": "..."}`, where the
@@ -115,6 +147,15 @@ impl ApiError {
             detail: detail.into(),
         }
     }
+
+    /// 503 for a dependency that failed: logged here with its causes, named to the client.
+    pub(crate) fn unavailable(what: &str, err: &(dyn std::error::Error + 'static)) -> Self {
+        error!(error = %ErrorChain(err), "{what} unavailable");
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("{what} unavailable"),
+        )
+    }
 }
 
 impl poem::error::ResponseError for ApiError {
@@ -123,12 +164,13 @@ impl poem::error::ResponseError for ApiError {
     }
 
     fn as_response(&self) -> Response {
-        json_response(self.status, json!({ "detail": self.detail }))
+        json_response(
+            self.status,
+            &ErrorBody {
+                detail: &self.detail,
+            },
+        )
     }
-}
-
-fn rfc3339(at: Option<OffsetDateTime>) -> Option<String> {
-    at.and_then(|at| at.format(&Rfc3339).ok())
 }
 
 fn parse_job_id(raw: &str) -> Result<Uuid, ApiError> {
@@ -140,18 +182,11 @@ fn parse_job_id(raw: &str) -> Result<Uuid, ApiError> {
     })
 }
 
-async fn load_record(state: &ApiState, raw_id: &str) -> Result<proto_msgs::JobRecord, ApiError> {
-    let job_id = parse_job_id(raw_id)?;
+pub(crate) async fn load_record(state: &ApiState, job_id: Uuid) -> Result<JobRecord, ApiError> {
     match state.pipeline.jobs().get(job_id).await {
         Ok(Some(record)) => Ok(record),
         Ok(None) => Err(ApiError::new(StatusCode::NOT_FOUND, "Job not found")),
-        Err(err) => {
-            error!(error = %err, "job store unavailable");
-            Err(ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "job store unavailable",
-            ))
-        }
+        Err(err) => Err(ApiError::unavailable("job store", &err)),
     }
 }
 
@@ -160,55 +195,8 @@ async fn job_status(
     Data(state): Data<&ApiState>,
     Path(job_id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let record = load_record(state, &job_id).await?;
-    Ok(json_response(
-        StatusCode::OK,
-        json!({
-            "job_id": record.job_id,
-            "status": record.status.as_str(),
-            "progress": record.progress,
-            "step": record.step,
-            "eta_seconds": record.eta_s,
-            "filename": record.filename,
-            "size_bytes": record.size_bytes,
-            "duration_s": record.duration_s,
-            "language": record.language,
-            "created_at": rfc3339(Some(record.created_at)),
-            "updated_at": rfc3339(Some(record.updated_at)),
-            "completed_at": rfc3339(record.completed_at),
-            "error_message": record.error_message,
-            "stages": stage_runs(&record),
-            // The delivery as recorded: {id, state, attempts, last_status_code, last_error,
-            // delivered_at, next_attempt_at, history}.
-            "webhook": record.webhook,
-        }),
-    ))
-}
-
-/// Per stage: attempts, start and end, seconds taken, last error, resume point.
-fn stage_runs(record: &proto_msgs::JobRecord) -> Value {
-    let runs: serde_json::Map<String, Value> = record
-        .stages
-        .iter()
-        .map(|(stage, run)| {
-            let seconds = match (run.started_at, run.finished_at) {
-                (Some(start), Some(end)) => Some((end - start).as_seconds_f64()),
-                _ => None,
-            };
-            (
-                stage.clone(),
-                json!({
-                    "attempts": run.attempts,
-                    "started_at": rfc3339(run.started_at),
-                    "finished_at": rfc3339(run.finished_at),
-                    "seconds": seconds,
-                    "last_error": run.last_error,
-                    "resumed_from_s": run.resumed_from_s,
-                }),
-            )
-        })
-        .collect();
-    Value::Object(runs)
+    let record = load_record(state, parse_job_id(&job_id)?).await?;
+    Ok(json_response(StatusCode::OK, &JobStatusView::from(&record)))
 }
 
 /// `?format=` of `/result`.
@@ -239,6 +227,16 @@ impl ResultFormat {
             )),
         }
     }
+
+    /// Content type and file extension of the text formats.
+    fn file_type(self) -> (&'static str, &'static str) {
+        match self {
+            ResultFormat::Json => ("application/json", "json"),
+            ResultFormat::Text => ("text/plain; charset=utf-8", "txt"),
+            ResultFormat::Srt => ("application/x-subrip; charset=utf-8", "srt"),
+            ResultFormat::Vtt => ("text/vtt; charset=utf-8", "vtt"),
+        }
+    }
 }
 
 #[handler]
@@ -248,159 +246,116 @@ async fn job_result(
     Query(query): Query<ResultQuery>,
 ) -> Result<Response, ApiError> {
     let format = ResultFormat::parse(query.format.as_deref())?;
-    let record = load_record(state, &job_id).await?;
+    let record = load_record(state, parse_job_id(&job_id)?).await?;
     result_response(state, &record, format).await
 }
 
 /// `/result`'s answer for `record`: 202 while it runs, 500 if it failed, the result otherwise.
 pub(crate) async fn result_response(
     state: &ApiState,
-    record: &proto_msgs::JobRecord,
+    record: &JobRecord,
     format: ResultFormat,
 ) -> Result<Response, ApiError> {
-    let result = match record.status {
+    match record.status {
         JobStatus::Pending | JobStatus::Processing => {
             return Ok(json_response(
                 StatusCode::ACCEPTED,
-                json!({
-                    "job_id": record.job_id,
-                    "status": record.status.as_str(),
-                    "progress": record.progress,
-                    "step": record.step,
-                    "message": "Job is still being processed",
-                }),
+                &RunningJob::from(record),
             ));
         }
         JobStatus::Failed => {
-            return Ok(json_response(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                json!({
-                    "job_id": record.job_id,
-                    "status": "failed",
-                    "error_message": record.error_message,
-                }),
-            ));
+            let body = EndedJobBody::failed(record);
+            return Ok(json_response(StatusCode::INTERNAL_SERVER_ERROR, &body));
         }
-        JobStatus::Completed => {
-            let result_blob = record.blobs.result.as_deref().ok_or_else(|| {
-                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "result missing")
-            })?;
-            state
-                .blobs
-                .get_json::<JobResult>(result_blob)
-                .await
-                .map_err(|err| {
-                    error!(error = %err, "result unreadable");
-                    ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "result unavailable")
-                })?
+        JobStatus::Completed => {}
+    }
+    let result_blob = record
+        .blobs
+        .result
+        .as_deref()
+        .ok_or_else(|| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "result missing"))?;
+    let result: JobResult = state
+        .blobs
+        .get_json(result_blob)
+        .await
+        .map_err(|err| ApiError::unavailable("result", &err))?;
+    let body = match format {
+        ResultFormat::Json => {
+            let body = EndedJobBody::completed(record, result);
+            return Ok(json_response(StatusCode::OK, &body));
         }
+        ResultFormat::Text => format!("{}\n", result.transcript),
+        ResultFormat::Srt => subtitles::srt(&result.segments),
+        ResultFormat::Vtt => subtitles::vtt(&result.segments),
     };
-    let file = |content_type: &str, extension: &str, body: String| {
-        Response::builder()
-            .status(StatusCode::OK)
-            .content_type(content_type)
-            .header(
-                "Content-Disposition",
-                format!("inline; filename=\"{}.{extension}\"", record.job_id),
-            )
-            .body(body)
-    };
-    Ok(match format {
-        ResultFormat::Json => json_response(
-            StatusCode::OK,
-            json!({
-                "job_id": record.job_id,
-                "status": "completed",
-                "completed_at": rfc3339(record.completed_at),
-                "result": result,
-            }),
-        ),
-        ResultFormat::Text => file(
-            "text/plain; charset=utf-8",
-            "txt",
-            format!("{}\n", result.transcript),
-        ),
-        ResultFormat::Srt => file(
-            "application/x-subrip; charset=utf-8",
-            "srt",
-            subtitles::srt(&result.segments),
-        ),
-        ResultFormat::Vtt => file(
-            "text/vtt; charset=utf-8",
-            "vtt",
-            subtitles::vtt(&result.segments),
-        ),
-    })
+    let (content_type, extension) = format.file_type();
+    Ok(Response::builder()
+        .status(StatusCode::OK)
+        .content_type(content_type)
+        .header(
+            "Content-Disposition",
+            format!("inline; filename=\"{}.{extension}\"", record.job_id),
+        )
+        .body(body))
 }
 
 #[handler]
 async fn active_jobs(Data(state): Data<&ApiState>) -> Result<Response, ApiError> {
-    let records = state.pipeline.jobs().list().await.map_err(|err| {
-        error!(error = %err, "job store unavailable");
-        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "job store unavailable")
-    })?;
-    let mut active: Vec<_> = records
-        .into_iter()
+    let records = state
+        .pipeline
+        .jobs()
+        .list()
+        .await
+        .map_err(|err| ApiError::unavailable("job store", &err))?;
+    let mut active: Vec<&JobRecord> = records
+        .iter()
         .filter(|record| !record.status.is_final())
         .collect();
     active.sort_by_key(|record| record.created_at);
-    let jobs: Vec<Value> = active
-        .iter()
-        .map(|record| {
-            json!({
-                "job_id": record.job_id,
-                "status": record.status.as_str(),
-                "progress": record.progress,
-                "step": record.step,
-                "filename": record.filename,
-                "created_at": rfc3339(Some(record.created_at)),
-            })
-        })
-        .collect();
     let stages = match state.pipeline.queues().await {
-        Ok(queues) => serde_json::to_value(queues).unwrap_or(Value::Null),
+        Ok(queues) => Some(queues),
         Err(err) => {
-            error!(error = %err, "queue statistics unavailable");
-            Value::Null
+            error!(error = %ErrorChain(&err), "queue statistics unavailable");
+            None
         }
     };
-    Ok(json_response(
-        StatusCode::OK,
-        json!({ "count": jobs.len(), "jobs": jobs, "stages": stages }),
-    ))
+    let body = ActiveJobs {
+        count: active.len(),
+        jobs: active.into_iter().map(JobSummary::from).collect(),
+        stages,
+    };
+    Ok(json_response(StatusCode::OK, &body))
 }
 
 #[handler]
-async fn health_check(Data(state): Data<&ApiState>) -> impl IntoResponse {
-    let describe = |result: Result<(), String>| match result {
-        Ok(()) => json!("ok"),
-        Err(reason) => json!(reason),
-    };
-    let nats = state
-        .pipeline
-        .check_connection()
-        .map_err(|err| err.to_string());
+async fn health_check(Data(state): Data<&ApiState>) -> Response {
+    let nats = state.pipeline.check_connection();
     let jetstream = match &nats {
         Ok(()) => state
             .pipeline
             .check_jetstream()
             .await
-            .map_err(|err| err.to_string()),
+            .map_err(|err| ErrorChain(&err).to_string()),
         Err(_) => Err("not checked: no NATS connection".to_owned()),
     };
-    let store = state.blobs.check().await.map_err(|err| err.to_string());
+    let nats = nats.map_err(|err| ErrorChain(&err).to_string());
+    let store = state
+        .blobs
+        .check()
+        .await
+        .map_err(|err| ErrorChain(&err).to_string());
     let healthy = nats.is_ok() && jetstream.is_ok() && store.is_ok();
-    json_response(
-        if healthy {
-            StatusCode::OK
-        } else {
-            StatusCode::SERVICE_UNAVAILABLE
-        },
-        json!({
-            "status": if healthy { "healthy" } else { "unhealthy" },
-            "nats": describe(nats),
-            "jetstream": describe(jetstream),
-            "object_store": describe(store),
-        }),
-    )
+    let describe = |result: Result<(), String>| result.err().unwrap_or_else(|| "ok".to_owned());
+    let body = Health {
+        status: if healthy { "healthy" } else { "unhealthy" },
+        nats: describe(nats),
+        jetstream: describe(jetstream),
+        object_store: describe(store),
+    };
+    let status = if healthy {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    json_response(status, &body)
 }

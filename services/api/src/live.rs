@@ -2,18 +2,21 @@
 //! synchronous endpoints of the original service, `POST /process-audio` and
 //! `POST /process-video`, which take the upload and answer with the result once the job ends.
 
-use futures::StreamExt;
+use futures::{Stream, StreamExt};
+use jetscribe_nats::{ErrorChain, PipelineError, StoredEvent};
 use poem::http::StatusCode;
 use poem::web::sse::{Event, SSE};
 use poem::web::{Data, Multipart, Path, Query};
 use poem::{IntoResponse, Request, Response, handler};
-use proto_msgs::JobEvent;
-use serde_json::json;
+use proto_msgs::{JobEvent, JobStatus};
 use tracing::{info, warn};
 use uuid::Uuid;
 
 use crate::upload::{ProcessParams, submit};
-use crate::{ApiError, ApiState, ResultFormat, json_response, load_record, result_response};
+use crate::views::StillRunning;
+use crate::{
+    ApiError, ApiState, ResultFormat, json_response, load_record, parse_job_id, result_response,
+};
 
 /// How often an idle event stream sends a comment, so that proxies keep it open.
 const KEEP_ALIVE: std::time::Duration = std::time::Duration::from_secs(15);
@@ -23,9 +26,8 @@ fn event_json(event: &JobEvent) -> String {
     serde_json::to_string(event).unwrap_or_else(|_| "{}".to_owned())
 }
 
-fn store_unavailable(err: impl std::fmt::Display) -> ApiError {
-    warn!(error = %err, "event stream unavailable");
-    ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "event stream unavailable")
+fn store_unavailable(err: &PipelineError) -> ApiError {
+    ApiError::unavailable("event stream", err)
 }
 
 /// `GET /events/{job_id}`: the job's events as Server-Sent Events, history first, then live,
@@ -37,22 +39,8 @@ pub(crate) async fn job_events(
     Data(state): Data<&ApiState>,
     Path(raw_id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let record = load_record(state, &raw_id).await?;
-    let after = match request.headers().get("last-event-id") {
-        Some(value) => Some(
-            value
-                .to_str()
-                .ok()
-                .and_then(|text| text.trim().parse::<u64>().ok())
-                .ok_or_else(|| {
-                    ApiError::new(
-                        StatusCode::BAD_REQUEST,
-                        "Last-Event-ID: expected the id of an event of this stream",
-                    )
-                })?,
-        ),
-        None => None,
-    };
+    let record = load_record(state, parse_job_id(&raw_id)?).await?;
+    let after = last_event_id(request)?;
     // A job that has ended has all its events stored: a client that already has the last one
     // gets 204, which tells an EventSource to stop reconnecting.
     if record.status.is_final() {
@@ -60,7 +48,7 @@ pub(crate) async fn job_events(
             .pipeline
             .last_event_sequence(record.job_id)
             .await
-            .map_err(store_unavailable)?;
+            .map_err(|err| store_unavailable(&err))?;
         if last.is_none_or(|last| after.is_some_and(|after| after >= last)) {
             return Ok(StatusCode::NO_CONTENT.into_response());
         }
@@ -69,11 +57,36 @@ pub(crate) async fn job_events(
         .pipeline
         .follow_job_events(record.job_id, after)
         .await
-        .map_err(store_unavailable)?;
-    let job_id = record.job_id;
-    // Ends right after the final event (without waiting for another), or at the first error:
-    // the client reconnects with Last-Event-ID and loses nothing.
-    let stream = futures::stream::unfold(
+        .map_err(|err| store_unavailable(&err))?;
+    Ok(SSE::new(sse_events(events, record.job_id))
+        .keep_alive(KEEP_ALIVE)
+        .into_response())
+}
+
+/// The `Last-Event-ID` header: the stream sequence of the last event the client has.
+fn last_event_id(request: &Request) -> Result<Option<u64>, ApiError> {
+    let Some(value) = request.headers().get("last-event-id") else {
+        return Ok(None);
+    };
+    let sequence = value
+        .to_str()
+        .ok()
+        .and_then(|text| text.trim().parse::<u64>().ok());
+    sequence.map(Some).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "Last-Event-ID: expected the id of an event of this stream",
+        )
+    })
+}
+
+/// Stored events as Server-Sent Events. Ends right after the final event (without waiting for
+/// another), or at the first error: the client reconnects with Last-Event-ID and loses nothing.
+fn sse_events(
+    events: impl Stream<Item = Result<StoredEvent, PipelineError>> + Send + 'static,
+    job_id: Uuid,
+) -> impl Stream<Item = Event> + Send + 'static {
+    futures::stream::unfold(
         (Box::pin(events), false),
         move |(mut events, ended)| async move {
             if ended {
@@ -87,13 +100,13 @@ pub(crate) async fn job_events(
                     Some((event, (events, stored.event.kind.is_final())))
                 }
                 Err(err) => {
-                    warn!(job_id = %job_id, error = %err, "event stream interrupted");
+                    let error = ErrorChain(&err);
+                    warn!(job_id = %job_id, error = %error, "event stream interrupted");
                     None
                 }
             }
         },
-    );
-    Ok(SSE::new(stream).keep_alive(KEEP_ALIVE).into_response())
+    )
 }
 
 /// `POST /process-audio` and `POST /process-video`: the upload of `/process`, then the answer of
@@ -107,35 +120,34 @@ pub(crate) async fn process_and_wait(
 ) -> Result<Response, ApiError> {
     let job = submit(state, params, &mut multipart).await?;
     let job_id = job.job_id;
-    let ended =
-        tokio::time::timeout(state.settings.sync_timeout, wait_for_end(state, job_id)).await;
-    match ended {
+    let timeout = state.settings.sync_timeout;
+    let still_running = |status, detail| {
+        let body = StillRunning {
+            job_id,
+            status: JobStatus::Processing,
+            detail,
+        };
+        Ok(json_response(status, &body))
+    };
+    match tokio::time::timeout(timeout, wait_for_end(state, job_id)).await {
         Ok(Ok(())) => {
-            let record = load_record(state, &job_id.to_string()).await?;
+            let record = load_record(state, job_id).await?;
             result_response(state, &record, ResultFormat::Json).await
         }
         // The job exists and goes on: the client must learn its id even now.
-        Ok(Err(_)) => Ok(json_response(
+        Ok(Err(_)) => still_running(
             StatusCode::SERVICE_UNAVAILABLE,
-            json!({
-                "job_id": job_id,
-                "status": "processing",
-                "detail": format!("cannot follow the job now; poll /result/{job_id}"),
-            }),
-        )),
+            format!("cannot follow the job now; poll /result/{job_id}"),
+        ),
         Err(_) => {
             info!(job_id = %job_id, "synchronous request timed out; the job goes on");
-            Ok(json_response(
+            still_running(
                 StatusCode::GATEWAY_TIMEOUT,
-                json!({
-                    "job_id": job_id,
-                    "status": "processing",
-                    "detail": format!(
-                        "the job did not end within SYNC_TIMEOUT ({} s); poll /result/{job_id}",
-                        state.settings.sync_timeout.as_secs_f64()
-                    ),
-                }),
-            ))
+                format!(
+                    "the job did not end within SYNC_TIMEOUT ({} s); poll /result/{job_id}",
+                    timeout.as_secs_f64()
+                ),
+            )
         }
     }
 }
@@ -147,12 +159,21 @@ async fn wait_for_end(state: &ApiState, job_id: Uuid) -> Result<(), ApiError> {
             .pipeline
             .follow_job_events(job_id, None)
             .await
-            .map_err(store_unavailable)?
+            .map_err(|err| store_unavailable(&err))?
     );
     while let Some(stored) = events.next().await {
-        if stored.map_err(store_unavailable)?.event.kind.is_final() {
+        if stored
+            .map_err(|err| store_unavailable(&err))?
+            .event
+            .kind
+            .is_final()
+        {
             return Ok(());
         }
     }
-    Err(store_unavailable("the event stream ended"))
+    warn!(job_id = %job_id, "the event stream ended before the job");
+    Err(ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "event stream unavailable",
+    ))
 }

@@ -1,19 +1,22 @@
 //! `POST /process`: the upload is streamed to the object store as it arrives (never held whole in
-//! memory), counted against MAX_FILE_SIZE, and only then is the job created and queued.
+//! memory), counted against MAX_FILE_SIZE, and only then is the job created and queued. Whatever
+//! stops a submission before its job is queued (a refusal, a broken or abandoned connection)
+//! leaves no file behind ([`UploadCleanup`]).
 
 use futures::StreamExt;
+use jetscribe_blobstore::BlobStore;
+use jetscribe_nats::ErrorChain;
 use poem::http::StatusCode;
-use poem::web::{Data, Multipart, Query};
+use poem::web::{Data, Field, Multipart, Query};
 use poem::{Response, handler};
-use proto_msgs::{DecodeRequest, EventKind, JobBlobs, JobOptions, JobRecord};
+use proto_msgs::{EventKind, JobBlobs, JobOptions, JobRecord, JobStatus};
 use serde::Deserialize;
-use serde_json::json;
 use time::OffsetDateTime;
-use time::format_description::well_known::Rfc3339;
 use tokio_util::io::ReaderStream;
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 use uuid::Uuid;
 
+use crate::views::AcceptedJob;
 use crate::{ApiError, ApiState, json_response};
 
 /// Read size of the upload stream: the unit of memory one upload holds before the store's parts.
@@ -27,58 +30,6 @@ pub(crate) struct ProcessParams {
     word_timestamps: Option<String>,
 }
 
-fn validate_language(raw: Option<String>) -> Result<Option<String>, ApiError> {
-    let Some(raw) = raw.map(|value| value.trim().to_lowercase()) else {
-        return Ok(None);
-    };
-    if raw.is_empty() || raw == "auto" {
-        return Ok(None);
-    }
-    if (2..=3).contains(&raw.len()) && raw.chars().all(|c| c.is_ascii_lowercase()) {
-        Ok(Some(raw))
-    } else {
-        Err(ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            format!("language: expected an ISO 639-1 code such as \"en\", got {raw:?}"),
-        ))
-    }
-}
-
-fn validate_word_timestamps(raw: Option<String>) -> Result<Option<bool>, ApiError> {
-    let Some(raw) = raw.map(|value| value.trim().to_lowercase()) else {
-        return Ok(None);
-    };
-    match raw.as_str() {
-        "" => Ok(None),
-        "true" | "1" | "yes" | "on" => Ok(Some(true)),
-        "false" | "0" | "no" | "off" => Ok(Some(false)),
-        _ => Err(ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            format!("word_timestamps: expected true or false, got {raw:?}"),
-        )),
-    }
-}
-
-/// The webhook URL's syntax, scheme and addresses (see `jetscribe_notifier::destination`).
-async fn validate_webhook_url(
-    raw: Option<String>,
-    allow_private: bool,
-) -> Result<Option<String>, ApiError> {
-    let Some(raw) = raw.map(|value| value.trim().to_owned()) else {
-        return Ok(None);
-    };
-    if raw.is_empty() {
-        return Ok(None);
-    }
-    match jetscribe_notifier::destination::check(&raw, allow_private).await {
-        Ok(_) => Ok(Some(raw)),
-        Err(refused) => Err(ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            format!("webhook_url: {refused}, got {raw:?}"),
-        )),
-    }
-}
-
 #[handler]
 pub(crate) async fn process(
     Data(state): Data<&ApiState>,
@@ -86,17 +37,15 @@ pub(crate) async fn process(
     mut multipart: Multipart,
 ) -> Result<Response, ApiError> {
     let job = submit(state, params, &mut multipart).await?;
-    Ok(json_response(
-        StatusCode::ACCEPTED,
-        json!({
-            "job_id": job.job_id,
-            "status": "pending",
-            "created_at": job.created_at.format(&Rfc3339).ok(),
-            "filename": job.filename,
-            "size_bytes": job.size_bytes,
-            "message": "File uploaded; processing has started",
-        }),
-    ))
+    let accepted = AcceptedJob {
+        job_id: job.job_id,
+        status: JobStatus::Pending,
+        created_at: job.created_at,
+        filename: job.filename,
+        size_bytes: job.size_bytes,
+        message: "File uploaded; processing has started",
+    };
+    Ok(json_response(StatusCode::ACCEPTED, &accepted))
 }
 
 /// A job accepted and queued.
@@ -120,6 +69,251 @@ pub(crate) async fn submit(
     answer
 }
 
+async fn accept_upload(
+    state: &ApiState,
+    params: ProcessParams,
+    multipart: &mut Multipart,
+) -> Result<SubmittedJob, ApiError> {
+    let allow_private = state.settings.webhook_allow_private;
+    // Query options are checked before any byte is stored.
+    let mut options = options_from_query(params, allow_private).await?;
+    let job_id = Uuid::now_v7();
+    let cleanup = UploadCleanup::new(state.blobs.clone(), job_id);
+    let mut upload: Option<(String, u64)> = None;
+    while let Some(field) = next_field(multipart).await? {
+        match field.name().unwrap_or_default() {
+            "file" if upload.is_some() => {
+                let detail = "file: send exactly one file per request";
+                return Err(ApiError::new(StatusCode::BAD_REQUEST, detail));
+            }
+            "file" => {
+                let filename = field.file_name().unwrap_or("upload").to_owned();
+                let size = store_upload(state, &JobBlobs::input_path(job_id), field).await?;
+                upload = Some((filename, size));
+            }
+            // A form field wins over the same option in the query string.
+            name @ ("language" | "webhook_url" | "word_timestamps") => {
+                let name = name.to_owned();
+                let value = field.text().await.map_err(|err| {
+                    ApiError::new(StatusCode::BAD_REQUEST, format!("{name}: {err}"))
+                })?;
+                apply_option(&mut options, &name, Some(value), allow_private).await?;
+            }
+            // Unknown fields are read and ignored, as the original service did.
+            _ => drop(field.bytes().await),
+        }
+    }
+    let (filename, size) = upload.ok_or_else(|| {
+        let detail = "file: a multipart field named \"file\" is required";
+        ApiError::new(StatusCode::BAD_REQUEST, detail)
+    })?;
+    let record = JobRecord::new_pending(job_id, filename, size, options, OffsetDateTime::now_utc());
+    // Queued in a task of its own: a client that goes away now cannot stop it half way, nor
+    // have the files of a queued job removed.
+    let queued = tokio::spawn(queue(state.clone(), record.clone(), cleanup));
+    queued.await.map_err(|err| {
+        error!(job_id = %job_id, error = %err, "queueing the job panicked");
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "the job could not be queued",
+        )
+    })??;
+    info!(job_id = %job_id, filename = %record.filename, size, "job submitted");
+    Ok(SubmittedJob {
+        job_id,
+        created_at: record.created_at,
+        filename: record.filename,
+        size_bytes: size,
+    })
+}
+
+async fn next_field(multipart: &mut Multipart) -> Result<Option<Field>, ApiError> {
+    multipart.next_field().await.map_err(|err| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("malformed multipart body: {err}"),
+        )
+    })
+}
+
+async fn options_from_query(
+    params: ProcessParams,
+    allow_private: bool,
+) -> Result<JobOptions, ApiError> {
+    let mut options = JobOptions::default();
+    let given = [
+        ("language", params.language),
+        ("webhook_url", params.webhook_url),
+        ("word_timestamps", params.word_timestamps),
+    ];
+    for (name, value) in given {
+        apply_option(&mut options, name, value, allow_private).await?;
+    }
+    Ok(options)
+}
+
+/// Validates option `name` given as `raw` and sets it on `options`; an empty value leaves it
+/// as it is.
+async fn apply_option(
+    options: &mut JobOptions,
+    name: &str,
+    raw: Option<String>,
+    allow_private: bool,
+) -> Result<(), ApiError> {
+    let Some(value) = raw
+        .map(|value| value.trim().to_owned())
+        .filter(|v| !v.is_empty())
+    else {
+        return Ok(());
+    };
+    let invalid = |why: String| {
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!("{name}: {why}, got {value:?}"),
+        )
+    };
+    match name {
+        "language" => {
+            options.language = parse_language(&value).map_err(|why| invalid(why.to_owned()))?;
+        }
+        "word_timestamps" => {
+            options.word_timestamps = parse_flag(&value).map_err(|why| invalid(why.to_owned()))?;
+        }
+        "webhook_url" => {
+            jetscribe_webhook_policy::check(&value, allow_private)
+                .await
+                .map_err(|refused| invalid(ErrorChain(&refused).to_string()))?;
+            options.webhook_url = Some(value);
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// An ISO 639-1 code (or `auto`: detect it).
+fn parse_language(value: &str) -> Result<Option<String>, &'static str> {
+    let code = value.to_lowercase();
+    if code == "auto" {
+        Ok(None)
+    } else if (2..=3).contains(&code.len()) && code.chars().all(|c| c.is_ascii_lowercase()) {
+        Ok(Some(code))
+    } else {
+        Err("expected an ISO 639-1 code such as \"en\"")
+    }
+}
+
+fn parse_flag(value: &str) -> Result<bool, &'static str> {
+    match value.to_lowercase().as_str() {
+        "true" | "1" | "yes" | "on" => Ok(true),
+        "false" | "0" | "no" | "off" => Ok(false),
+        _ => Err("expected true or false"),
+    }
+}
+
+/// Creates the job's record, publishes `submitted` and queues the job for the first stage;
+/// then the job's files stay (`cleanup` is kept), otherwise they are removed.
+async fn queue(state: ApiState, record: JobRecord, cleanup: UploadCleanup) -> Result<(), ApiError> {
+    let pipeline = &state.pipeline;
+    let queued = async {
+        pipeline.jobs().create(&record).await?;
+        pipeline
+            .events()
+            .publish_for(&record, EventKind::Submitted, None)
+            .await?;
+        pipeline.submit(&record).await
+    }
+    .await;
+    match queued {
+        Ok(()) => {
+            cleanup.keep();
+            Ok(())
+        }
+        Err(err) => {
+            error!(job_id = %record.job_id, error = %ErrorChain(&err), "cannot queue the job");
+            Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the job queue is unavailable; try again",
+            ))
+        }
+    }
+}
+
+/// Streams one multipart field to `path`, refusing it as soon as it passes MAX_FILE_SIZE.
+async fn store_upload(state: &ApiState, path: &str, field: Field) -> Result<u64, ApiError> {
+    let limit = state.settings.max_file_size;
+    let mut writer = state
+        .blobs
+        .writer(path)
+        .await
+        .map_err(|err| ApiError::unavailable("object store", &err))?;
+    let mut chunks = ReaderStream::with_capacity(field.into_async_read(), READ_CHUNK);
+    while let Some(chunk) = chunks.next().await {
+        let refusal = match chunk {
+            Err(err) => {
+                warn!(error = %err, "upload interrupted");
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    format!("file: upload interrupted: {err}"),
+                )
+            }
+            Ok(chunk) if writer.written() + chunk.len() as u64 > limit => ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("file: larger than MAX_FILE_SIZE ({limit} bytes)"),
+            ),
+            Ok(chunk) => match writer.write(chunk).await {
+                Ok(()) => continue,
+                Err(err) => ApiError::unavailable("object store", &err),
+            },
+        };
+        writer.abort().await;
+        return Err(refusal);
+    }
+    writer
+        .finish()
+        .await
+        .map_err(|err| ApiError::unavailable("object store", &err))
+}
+
+/// Removes a submission's files unless its job was queued: dropped on any early return, or
+/// with the request's future when the connection goes away, it removes them in the background.
+struct UploadCleanup {
+    blobs: BlobStore,
+    job_id: Uuid,
+    kept: bool,
+}
+
+impl UploadCleanup {
+    fn new(blobs: BlobStore, job_id: Uuid) -> Self {
+        Self {
+            blobs,
+            job_id,
+            kept: false,
+        }
+    }
+
+    /// The job is queued: its files stay.
+    fn keep(mut self) {
+        self.kept = true;
+    }
+}
+
+impl Drop for UploadCleanup {
+    fn drop(&mut self) {
+        if self.kept {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let (blobs, prefix) = (self.blobs.clone(), JobBlobs::prefix(self.job_id));
+        runtime.spawn(async move {
+            if let Err(err) = blobs.delete_prefix(&prefix).await {
+                warn!(prefix, error = %ErrorChain(&err), "cannot remove a refused upload");
+            }
+        });
+    }
+}
+
 /// How much of a refused request's body is read and thrown away before answering. HTTP/1.1
 /// clients that write the whole body before reading the answer (most libraries; curl reads early
 /// answers) would otherwise see a broken pipe instead of the 4xx. Past this, the connection is
@@ -140,189 +334,54 @@ async fn discard_rest(multipart: &mut Multipart) {
             }
         }
     };
-    let _ = tokio::time::timeout(DISCARD_TIME, discard).await;
+    if tokio::time::timeout(DISCARD_TIME, discard).await.is_err() {
+        // The rest is not read: the connection is closed.
+        debug!("refused request body not read to its end");
+    }
 }
 
-async fn accept_upload(
-    state: &ApiState,
-    params: ProcessParams,
-    multipart: &mut Multipart,
-) -> Result<SubmittedJob, ApiError> {
-    // Query options are checked before any byte is stored.
-    let language = validate_language(params.language)?;
-    let allow_private = state.settings.webhook_allow_private;
-    let webhook_url = validate_webhook_url(params.webhook_url, allow_private).await?;
-    let word_timestamps = validate_word_timestamps(params.word_timestamps)?;
-    let job_id = Uuid::now_v7();
-    let input_blob = JobBlobs::input_path(job_id);
-    // Set once the file is in the store, so that a request refused afterwards removes it.
-    let stored = std::sync::atomic::AtomicBool::new(false);
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-    let outcome = async {
+    #[test]
+    fn options_are_parsed_or_refused_with_the_reason() {
+        let languages = [
+            ("en", Ok(Some("en".to_owned()))),
+            ("DE", Ok(Some("de".to_owned()))),
+            ("yue", Ok(Some("yue".to_owned()))),
+            ("auto", Ok(None)),
+            ("english", Err("expected an ISO 639-1 code such as \"en\"")),
+            ("e1", Err("expected an ISO 639-1 code such as \"en\"")),
+        ];
+        for (raw, expected) in languages {
+            assert_eq!(parse_language(raw), expected, "{raw}");
+        }
+        let flags = [
+            ("true", Ok(true)),
+            ("ON", Ok(true)),
+            ("0", Ok(false)),
+            ("maybe", Err("expected true or false")),
+        ];
+        for (raw, expected) in flags {
+            assert_eq!(parse_flag(raw), expected, "{raw}");
+        }
+    }
+
+    #[tokio::test]
+    async fn an_empty_option_changes_nothing_and_a_bad_one_names_its_field() {
         let mut options = JobOptions {
-            language,
-            webhook_url,
-            word_timestamps: word_timestamps.unwrap_or(false),
+            language: Some("fr".into()),
+            ..Default::default()
         };
-        let mut upload: Option<(String, u64)> = None;
-        loop {
-            let field = match multipart.next_field().await {
-                Ok(Some(field)) => field,
-                Ok(None) => break,
-                Err(err) => {
-                    return Err(ApiError::new(
-                        StatusCode::BAD_REQUEST,
-                        format!("malformed multipart body: {err}"),
-                    ));
-                }
-            };
-            match field.name() {
-                Some("file") => {
-                    if upload.is_some() {
-                        return Err(ApiError::new(
-                            StatusCode::BAD_REQUEST,
-                            "file: send exactly one file per request",
-                        ));
-                    }
-                    let filename = field
-                        .file_name()
-                        .map(str::to_owned)
-                        .unwrap_or_else(|| "upload".to_owned());
-                    let size = store_upload(state, &input_blob, field).await?;
-                    stored.store(true, std::sync::atomic::Ordering::Relaxed);
-                    upload = Some((filename, size));
-                }
-                // A form field wins over the same option in the query string.
-                Some("language") => {
-                    let value = field.text().await.ok();
-                    if let Some(language) = validate_language(value)? {
-                        options.language = Some(language);
-                    }
-                }
-                Some("webhook_url") => {
-                    let value = field.text().await.ok();
-                    if let Some(url) = validate_webhook_url(value, allow_private).await? {
-                        options.webhook_url = Some(url);
-                    }
-                }
-                Some("word_timestamps") => {
-                    let value = field.text().await.ok();
-                    if let Some(flag) = validate_word_timestamps(value)? {
-                        options.word_timestamps = flag;
-                    }
-                }
-                // Unknown fields are read and ignored, as the original service did.
-                _ => {
-                    let _ = field.bytes().await;
-                }
-            }
-        }
-        let (filename, size) = upload.ok_or_else(|| {
-            ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "file: a multipart field named \"file\" is required",
-            )
-        })?;
-        Ok((filename, size, options))
-    }
-    .await;
-
-    let (filename, size, options) = match outcome {
-        Ok(accepted) => accepted,
-        Err(response) => {
-            // A stored file whose request was then refused must not stay behind.
-            if stored.load(std::sync::atomic::Ordering::Relaxed) {
-                let _ = state.blobs.delete_prefix(&JobBlobs::prefix(job_id)).await;
-            }
-            return Err(response);
-        }
-    };
-
-    let now = OffsetDateTime::now_utc();
-    let record = JobRecord::new_pending(job_id, filename.clone(), size, options, now);
-    let queued = async {
-        state
-            .pipeline
-            .jobs()
-            .create(&record)
+        apply_option(&mut options, "language", Some("  ".into()), false)
             .await
-            .map_err(|err| err.to_string())?;
-        state
-            .pipeline
-            .events()
-            .publish_for(&record, EventKind::Submitted, None)
+            .expect("empty is fine");
+        assert_eq!(options.language.as_deref(), Some("fr"));
+        let refused = apply_option(&mut options, "webhook_url", Some("ftp://x".into()), false)
             .await
-            .map_err(|err| err.to_string())?;
-        state
-            .pipeline
-            .publish(&DecodeRequest {
-                job_id,
-                input_blob,
-                filename: filename.clone(),
-            })
-            .await
-            .map_err(|err| err.to_string())
+            .expect_err("refused");
+        assert!(refused.detail.starts_with("webhook_url: "), "{refused}");
+        assert_eq!(refused.status, StatusCode::UNPROCESSABLE_ENTITY);
     }
-    .await;
-    if let Err(reason) = queued {
-        error!(job_id = %job_id, reason = %reason, "cannot queue the job");
-        let _ = state.blobs.delete_prefix(&JobBlobs::prefix(job_id)).await;
-        return Err(ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "the job queue is unavailable; try again",
-        ));
-    }
-    info!(job_id = %job_id, filename = %filename, size, "job submitted");
-    Ok(SubmittedJob {
-        job_id,
-        created_at: now,
-        filename,
-        size_bytes: size,
-    })
-}
-
-/// Streams one multipart field to `path`, refusing it as soon as it passes MAX_FILE_SIZE.
-async fn store_upload(
-    state: &ApiState,
-    path: &str,
-    field: poem::web::Field,
-) -> Result<u64, ApiError> {
-    let limit = state.settings.max_file_size;
-    let mut writer = state.blobs.writer(path).await.map_err(|err| {
-        error!(error = %err, "object store unavailable");
-        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "object store unavailable")
-    })?;
-    let mut chunks = ReaderStream::with_capacity(field.into_async_read(), READ_CHUNK);
-    while let Some(chunk) = chunks.next().await {
-        let chunk = match chunk {
-            Ok(chunk) => chunk,
-            Err(err) => {
-                warn!(error = %err, "upload interrupted");
-                writer.abort().await;
-                return Err(ApiError::new(
-                    StatusCode::BAD_REQUEST,
-                    format!("file: upload interrupted: {err}"),
-                ));
-            }
-        };
-        if writer.written() + chunk.len() as u64 > limit {
-            writer.abort().await;
-            return Err(ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                format!("file: larger than MAX_FILE_SIZE ({limit} bytes)"),
-            ));
-        }
-        if let Err(err) = writer.write(chunk).await {
-            error!(error = %err, "object store write failed");
-            writer.abort().await;
-            return Err(ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "object store unavailable",
-            ));
-        }
-    }
-    writer.finish().await.map_err(|err| {
-        error!(error = %err, "object store write failed");
-        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "object store unavailable")
-    })
 }

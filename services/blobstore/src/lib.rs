@@ -349,8 +349,16 @@ impl BlobWriter {
     /// Abandons the upload; nothing is left in the store.
     pub async fn abort(mut self) {
         if let Some(upload) = self.upload.take() {
-            let _ = upload.abort().await;
+            abort_upload(&self.path, upload).await;
         }
+    }
+}
+
+/// Aborts a multipart upload; a failure (the parts stay until the store expires them) is
+/// logged.
+async fn abort_upload(path: &str, upload: WriteMultipart) {
+    if let Err(err) = upload.abort().await {
+        tracing::warn!(path, error = %err, "partial upload not removed");
     }
 }
 
@@ -359,9 +367,8 @@ impl Drop for BlobWriter {
         if let Some(upload) = self.upload.take()
             && let Ok(runtime) = tokio::runtime::Handle::try_current()
         {
-            runtime.spawn(async move {
-                let _ = upload.abort().await;
-            });
+            let path = self.path.clone();
+            runtime.spawn(async move { abort_upload(&path, upload).await });
         }
     }
 }

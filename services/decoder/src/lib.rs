@@ -2,22 +2,17 @@
 //! ffmpeg (through ffmpeg-sidecar, which never downloads ffmpeg: PATH or FFMPEG_PATH), streamed to
 //! the object store in bounded memory, with progress from ffmpeg's clock against the duration.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use ffmpeg_sidecar::command::FfmpegCommand;
 use ffmpeg_sidecar::event::{FfmpegEvent, LogLevel};
-use jetscribe_blobstore::BlobStore;
-use jetscribe_nats::{JobContext, Outcome, Stage, StageError};
-use proto_msgs::{DecodeRequest, JobBlobs, TranscribeRequest};
+use jetscribe_blobstore::{BlobError, BlobStore, BlobWriter};
+use jetscribe_nats::{JobContext, Outcome, StageError, StageHandler};
+use proto_msgs::{DecodeRequest, JobBlobs, pcm};
 use tokio::sync::mpsc;
-use tracing::{debug, info};
-
-/// Sample rate of the PCM the decoder produces and the transcriber reads.
-pub const SAMPLE_RATE: u32 = 16_000;
-/// Bytes per PCM sample (s16le, mono).
-pub const BYTES_PER_SAMPLE: u64 = 2;
+use tracing::{debug, info, warn};
 
 /// Settings of the decode stage.
 #[derive(Debug, Clone)]
@@ -73,8 +68,21 @@ enum ProbeError {
     Run(std::io::Error),
 }
 
+impl ProbeError {
+    /// What the job fails with (`filename` as the client named the upload), or retries on.
+    fn into_stage_error(self, filename: &str) -> StageError {
+        match self {
+            ProbeError::Unreadable(reason) => {
+                StageError::Permanent(format!("cannot decode {filename}: {reason}"))
+            }
+            ProbeError::NoAudio => StageError::Permanent(format!("no audio stream in {filename}")),
+            ProbeError::Run(err) => StageError::transient("running ffprobe", err),
+        }
+    }
+}
+
 /// Finds the audio stream to decode and the duration, before any decoding.
-async fn probe(ffprobe: &std::path::Path, media: &std::path::Path) -> Result<Probe, ProbeError> {
+async fn probe(ffprobe: &Path, media: &Path) -> Result<Probe, ProbeError> {
     let output = tokio::process::Command::new(ffprobe)
         .args(["-v", "error", "-of", "json"])
         .args([
@@ -143,81 +151,113 @@ fn parse_probe(json: &[u8]) -> Result<Probe, ProbeError> {
     })
 }
 
-impl Stage for Decoder {
+impl StageHandler for Decoder {
     type Input = DecodeRequest;
 
     async fn handle(&self, input: DecodeRequest, job: &JobContext) -> Result<Outcome, StageError> {
-        // A local store's blob is read in place; from S3 the upload is first copied to a local
-        // file, because ffmpeg needs to seek in some inputs (mp4 with its index at the end).
-        let (media, _staging) = match self.blobs.local_file(&input.input_blob) {
-            Some(file) => (file, None),
-            None => {
-                std::fs::create_dir_all(&self.settings.work_dir)
-                    .map_err(|err| StageError::transient("creating the work dir", err))?;
-                let staging = tempfile::tempdir_in(&self.settings.work_dir)
-                    .map_err(|err| StageError::transient("creating a staging dir", err))?;
-                let media = staging.path().join("input");
-                let size = self
-                    .blobs
-                    .download_to(&input.input_blob, &media)
-                    .await
-                    .map_err(|err| StageError::transient("staging the upload", err))?;
-                debug!(size, "upload staged");
-                (media, Some(staging))
+        let media = self.media_file(&input.input_blob).await?;
+        let probe = probe(&self.settings.ffprobe, media.path())
+            .await
+            .map_err(|err| err.into_stage_error(&input.filename))?;
+        debug!(stream = probe.audio_stream, duration_s = ?probe.duration_s, "probed");
+        let audio_blob = JobBlobs::audio_path(input.job_id);
+        let pcm_bytes = match self.decode(&media, &probe, &audio_blob, job).await? {
+            Decoded::Audio(bytes) => bytes,
+            Decoded::Refused(reason) => {
+                return Err(StageError::Permanent(format!(
+                    "cannot decode {}: {reason}",
+                    input.filename
+                )));
             }
         };
+        if pcm_bytes == 0 {
+            return Err(StageError::Permanent(format!(
+                "no audio in {}: the audio stream is empty",
+                input.filename
+            )));
+        }
+        let duration_s = pcm::seconds_in_bytes(pcm_bytes);
+        info!(duration_s, pcm_bytes, "decoded");
+        job.update("recording the audio blob", |record| {
+            record.blobs.audio = Some(audio_blob.clone());
+            record.duration_s = Some(duration_s);
+        })
+        .await?;
+        Ok(Outcome::Forward)
+    }
+}
 
-        let probe = probe(&self.settings.ffprobe, &media)
+/// The upload as a local file ffmpeg can read (and seek in).
+struct MediaFile {
+    path: PathBuf,
+    /// The folder of a staged copy, removed when this is dropped.
+    _staging: Option<tempfile::TempDir>,
+}
+
+impl MediaFile {
+    fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+/// How ffmpeg's run ended.
+enum Decoded {
+    /// The PCM is stored: its size in bytes.
+    Audio(u64),
+    /// ffmpeg could not decode the file: its reason, for users.
+    Refused(String),
+}
+
+impl Decoder {
+    /// A local store's blob is read in place; from S3 the upload is first copied to a local
+    /// file, because ffmpeg needs to seek in some inputs (mp4 with its index at the end).
+    async fn media_file(&self, blob: &str) -> Result<MediaFile, StageError> {
+        if let Some(path) = self.blobs.local_file(blob) {
+            return Ok(MediaFile {
+                path,
+                _staging: None,
+            });
+        }
+        std::fs::create_dir_all(&self.settings.work_dir)
+            .map_err(|err| StageError::transient("creating the work dir", err))?;
+        let staging = tempfile::tempdir_in(&self.settings.work_dir)
+            .map_err(|err| StageError::transient("creating a staging dir", err))?;
+        let path = staging.path().join("input");
+        let size = self
+            .blobs
+            .download_to(blob, &path)
             .await
-            .map_err(|err| match err {
-                ProbeError::Unreadable(reason) => {
-                    StageError::Permanent(format!("cannot decode {}: {reason}", input.filename))
-                }
-                ProbeError::NoAudio => {
-                    StageError::Permanent(format!("no audio stream in {}", input.filename))
-                }
-                ProbeError::Run(err) => StageError::transient("running ffprobe", err),
-            })?;
-        debug!(stream = probe.audio_stream, duration_s = ?probe.duration_s, "probed");
+            .map_err(|err| StageError::transient("staging the upload", err))?;
+        debug!(size, "upload staged");
+        Ok(MediaFile {
+            path,
+            _staging: Some(staging),
+        })
+    }
 
-        let (reports, mut received) = mpsc::channel::<FfmpegReport>(16);
-        let ffmpeg = self.settings.ffmpeg.clone();
-        let stream = probe.audio_stream;
+    /// Runs ffmpeg on the probed audio stream and streams its PCM to `audio_blob`, reporting
+    /// progress on the way. Nothing is left in the store unless the whole audio is.
+    async fn decode(
+        &self,
+        media: &MediaFile,
+        probe: &Probe,
+        audio_blob: &str,
+        job: &JobContext,
+    ) -> Result<Decoded, StageError> {
+        let (reports, received) = mpsc::channel::<FfmpegReport>(16);
+        let (ffmpeg, path, stream) = (
+            self.settings.ffmpeg.clone(),
+            media.path.clone(),
+            probe.audio_stream,
+        );
         let ffmpeg_task =
-            tokio::task::spawn_blocking(move || run_ffmpeg(&ffmpeg, &media, stream, reports));
-
-        let audio_blob = JobBlobs::audio_path(input.job_id);
+            tokio::task::spawn_blocking(move || run_ffmpeg(&ffmpeg, &path, stream, reports));
         let mut writer = self
             .blobs
-            .writer(&audio_blob)
+            .writer(audio_blob)
             .await
             .map_err(|err| StageError::transient("opening the audio blob", err))?;
-        let mut duration = probe.duration_s;
-        let mut last_report = Instant::now();
-        let mut write_error = None;
-        while let Some(report) = received.recv().await {
-            match report {
-                FfmpegReport::Pcm(chunk) => {
-                    // After a failed write, keep draining so that ffmpeg's thread ends.
-                    if write_error.is_none()
-                        && let Err(err) = writer.write(Bytes::from(chunk)).await
-                    {
-                        write_error = Some(err);
-                    }
-                }
-                FfmpegReport::Duration(seconds) => {
-                    duration.get_or_insert(seconds);
-                }
-                FfmpegReport::Progress(seconds) => {
-                    if let Some(total) = duration.filter(|total| *total > 0.0)
-                        && last_report.elapsed() >= Duration::from_secs(1)
-                    {
-                        last_report = Instant::now();
-                        job.progress(seconds / total).await;
-                    }
-                }
-            }
-        }
+        let write_error = store_reports(received, &mut writer, probe.duration_s, job).await;
         let end = ffmpeg_task
             .await
             .map_err(|err| StageError::transient("ffmpeg thread", err))?
@@ -228,49 +268,63 @@ impl Stage for Decoder {
         }
         if !end.success {
             writer.abort().await;
-            return Err(StageError::Permanent(format!(
-                "cannot decode {}: {}",
-                input.filename,
-                end.last_error.unwrap_or_else(|| "ffmpeg failed".to_owned())
-            )));
+            let reason = end.last_error.unwrap_or_else(|| "ffmpeg failed".to_owned());
+            return Ok(Decoded::Refused(reason));
         }
         let pcm_bytes = writer
             .finish()
             .await
             .map_err(|err| StageError::transient("finishing the audio blob", err))?;
-        if pcm_bytes == 0 {
-            return Err(StageError::Permanent(format!(
-                "no audio in {}: the audio stream is empty",
-                input.filename
-            )));
-        }
-        let duration_s = pcm_bytes as f64 / BYTES_PER_SAMPLE as f64 / f64::from(SAMPLE_RATE);
-        info!(duration_s, pcm_bytes, "decoded");
-
-        let record = job
-            .jobs()
-            .update(input.job_id, |record| {
-                record.blobs.audio = Some(audio_blob.clone());
-                record.duration_s = Some(duration_s);
-            })
-            .await
-            .map_err(|err| StageError::transient("recording the audio blob", err))?;
-        Outcome::forward(&TranscribeRequest {
-            job_id: input.job_id,
-            audio_blob,
-            duration_s,
-            language: record.language,
-            word_timestamps: record.word_timestamps,
-        })
+        Ok(Decoded::Audio(pcm_bytes))
     }
 }
+
+/// Writes the PCM ffmpeg reports to `writer` and turns its clock into progress (once a second),
+/// until ffmpeg's thread ends. After a failed write it keeps draining, so that the thread ends;
+/// returns that write's error.
+async fn store_reports(
+    mut received: mpsc::Receiver<FfmpegReport>,
+    writer: &mut BlobWriter,
+    probed_duration: Option<f64>,
+    job: &JobContext,
+) -> Option<BlobError> {
+    let mut duration = probed_duration;
+    let mut last_report = Instant::now();
+    let mut write_error = None;
+    while let Some(report) = received.recv().await {
+        match report {
+            FfmpegReport::Pcm(chunk) => {
+                if write_error.is_none()
+                    && let Err(err) = writer.write(Bytes::from(chunk)).await
+                {
+                    write_error = Some(err);
+                }
+            }
+            FfmpegReport::Duration(seconds) => {
+                duration.get_or_insert(seconds);
+            }
+            FfmpegReport::Progress(seconds) => {
+                if let Some(total) = duration.filter(|total| *total > 0.0)
+                    && last_report.elapsed() >= PROGRESS_EVERY
+                {
+                    last_report = Instant::now();
+                    job.progress(seconds / total).await;
+                }
+            }
+        }
+    }
+    write_error
+}
+
+/// How often progress is reported while decoding.
+const PROGRESS_EVERY: Duration = Duration::from_secs(1);
 
 /// Runs ffmpeg on `media` (blocking: ffmpeg-sidecar's iterator blocks) and sends PCM chunks and
 /// timing to `reports`. The channel is bounded, so a slow upload slows ffmpeg instead of filling
 /// memory.
 fn run_ffmpeg(
-    ffmpeg: &std::path::Path,
-    media: &std::path::Path,
+    ffmpeg: &Path,
+    media: &Path,
     audio_stream: u32,
     reports: mpsc::Sender<FfmpegReport>,
 ) -> std::io::Result<FfmpegEnd> {
@@ -279,7 +333,13 @@ fn run_ffmpeg(
         .input(media)
         // The probed audio stream only: no video, subtitles or data.
         .args(["-map", &format!("0:{audio_stream}"), "-vn", "-sn", "-dn"])
-        .args(["-ac", "1", "-ar", &SAMPLE_RATE.to_string(), "-f", "s16le"])
+        .args(["-ac", &pcm::CHANNELS.to_string()])
+        .args([
+            "-ar",
+            &pcm::SAMPLE_RATE.to_string(),
+            "-f",
+            pcm::FFMPEG_FORMAT,
+        ])
         // To a pipe, ffmpeg flushes after every packet by default: 50 writes of 640 bytes per
         // second of audio. Letting it fill its buffer first cuts the decoder's time by a fifth.
         .args(["-flush_packets", "0"])
@@ -309,7 +369,9 @@ fn run_ffmpeg(
             && reports.blocking_send(report).is_err()
         {
             // The async side is gone (job abandoned): stop ffmpeg.
-            let _ = child.kill();
+            if let Err(err) = child.kill() {
+                warn!(error = %err, "cannot stop ffmpeg");
+            }
             break;
         }
     }
@@ -367,6 +429,27 @@ mod tests {
             parse_probe(br#"{"streams":[{"index":0,"codec_type":"video"}],"format":{}}"#),
             Err(ProbeError::NoAudio)
         ));
+    }
+
+    #[test]
+    fn a_probe_failure_names_the_upload_and_only_a_missing_ffprobe_is_retried() {
+        let cases = [
+            (
+                ProbeError::Unreadable("Invalid data found".into()),
+                Some("cannot decode talk.mp3: Invalid data found"),
+            ),
+            (ProbeError::NoAudio, Some("no audio stream in talk.mp3")),
+            (ProbeError::Run(std::io::Error::other("not found")), None),
+        ];
+        for (error, permanent) in cases {
+            match (error.into_stage_error("talk.mp3"), permanent) {
+                (StageError::Permanent(reason), Some(expected)) => assert_eq!(reason, expected),
+                (StageError::Transient { context, .. }, None) => {
+                    assert_eq!(context, "running ffprobe")
+                }
+                (other, expected) => panic!("{other:?} instead of {expected:?}"),
+            }
+        }
     }
 
     #[test]

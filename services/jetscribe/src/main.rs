@@ -3,15 +3,45 @@
 
 use std::process::ExitCode;
 
+use jetscribe::parts::PARTS;
 use jetscribe::{Command, Settings, run, telemetry};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 
-const USAGE: &str = "usage: jetscribe <up|api|decoder|transcriber|analyzer|notifier>
-  up           the HTTP API and every stage in one process (starts nats-server if NATS_URL is unset)
-  api          the HTTP API only
-  decoder | transcriber | analyzer | notifier   one stage (start more processes to scale it)
-Configuration comes from the environment; see README.md.";
+/// The usage text, with a line per part.
+fn usage() -> String {
+    let names: Vec<&str> = PARTS.iter().map(|part| part.name).collect();
+    let mut usage = format!(
+        "usage: jetscribe <up|{}>\n  {:<12} every part in one process (starts nats-server if NATS_URL is unset)\n",
+        names.join("|"),
+        "up"
+    );
+    for part in PARTS {
+        usage.push_str(&format!("  {:<12} {} only\n", part.name, part.about));
+    }
+    usage.push_str("Start more processes of a part to scale it. Configuration comes from the environment; see README.md.");
+    usage
+}
+
+/// Cancels `shutdown` on SIGTERM or SIGINT.
+async fn cancel_on_signal(shutdown: CancellationToken) {
+    let (term, int) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    );
+    let (mut term, mut int) = match (term, int) {
+        (Ok(term), Ok(int)) => (term, int),
+        (Err(err), _) | (_, Err(err)) => {
+            return tracing::error!(error = %err, "cannot watch for SIGTERM; stop with SIGKILL");
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => {},
+        _ = int.recv() => {},
+    }
+    tracing::info!("shutdown requested");
+    shutdown.cancel();
+}
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -19,12 +49,12 @@ fn main() -> ExitCode {
         [name] => match Command::parse(name) {
             Some(command) => command,
             None => {
-                eprintln!("unknown command {name:?}\n{USAGE}");
+                eprintln!("unknown command {name:?}\n{}", usage());
                 return ExitCode::from(2);
             }
         },
         _ => {
-            eprintln!("{USAGE}");
+            eprintln!("{}", usage());
             return ExitCode::from(2);
         }
     };
@@ -43,7 +73,8 @@ fn main() -> ExitCode {
         }
     };
     runtime.block_on(async move {
-        let _telemetry = match telemetry::init(&settings, &format!("jetscribe-{}", args[0])) {
+        let service = format!("jetscribe-{}", command.name());
+        let _telemetry = match telemetry::init(&settings, &service) {
             Ok(guard) => guard,
             Err(err) => {
                 eprintln!("jetscribe: {err:#}");
@@ -51,21 +82,7 @@ fn main() -> ExitCode {
             }
         };
         let shutdown = CancellationToken::new();
-        let on_signal = shutdown.clone();
-        tokio::spawn(async move {
-            let (Ok(mut term), Ok(mut int)) = (
-                signal(SignalKind::terminate()),
-                signal(SignalKind::interrupt()),
-            ) else {
-                return;
-            };
-            tokio::select! {
-                _ = term.recv() => {},
-                _ = int.recv() => {},
-            }
-            tracing::info!("shutdown requested");
-            on_signal.cancel();
-        });
+        tokio::spawn(cancel_on_signal(shutdown.clone()));
         match run(command, settings, shutdown).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(err) => {

@@ -2,7 +2,11 @@
 //! jetscribe replaces. A bad value stops start-up with one line naming the variable and what it
 //! expects.
 
+use std::fmt::Display;
+use std::net::SocketAddr;
+use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
+use std::str::FromStr;
 use std::time::Duration;
 
 /// A variable holds a value jetscribe cannot use.
@@ -11,7 +15,7 @@ use std::time::Duration;
 pub struct SettingsError {
     pub variable: &'static str,
     pub value: String,
-    pub expected: &'static str,
+    pub expected: String,
 }
 
 /// Everything jetscribe reads from its environment.
@@ -35,8 +39,10 @@ pub struct Settings {
     pub ffmpeg_path: PathBuf,
     /// FFPROBE_PATH (default: `ffprobe` beside FFMPEG_PATH, else from PATH).
     pub ffprobe_path: PathBuf,
-    /// BIND_ADDR (default `0.0.0.0:8000`).
+    /// BIND_ADDR (default `0.0.0.0:8000`); port 0 lets the system pick one.
     pub bind_addr: String,
+    /// API_ADDR_FILE: where the API writes the address it listens on, once it does.
+    pub api_addr_file: Option<PathBuf>,
     /// MAX_CONCURRENT_JOBS per stage and process (default 2).
     pub max_concurrent_jobs: usize,
     /// JOB_CLEANUP_DAYS (default 7): how long job records and events are kept.
@@ -74,105 +80,181 @@ impl Settings {
 
     /// Reads settings through `lookup` (the environment, or a map in tests).
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, SettingsError> {
-        let get = |name: &str| lookup(name).filter(|value| !value.trim().is_empty());
+        let vars = Vars(&lookup);
         let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
-        let data_dir = absolute(&cwd, &get("DATA_DIR").unwrap_or_else(|| "data".to_owned()));
-        let object_store_url = get("OBJECT_STORE_URL")
-            .unwrap_or_else(|| format!("file://{}", data_dir.join("blobs").display()));
+        let data_dir = absolute(&cwd, &vars.text_or("DATA_DIR", "data"));
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
         Ok(Self {
-            nats_url: get("NATS_URL"),
-            object_store_url,
-            whisper_model: absolute(
-                &cwd,
-                &get("WHISPER_MODEL").unwrap_or_else(|| "models/whisper-base".to_owned()),
-            ),
-            whisper_threads: parse(&get, "WHISPER_THREADS", cores, "a positive number of threads", positive)?,
-            whisper_batch_size: parse(&get, "WHISPER_BATCH_SIZE", 4, "a number of 30 s windows from 1 to 32", |n: &usize| (1..=32).contains(n))?,
-            whisper_beam_size: parse(&get, "WHISPER_BEAM_SIZE", 5, "a beam width from 1 to 10", |n: &usize| (1..=10).contains(n))?,
-            ffmpeg_path: PathBuf::from(get("FFMPEG_PATH").unwrap_or_else(|| "ffmpeg".to_owned())),
-            ffprobe_path: get("FFPROBE_PATH").map(PathBuf::from).unwrap_or_else(|| {
-                match get("FFMPEG_PATH").map(PathBuf::from) {
-                    Some(ffmpeg) if ffmpeg.parent().is_some_and(|dir| !dir.as_os_str().is_empty()) => {
-                        ffmpeg.with_file_name("ffprobe")
-                    }
-                    _ => PathBuf::from("ffprobe"),
-                }
-            }),
-            bind_addr: match get("BIND_ADDR") {
-                Some(addr) if addr.parse::<std::net::SocketAddr>().is_ok() => addr,
-                Some(addr) => {
-                    return Err(SettingsError {
-                        variable: "BIND_ADDR",
-                        value: addr,
-                        expected: "an address and port such as 0.0.0.0:8000",
-                    });
-                }
-                None => "0.0.0.0:8000".to_owned(),
-            },
-            max_concurrent_jobs: parse(&get, "MAX_CONCURRENT_JOBS", 2, "a positive number of jobs", positive)?,
-            job_cleanup_days: parse(&get, "JOB_CLEANUP_DAYS", 7, "a positive number of days", |n: &u32| *n > 0)?,
-            webhook_timeout: seconds(&get, "WEBHOOK_TIMEOUT", 30.0)?,
-            webhook_max_retries: parse(&get, "WEBHOOK_MAX_RETRIES", 3, "a number of retries from 0 to 100", |n: &u32| *n <= 100)?,
-            webhook_retry_delay: seconds(&get, "WEBHOOK_RETRY_DELAY", 5.0)?,
-            webhook_secret: match get("WEBHOOK_SECRET") {
-                Some(secret) => Some(jetscribe_notifier::WebhookSecret::parse(&secret).map_err(|_| SettingsError {
-                    variable: "WEBHOOK_SECRET",
-                    // A secret, even a malformed one, is not printed.
-                    value: "(hidden)".to_owned(),
-                    expected: "whsec_ followed by a base64 key",
-                })?),
-                None => None,
-            },
-            webhook_allow_private: boolean(&get, "WEBHOOK_ALLOW_PRIVATE", false)?,
-            sync_timeout: seconds(&get, "SYNC_TIMEOUT", 300.0)?,
-            max_file_size: match get("MAX_FILE_SIZE") {
-                Some(value) => parse_size(&value).ok_or(SettingsError {
-                    variable: "MAX_FILE_SIZE",
-                    value,
-                    expected: "a size in bytes, optionally with a K, M, G or T suffix (e.g. 500M, 20G)",
-                })?,
-                None => 20 * 1024 * 1024 * 1024,
-            },
-            ack_wait: seconds(&get, "JOB_ACK_WAIT", 60.0)?,
-            log_json: match get("LOG_FORMAT").as_deref().map(str::to_lowercase).as_deref() {
-                None | Some("text") => false,
-                Some("json") => true,
-                Some(_) => {
-                    return Err(SettingsError {
-                        variable: "LOG_FORMAT",
-                        value: get("LOG_FORMAT").unwrap_or_default(),
-                        expected: "json or text",
-                    });
-                }
-            },
-            otlp_endpoint: get("OTEL_EXPORTER_OTLP_ENDPOINT"),
+            nats_url: vars.text("NATS_URL"),
+            object_store_url: vars
+                .text("OBJECT_STORE_URL")
+                .unwrap_or_else(|| format!("file://{}", data_dir.join("blobs").display())),
+            whisper_model: absolute(&cwd, &vars.text_or("WHISPER_MODEL", "models/whisper-base")),
+            whisper_threads: vars.number("WHISPER_THREADS", cores, 1..=4096, "threads")?,
+            whisper_batch_size: vars.number("WHISPER_BATCH_SIZE", 4, 1..=32, "30 s windows")?,
+            whisper_beam_size: vars.number("WHISPER_BEAM_SIZE", 5, 1..=10, "beams")?,
+            ffprobe_path: default_ffprobe(vars.text("FFPROBE_PATH"), vars.text("FFMPEG_PATH")),
+            ffmpeg_path: PathBuf::from(vars.text_or("FFMPEG_PATH", "ffmpeg")),
+            bind_addr: vars.socket_addr("BIND_ADDR", "0.0.0.0:8000")?,
+            api_addr_file: vars.text("API_ADDR_FILE").map(|file| absolute(&cwd, &file)),
+            max_concurrent_jobs: vars.number("MAX_CONCURRENT_JOBS", 2, 1..=10_000, "jobs")?,
+            job_cleanup_days: vars.number("JOB_CLEANUP_DAYS", 7, 1..=36_500, "days")?,
+            webhook_timeout: vars.seconds("WEBHOOK_TIMEOUT", 30.0)?,
+            webhook_max_retries: vars.number("WEBHOOK_MAX_RETRIES", 3, 0..=100, "retries")?,
+            webhook_retry_delay: vars.seconds("WEBHOOK_RETRY_DELAY", 5.0)?,
+            webhook_secret: webhook_secret(vars.text("WEBHOOK_SECRET"))?,
+            webhook_allow_private: vars.boolean("WEBHOOK_ALLOW_PRIVATE", false)?,
+            sync_timeout: vars.seconds("SYNC_TIMEOUT", 300.0)?,
+            max_file_size: vars.size("MAX_FILE_SIZE", 20 << 30)?,
+            ack_wait: vars.seconds("JOB_ACK_WAIT", 60.0)?,
+            log_json: vars.choice("LOG_FORMAT", &[("text", false), ("json", true)], false)?,
+            otlp_endpoint: vars.text("OTEL_EXPORTER_OTLP_ENDPOINT"),
             data_dir,
         })
     }
 }
 
-fn boolean(
-    get: &impl Fn(&str) -> Option<String>,
-    variable: &'static str,
-    default: bool,
-) -> Result<bool, SettingsError> {
-    let Some(value) = get(variable) else {
-        return Ok(default);
-    };
-    match value.trim().to_ascii_lowercase().as_str() {
-        "true" | "1" | "yes" | "on" => Ok(true),
-        "false" | "0" | "no" | "off" => Ok(false),
-        _ => Err(SettingsError {
-            variable,
-            value,
-            expected: "true or false",
-        }),
+/// FFPROBE_PATH, else `ffprobe` beside FFMPEG_PATH when that is a path, else from PATH.
+fn default_ffprobe(ffprobe: Option<String>, ffmpeg: Option<String>) -> PathBuf {
+    if let Some(ffprobe) = ffprobe {
+        return PathBuf::from(ffprobe);
+    }
+    match ffmpeg.map(PathBuf::from) {
+        Some(ffmpeg)
+            if ffmpeg
+                .parent()
+                .is_some_and(|dir| !dir.as_os_str().is_empty()) =>
+        {
+            ffmpeg.with_file_name("ffprobe")
+        }
+        _ => PathBuf::from("ffprobe"),
     }
 }
 
-fn positive(n: &usize) -> bool {
-    *n > 0
+fn webhook_secret(
+    raw: Option<String>,
+) -> Result<Option<jetscribe_notifier::WebhookSecret>, SettingsError> {
+    let Some(raw) = raw else {
+        return Ok(None);
+    };
+    jetscribe_notifier::WebhookSecret::parse(&raw)
+        .map(Some)
+        .map_err(|_| SettingsError {
+            variable: "WEBHOOK_SECRET",
+            // A secret, even a malformed one, is not printed.
+            value: "(hidden)".to_owned(),
+            expected: "whsec_ followed by a base64 key".to_owned(),
+        })
+}
+
+/// The environment, read variable by variable; an empty value counts as unset.
+struct Vars<'a>(&'a dyn Fn(&str) -> Option<String>);
+
+impl Vars<'_> {
+    fn text(&self, variable: &str) -> Option<String> {
+        (self.0)(variable).filter(|value| !value.trim().is_empty())
+    }
+
+    fn text_or(&self, variable: &str, default: &str) -> String {
+        self.text(variable).unwrap_or_else(|| default.to_owned())
+    }
+
+    /// `variable` parsed by `parse`, or `default` when unset; `expected` says what is wanted.
+    fn parsed<T>(
+        &self,
+        variable: &'static str,
+        default: T,
+        expected: impl Fn() -> String,
+        parse: impl Fn(&str) -> Option<T>,
+    ) -> Result<T, SettingsError> {
+        let Some(value) = self.text(variable) else {
+            return Ok(default);
+        };
+        parse(value.trim()).ok_or_else(|| SettingsError {
+            variable,
+            value,
+            expected: expected(),
+        })
+    }
+
+    /// A whole number in `range` (`unit` names what it counts).
+    fn number<T>(
+        &self,
+        variable: &'static str,
+        default: T,
+        range: RangeInclusive<T>,
+        unit: &str,
+    ) -> Result<T, SettingsError>
+    where
+        T: FromStr + PartialOrd + Display,
+    {
+        let expected = || {
+            format!(
+                "a number of {unit} from {} to {}",
+                range.start(),
+                range.end()
+            )
+        };
+        let parse = |text: &str| text.parse::<T>().ok().filter(|n| range.contains(n));
+        self.parsed(variable, default, expected, parse)
+    }
+
+    fn seconds(&self, variable: &'static str, default: f64) -> Result<Duration, SettingsError> {
+        let expected = || "a positive number of seconds".to_owned();
+        let parse = |text: &str| {
+            let seconds = text.parse::<f64>().ok()?;
+            (seconds.is_finite() && seconds > 0.0 && seconds < 1e9).then_some(seconds)
+        };
+        let seconds = self.parsed(variable, default, expected, parse)?;
+        Ok(Duration::from_secs_f64(seconds))
+    }
+
+    fn boolean(&self, variable: &'static str, default: bool) -> Result<bool, SettingsError> {
+        let choices = [
+            ("true", true),
+            ("1", true),
+            ("yes", true),
+            ("on", true),
+            ("false", false),
+            ("0", false),
+            ("no", false),
+            ("off", false),
+        ];
+        let expected = || "true or false".to_owned();
+        self.parsed(variable, default, expected, |text| choose(&choices, text))
+    }
+
+    /// One of `choices`, by name (case does not matter).
+    fn choice<T: Copy>(
+        &self,
+        variable: &'static str,
+        choices: &[(&str, T)],
+        default: T,
+    ) -> Result<T, SettingsError> {
+        let names: Vec<&str> = choices.iter().map(|(name, _)| *name).collect();
+        let expected = || format!("one of {}", names.join(", "));
+        self.parsed(variable, default, expected, |text| choose(choices, text))
+    }
+
+    fn size(&self, variable: &'static str, default: u64) -> Result<u64, SettingsError> {
+        let expected =
+            || "a size in bytes, optionally with a K, M, G or T suffix (e.g. 500M, 20G)".to_owned();
+        self.parsed(variable, default, expected, parse_size)
+    }
+
+    /// An address and port; kept as text, as the listener takes it.
+    fn socket_addr(&self, variable: &'static str, default: &str) -> Result<String, SettingsError> {
+        let expected = || "an address and port such as 0.0.0.0:8000".to_owned();
+        let parse = |text: &str| text.parse::<SocketAddr>().is_ok().then(|| text.to_owned());
+        self.parsed(variable, default.to_owned(), expected, parse)
+    }
+}
+
+fn choose<T: Copy>(choices: &[(&str, T)], text: &str) -> Option<T> {
+    choices
+        .iter()
+        .find(|(name, _)| name.eq_ignore_ascii_case(text))
+        .map(|(_, value)| *value)
 }
 
 fn absolute(cwd: &Path, path: &str) -> PathBuf {
@@ -182,41 +264,6 @@ fn absolute(cwd: &Path, path: &str) -> PathBuf {
     } else {
         cwd.join(path)
     }
-}
-
-fn parse<T: std::str::FromStr>(
-    get: &impl Fn(&str) -> Option<String>,
-    variable: &'static str,
-    default: T,
-    expected: &'static str,
-    valid: impl Fn(&T) -> bool,
-) -> Result<T, SettingsError> {
-    let Some(value) = get(variable) else {
-        return Ok(default);
-    };
-    match value.trim().parse::<T>() {
-        Ok(parsed) if valid(&parsed) => Ok(parsed),
-        _ => Err(SettingsError {
-            variable,
-            value,
-            expected,
-        }),
-    }
-}
-
-fn seconds(
-    get: &impl Fn(&str) -> Option<String>,
-    variable: &'static str,
-    default: f64,
-) -> Result<Duration, SettingsError> {
-    let value = parse(
-        get,
-        variable,
-        default,
-        "a positive number of seconds",
-        |s: &f64| s.is_finite() && *s > 0.0 && *s < 1e9,
-    )?;
-    Ok(Duration::from_secs_f64(value))
 }
 
 /// `1048576`, `500M`, `20G`, `1.5G`, `4GB`, `512KiB` → bytes (binary multiples).
@@ -261,6 +308,31 @@ mod tests {
         assert_eq!(s.max_file_size, 20 << 30);
         assert!(s.object_store_url.starts_with("file:///"));
         assert!(s.object_store_url.ends_with("/data/blobs"));
+        assert_eq!(s.api_addr_file, None);
+        assert!(!s.log_json);
+    }
+
+    #[test]
+    fn values_are_read_in_their_units() {
+        let s = settings(&[
+            ("WEBHOOK_RETRY_DELAY", "0.25"),
+            ("MAX_FILE_SIZE", "500M"),
+            ("LOG_FORMAT", "JSON"),
+            ("WEBHOOK_ALLOW_PRIVATE", "yes"),
+            ("BIND_ADDR", "127.0.0.1:0"),
+            ("API_ADDR_FILE", "/run/jetscribe/api.addr"),
+            ("WHISPER_BATCH_SIZE", "8"),
+        ])
+        .expect("valid");
+        assert_eq!(s.webhook_retry_delay, Duration::from_millis(250));
+        assert_eq!(s.max_file_size, 500 << 20);
+        assert!(s.log_json && s.webhook_allow_private);
+        assert_eq!(s.bind_addr, "127.0.0.1:0");
+        assert_eq!(
+            s.api_addr_file.as_deref(),
+            Some(Path::new("/run/jetscribe/api.addr"))
+        );
+        assert_eq!(s.whisper_batch_size, 8);
     }
 
     #[test]
@@ -280,6 +352,10 @@ mod tests {
         let err = settings(&[("MAX_FILE_SIZE", "big")]).expect_err("must fail");
         assert!(err.to_string().contains("MAX_FILE_SIZE"));
         assert!(settings(&[("MAX_CONCURRENT_JOBS", "0")]).is_err());
+        let err = settings(&[("WHISPER_BATCH_SIZE", "33")]).expect_err("must fail");
+        assert!(err.to_string().contains("from 1 to 32"), "{err}");
+        let err = settings(&[("LOG_FORMAT", "xml")]).expect_err("must fail");
+        assert!(err.to_string().contains("text, json"), "{err}");
         assert!(settings(&[("BIND_ADDR", "localhost")]).is_err());
     }
 

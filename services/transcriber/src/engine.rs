@@ -11,8 +11,9 @@ use mel_spec::mel::{log_mel_spectrogram, mel, norm_mel};
 use mel_spec::stft::Spectrogram;
 use ndarray::Array2;
 
-/// Whisper's fixed input: 16 kHz audio in windows of 30 s.
-pub const SAMPLE_RATE: usize = 16_000;
+/// Whisper's input rate; the decoder writes the PCM at this rate.
+const SAMPLE_RATE: usize = proto_msgs::pcm::SAMPLE_RATE as usize;
+/// Whisper's fixed window: 30 s.
 pub const WINDOW_SAMPLES: usize = 30 * SAMPLE_RATE;
 const N_FFT: usize = 400;
 const HOP_LENGTH: usize = 160;
@@ -21,17 +22,48 @@ const N_FRAMES: usize = WINDOW_SAMPLES / HOP_LENGTH;
 /// Seconds per timestamp token step.
 const TIMESTAMP_STEP_S: f64 = 0.02;
 
+type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
 /// The model could not be loaded or run.
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
-    #[error("cannot load the Whisper model from {path}: {reason}")]
-    Load { path: PathBuf, reason: String },
-    #[error("Whisper inference failed: {0}")]
-    Inference(String),
+    #[error(
+        "cannot load the Whisper model from {path}: model.bin not found (run `make models`, or set WHISPER_MODEL)"
+    )]
+    ModelMissing { path: PathBuf },
+    #[error("cannot load the Whisper model from {path}")]
+    Load {
+        path: PathBuf,
+        #[source]
+        source: BoxError,
+    },
+    #[error("Whisper inference failed: {step}")]
+    Inference {
+        step: &'static str,
+        #[source]
+        source: BoxError,
+    },
+    #[error("the tokenizer has no {0}")]
+    MissingToken(String),
+    #[error("no language detected")]
+    NoLanguage,
 }
 
-fn inference(err: impl std::fmt::Display) -> EngineError {
-    EngineError::Inference(err.to_string())
+/// Wraps an error loading the model in `dir`.
+fn load_error<E: Into<BoxError>>(dir: &Path) -> impl FnOnce(E) -> EngineError {
+    let path = dir.to_owned();
+    move |source| EngineError::Load {
+        path,
+        source: source.into(),
+    }
+}
+
+/// Wraps an error of `step` of the inference.
+fn inference<E: Into<BoxError>>(step: &'static str) -> impl FnOnce(E) -> EngineError {
+    move |source| EngineError::Inference {
+        step,
+        source: source.into(),
+    }
 }
 
 /// A language as Whisper detected it.
@@ -92,14 +124,10 @@ pub struct WhisperEngine {
 impl WhisperEngine {
     /// Loads the CTranslate2 model in `dir` (model.bin, config.json, tokenizer.json), int8 on CPU.
     pub fn load(dir: &Path, threads: usize, beam_size: usize) -> Result<Self, EngineError> {
-        let load_error = |reason: String| EngineError::Load {
-            path: dir.to_owned(),
-            reason,
-        };
         if !dir.join("model.bin").is_file() {
-            return Err(load_error(
-                "model.bin not found (run `make models`, or set WHISPER_MODEL)".to_owned(),
-            ));
+            return Err(EngineError::ModelMissing {
+                path: dir.to_owned(),
+            });
         }
         let config = Config {
             device: Device::CPU,
@@ -107,8 +135,8 @@ impl WhisperEngine {
             num_threads_per_replica: threads,
             ..Default::default()
         };
-        let model = sys::Whisper::new(dir, config).map_err(|err| load_error(err.to_string()))?;
-        let tokenizer = hf::Tokenizer::new(dir).map_err(|err| load_error(err.to_string()))?;
+        let model = sys::Whisper::new(dir, config).map_err(load_error(dir))?;
+        let tokenizer = hf::Tokenizer::new(dir).map_err(load_error(dir))?;
         // Same filters as Whisper's feature extractor (slaney scale and norm), as ct2rs computes
         // them when preprocessor_config.json carries none.
         let mel_filters = mel(SAMPLE_RATE as f64, N_FFT, N_MELS, None, None, false, true);
@@ -152,7 +180,7 @@ impl WhisperEngine {
     }
 
     /// Transcribes a batch of windows (each at most 30 s) with one encoder pass. With `language`
-    /// unknown on a multilingual model, it is detected from the first window of the batch.
+    /// unknown on a multilingual model, it is detected from the first windows of the batch.
     /// Returns the language used and, per window, its segments (with their words when
     /// `word_timestamps` is set: one more pass over the same encoder output).
     pub fn transcribe_batch(
@@ -164,49 +192,15 @@ impl WhisperEngine {
         if windows.is_empty() {
             return Ok((None, Vec::new()));
         }
-        let mut features = Vec::with_capacity(windows.len() * N_MELS * N_FRAMES);
-        for window in windows {
-            features.extend(self.window_features(window));
-        }
-        let shape = [windows.len(), N_MELS, N_FRAMES];
-        let features = StorageView::new(&shape, &mut features, Device::CPU).map_err(inference)?;
-        let encoded = self.model.encode(&features, false).map_err(inference)?;
-
-        let detected = match (language, self.is_multilingual()) {
-            (_, false) => None,
-            (Some(code), true) => Some(DetectedLanguage {
-                code: code.to_owned(),
-                probability: 1.0,
-            }),
-            (None, true) => {
-                let results = self.model.detect_language(&encoded).map_err(inference)?;
-                Some(best_language(&results, LANGUAGE_WINDOWS)?)
-            }
-        };
-
+        let encoded = self.encode(windows)?;
+        let detected = self.language_of(&encoded, language)?;
         let language_token = detected.as_ref().map(|d| format!("<|{}|>", d.code));
         let prompt: Vec<&str> = match &language_token {
             Some(token) => vec!["<|startoftranscript|>", token, "<|transcribe|>"],
             // English-only models were trained without language and task tokens.
             None => vec!["<|startoftranscript|>"],
         };
-        let options = WhisperOptions {
-            beam_size: self.beam_size,
-            ..Default::default()
-        };
-        let results = self
-            .model
-            .generate(&encoded, &vec![prompt.clone(); windows.len()], &options)
-            .map_err(inference)?;
-        let parsed: Vec<ParsedWindow> = results
-            .into_iter()
-            .zip(windows)
-            .map(|(result, window)| {
-                let tokens = result.sequences.into_iter().next().unwrap_or_default();
-                let ids = result.sequences_ids.into_iter().next().unwrap_or_default();
-                parse_window(&tokens, &ids, window.len() as f64 / SAMPLE_RATE as f64)
-            })
-            .collect();
+        let parsed = self.generate(&encoded, &prompt, windows)?;
         let word_times = if word_timestamps {
             Some(self.align_words(&encoded, &prompt, &parsed, windows)?)
         } else {
@@ -223,6 +217,76 @@ impl WhisperEngine {
         Ok((detected, per_window))
     }
 
+    /// The encoder output of a batch of windows.
+    fn encode(&self, windows: &[&[f32]]) -> Result<StorageView<'_>, EngineError> {
+        let mut features = Vec::with_capacity(windows.len() * N_MELS * N_FRAMES);
+        for window in windows {
+            features.extend(self.window_features(window));
+        }
+        let shape = [windows.len(), N_MELS, N_FRAMES];
+        let features = StorageView::new(&shape, &mut features, Device::CPU)
+            .map_err(inference("preparing the features"))?;
+        self.model
+            .encode(&features, false)
+            .map_err(inference("encoding"))
+    }
+
+    /// The language to decode in: the one given, or the one detected from the encoder output
+    /// (none for an English-only model).
+    fn language_of(
+        &self,
+        encoded: &StorageView,
+        language: Option<&str>,
+    ) -> Result<Option<DetectedLanguage>, EngineError> {
+        match (language, self.is_multilingual()) {
+            (_, false) => Ok(None),
+            (Some(code), true) => Ok(Some(DetectedLanguage {
+                code: code.to_owned(),
+                probability: 1.0,
+            })),
+            (None, true) => {
+                let results = self
+                    .model
+                    .detect_language(encoded)
+                    .map_err(inference("detecting the language"))?;
+                best_language(&results, LANGUAGE_WINDOWS).map(Some)
+            }
+        }
+    }
+
+    /// Decodes every window after `prompt`; returns each window's text tokens and segments.
+    fn generate(
+        &self,
+        encoded: &StorageView,
+        prompt: &[&str],
+        windows: &[&[f32]],
+    ) -> Result<Vec<ParsedWindow>, EngineError> {
+        let options = WhisperOptions {
+            beam_size: self.beam_size,
+            ..Default::default()
+        };
+        let results = self
+            .model
+            .generate(encoded, &vec![prompt.to_vec(); windows.len()], &options)
+            .map_err(inference("decoding"))?;
+        Ok(results
+            .into_iter()
+            .zip(windows)
+            .map(|(result, window)| {
+                let tokens = result.sequences.into_iter().next().unwrap_or_default();
+                let ids = result.sequences_ids.into_iter().next().unwrap_or_default();
+                parse_window(&tokens, &ids, window.len() as f64 / SAMPLE_RATE as f64)
+            })
+            .collect())
+    }
+
+    fn token_id(&self, token: &str) -> Result<usize, EngineError> {
+        self.tokenizer
+            .token_to_id(token)
+            .map(|id| id as usize)
+            .ok_or_else(|| EngineError::MissingToken(token.to_owned()))
+    }
+
     /// Aligns each window's text tokens with its audio. Returns, per window, the time at which
     /// each text token starts (plus the end-of-text token) and each text token's probability.
     fn align_words(
@@ -234,18 +298,9 @@ impl WhisperEngine {
     ) -> Result<Vec<TokenTimes>, EngineError> {
         let prompt_ids = prompt
             .iter()
-            .map(|token| {
-                self.tokenizer
-                    .token_to_id(token)
-                    .map(|id| id as usize)
-                    .ok_or_else(|| inference(format!("the tokenizer has no {token}")))
-            })
+            .map(|token| self.token_id(token))
             .collect::<Result<Vec<_>, _>>()?;
-        let end_of_text = self
-            .tokenizer
-            .token_to_id("<|endoftext|>")
-            .map(|id| id as usize)
-            .ok_or_else(|| inference("the tokenizer has no <|endoftext|>"))?;
+        let end_of_text = self.token_id("<|endoftext|>")?;
         // The whole batch goes in one call; a window without text gets a placeholder whose
         // alignment is thrown away.
         let text_tokens: Vec<Vec<usize>> = parsed
@@ -271,7 +326,7 @@ impl WhisperEngine {
                 &num_frames,
                 MEDIAN_FILTER_WIDTH,
             )
-            .map_err(inference)?;
+            .map_err(inference("aligning words"))?;
         Ok(alignments
             .iter()
             .zip(parsed)
@@ -301,7 +356,7 @@ impl WhisperEngine {
             let text = self
                 .tokenizer
                 .decode(window.tokens[span.text_tokens.clone()].to_vec())
-                .map_err(inference)?;
+                .map_err(inference("decoding tokens"))?;
             let text = text.trim();
             if text.is_empty() {
                 continue;
@@ -337,7 +392,7 @@ impl WhisperEngine {
             let word = self
                 .tokenizer
                 .decode(window.tokens[range.clone()].to_vec())
-                .map_err(inference)?;
+                .map_err(inference("decoding tokens"))?;
             if word.contains('\u{FFFD}') && range.end < span.text_tokens.end {
                 partial = Some(range.start);
                 continue;
@@ -550,15 +605,12 @@ fn best_language(
 ) -> Result<DetectedLanguage, EngineError> {
     let mut totals: Vec<(String, f64)> = Vec::new();
     let counted = results.len().min(windows).max(1);
-    for per_window in results.iter().take(windows) {
-        for result in per_window {
-            let detected = parse_detection(&format!("{result:?}")).ok_or_else(|| {
-                inference(format!("unexpected language detection result {result:?}"))
-            })?;
-            match totals.iter_mut().find(|(code, _)| *code == detected.code) {
-                Some((_, total)) => *total += detected.probability,
-                None => totals.push((detected.code, detected.probability)),
-            }
+    for result in results.iter().take(windows).flatten() {
+        let code = language_code(&result.language);
+        let probability = f64::from(result.probability);
+        match totals.iter_mut().find(|(known, _)| *known == code) {
+            Some((_, total)) => *total += probability,
+            None => totals.push((code.to_owned(), probability)),
         }
     }
     totals
@@ -568,26 +620,12 @@ fn best_language(
             code,
             probability: total / counted as f64,
         })
-        .ok_or_else(|| inference("no language detected"))
+        .ok_or(EngineError::NoLanguage)
 }
 
-/// ct2rs 0.10.3 keeps the fields of `sys::DetectionResult` private and offers no accessor; its
-/// derived `Debug` output, `DetectionResult { language: "<|en|>", probability: 0.96 }`, is the
-/// only way to read them without patching the crate.
-fn parse_detection(debug: &str) -> Option<DetectedLanguage> {
-    let after_language = debug.split("language: \"").nth(1)?;
-    let token = after_language.split('"').next()?;
-    let code = token
-        .trim_start_matches("<|")
-        .trim_end_matches("|>")
-        .to_owned();
-    let probability = debug
-        .split("probability: ")
-        .nth(1)?
-        .trim_end_matches([' ', '}'])
-        .parse()
-        .ok()?;
-    (!code.is_empty()).then_some(DetectedLanguage { code, probability })
+/// `en` from Whisper's language token `<|en|>`.
+fn language_code(token: &str) -> &str {
+    token.trim_start_matches("<|").trim_end_matches("|>")
 }
 
 #[cfg(test)]
@@ -595,13 +633,25 @@ mod tests {
     use super::*;
 
     #[test]
-    fn detection_debug_output_parses() {
-        let detected =
-            parse_detection(r#"DetectionResult { language: "<|en|>", probability: 0.9612 }"#)
-                .expect("parses");
-        assert_eq!(detected.code, "en");
-        assert!((detected.probability - 0.9612).abs() < 1e-9);
-        assert_eq!(parse_detection("garbage"), None);
+    fn the_language_is_the_best_on_average_over_the_first_windows() {
+        let detection = |language: &str, probability| sys::DetectionResult {
+            language: language.to_owned(),
+            probability,
+        };
+        let results = vec![
+            vec![detection("<|de|>", 0.5), detection("<|nl|>", 0.4)],
+            vec![detection("<|nl|>", 0.9), detection("<|de|>", 0.1)],
+            // Past the first two windows: not counted.
+            vec![detection("<|de|>", 1.0)],
+        ];
+        let best = best_language(&results, 2).expect("a language");
+        assert_eq!(best.code, "nl");
+        assert!((best.probability - 0.65).abs() < 1e-6, "{best:?}");
+        assert!(matches!(
+            best_language(&[], 2),
+            Err(EngineError::NoLanguage)
+        ));
+        assert_eq!(language_code("<|yue|>"), "yue");
     }
 
     fn strings(tokens: &[&str]) -> Vec<String> {

@@ -1,27 +1,32 @@
 //! Transcribe stage: Whisper (CTranslate2 through ct2rs, linked to the official CTranslate2
-//! library, int8 on CPU). The decoded PCM is read from the object store as a stream, batch by
-//! batch of 30 s windows, so memory does not grow with the length of the media; each batch is
-//! encoded once; silent windows are skipped; segments carry times in seconds of the media.
+//! library, int8 on CPU). The decoded PCM is read from the object store as a stream and cut at
+//! pauses into speech chunks ([`vad`]), which [`batcher`] hands out in batches so that memory does
+//! not grow with the length of the media; each batch is encoded once ([`engine`]); the
+//! [`transcript`] grows batch by batch in media time, with a checkpoint after each batch that a
+//! later attempt resumes from.
 
+pub mod batcher;
 pub mod engine;
+pub mod transcript;
 pub mod vad;
 
-use std::collections::VecDeque;
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
+use bytes::Bytes;
+use futures::{Stream, StreamExt};
 use jetscribe_blobstore::{BlobError, BlobStore};
-use jetscribe_nats::{JobContext, Outcome, Stage, StageError};
-use proto_msgs::{
-    AnalyzeRequest, JobBlobs, LanguageDetection, Segment, TranscribeRequest, Transcript, Word,
-};
-use serde::{Deserialize, Serialize};
+use jetscribe_nats::{JobContext, Outcome, StageError, StageHandler};
+use proto_msgs::{JobBlobs, Stage, TranscribeRequest, Transcript, pcm};
 use tracing::{debug, info};
 
+use batcher::AudioBatcher;
+use engine::{DetectedLanguage, WindowSegment};
 pub use engine::{EngineError, WhisperEngine};
-use engine::{SAMPLE_RATE, WINDOW_SAMPLES};
+use transcript::{Checkpoint, ResumePoint, TranscriptBuilder, final_language, resume_point};
+use vad::Chunk;
 
 /// Settings of the transcribe stage.
 #[derive(Debug, Clone)]
@@ -34,16 +39,6 @@ pub struct TranscriberSettings {
     pub batch_size: usize,
     /// Beam search width (WHISPER_BEAM_SIZE).
     pub beam_size: usize,
-}
-
-/// The transcriber's progress on one job, stored after each batch so that a replacement process
-/// resumes where a dead one stopped.
-#[derive(Debug, Default, Serialize, Deserialize)]
-struct Checkpoint {
-    /// Media sample from which audio is still to be transcribed.
-    resume_sample: u64,
-    segments: Vec<Segment>,
-    language: Option<engine::DetectedLanguage>,
 }
 
 /// The transcribe stage. The model is loaded once and shared by every job of the process.
@@ -72,66 +67,105 @@ impl Transcriber {
     }
 }
 
-/// Accumulates the transcript across batches.
-struct TranscriptBuilder {
-    segments: Vec<Segment>,
-    language: Option<engine::DetectedLanguage>,
-}
+impl StageHandler for Transcriber {
+    type Input = TranscribeRequest;
 
-impl TranscriptBuilder {
-    /// Adds a chunk's segments, shifted to media time and kept in order (never going back).
-    fn push_window(&mut self, offset_s: f64, segments: Vec<engine::WindowSegment>) {
-        for segment in segments {
-            let floor = self.segments.last().map_or(0.0, |last| last.end);
-            let start = (offset_s + segment.start).max(floor);
-            let end = (offset_s + segment.end).max(start);
-            let words = segment.words.map(|words| {
-                words
-                    .into_iter()
-                    .map(|word| {
-                        let word_start = (offset_s + word.start).clamp(start, end);
-                        Word {
-                            start: round_ms(word_start),
-                            end: round_ms((offset_s + word.end).clamp(word_start, end)),
-                            word: word.word,
-                            probability: (word.probability * 1000.0).round() / 1000.0,
-                        }
-                    })
-                    .collect()
-            });
-            self.segments.push(Segment {
-                start: round_ms(start),
-                end: round_ms(end),
-                text: segment.text,
-                words,
-            });
+    async fn handle(
+        &self,
+        input: TranscribeRequest,
+        job: &JobContext,
+    ) -> Result<Outcome, StageError> {
+        let checkpoint_blob = JobBlobs::transcribe_checkpoint_path(input.job_id);
+        let checkpoint = self.load_checkpoint(&checkpoint_blob).await?;
+        let audio_bytes = self
+            .blobs
+            .size(&input.audio_blob)
+            .await
+            .map_err(|err| StageError::transient("opening the audio", err))?;
+        let resume = resume_point(&checkpoint, audio_bytes);
+        record_resume(job, resume).await?;
+        let requested = input
+            .language
+            .clone()
+            .filter(|_| self.engine.is_multilingual());
+        let mut transcript = TranscriptBuilder::from_checkpoint(checkpoint);
+        let pcm = self
+            .pcm_from(&input.audio_blob, resume.byte, audio_bytes)
+            .await?;
+        let mut batches =
+            BatchReader::new(pcm, AudioBatcher::new(resume.byte / 2, self.batch_size));
+        let mut progress = ProgressReporter::new(input.duration_s, batches.resume_sample());
+        while let Some(batch) = batches.next().await? {
+            let language = requested
+                .clone()
+                .or_else(|| transcript.language().map(|d| d.code.clone()));
+            let (detected, chunks) = self
+                .run_batch(batch, language, input.word_timestamps)
+                .await?;
+            transcript.add_batch(detected, chunks);
+            let checkpoint = transcript.checkpoint(batches.resume_sample());
+            self.blobs
+                .put_json(&checkpoint_blob, &checkpoint)
+                .await
+                .map_err(|err| StageError::transient("storing the checkpoint", err))?;
+            progress.report(job, checkpoint.resume_sample).await;
         }
+        let language = final_language(
+            self.engine.is_multilingual(),
+            requested.as_deref(),
+            transcript.language(),
+        );
+        let (segments, text) = transcript.finish();
+        let transcript = Transcript {
+            text,
+            segments,
+            language,
+            duration_s: input.duration_s,
+            model: self.engine.name().to_owned(),
+        };
+        self.store_transcript(&transcript, job).await?;
+        Ok(Outcome::Forward)
     }
 }
 
-fn round_ms(seconds: f64) -> f64 {
-    (seconds * 1000.0).round() / 1000.0
-}
+/// Per chunk of a batch: its segments, within the chunk.
+type BatchSegments = Vec<(Chunk, Vec<WindowSegment>)>;
 
-fn sample_to_s(sample: u64) -> f64 {
-    sample as f64 / SAMPLE_RATE as f64
-}
+/// A stream of PCM bytes from the store.
+type PcmStream = Pin<Box<dyn Stream<Item = Result<Bytes, BlobError>> + Send>>;
 
 impl Transcriber {
+    async fn load_checkpoint(&self, path: &str) -> Result<Checkpoint, StageError> {
+        match self.blobs.get_json::<Checkpoint>(path).await {
+            Ok(checkpoint) => Ok(checkpoint),
+            Err(BlobError::NotFound { .. }) => Ok(Checkpoint::default()),
+            // An unreadable checkpoint only costs the work it saved.
+            Err(BlobError::Json { .. }) => Ok(Checkpoint::default()),
+            Err(err) => Err(StageError::transient("reading the checkpoint", err)),
+        }
+    }
+
+    /// The audio from byte `from` on (nothing, if that is its end).
+    async fn pcm_from(&self, blob: &str, from: u64, size: u64) -> Result<PcmStream, StageError> {
+        if from >= size {
+            return Ok(Box::pin(futures::stream::empty()));
+        }
+        let stream = self
+            .blobs
+            .get_stream_from(blob, from)
+            .await
+            .map_err(|err| StageError::transient("opening the audio", err))?;
+        Ok(Box::pin(stream))
+    }
+
     /// Transcribes a batch of chunks on a blocking thread; returns the language used and the
     /// segments of each chunk.
     async fn run_batch(
         &self,
-        chunks: Vec<vad::Chunk>,
+        chunks: Vec<Chunk>,
         language: Option<String>,
         word_timestamps: bool,
-    ) -> Result<
-        (
-            Option<engine::DetectedLanguage>,
-            Vec<(vad::Chunk, Vec<engine::WindowSegment>)>,
-        ),
-        StageError,
-    > {
+    ) -> Result<(Option<DetectedLanguage>, BatchSegments), StageError> {
         let engine = self.engine.clone();
         tokio::task::spawn_blocking(move || {
             let windows: Vec<&[f32]> = chunks
@@ -147,226 +181,119 @@ impl Transcriber {
         .map_err(|err| StageError::transient("transcribing", err))
     }
 
-    async fn load_checkpoint(&self, path: &str) -> Result<Checkpoint, StageError> {
-        match self.blobs.get_json::<Checkpoint>(path).await {
-            Ok(checkpoint) => Ok(checkpoint),
-            Err(BlobError::NotFound { .. }) => Ok(Checkpoint::default()),
-            // An unreadable checkpoint only costs the work it saved.
-            Err(BlobError::Json { .. }) => Ok(Checkpoint::default()),
-            Err(err) => Err(StageError::transient("reading the checkpoint", err)),
-        }
-    }
-}
-
-/// Audio read ahead of the chunker: the batch plus one window, so that every chunk of the batch
-/// can find its end.
-fn read_ahead_samples(batch_size: usize) -> usize {
-    (batch_size + 1) * WINDOW_SAMPLES
-}
-
-impl Stage for Transcriber {
-    type Input = TranscribeRequest;
-
-    async fn handle(
+    /// Stores the transcript and records it on the job.
+    async fn store_transcript(
         &self,
-        input: TranscribeRequest,
+        transcript: &Transcript,
         job: &JobContext,
-    ) -> Result<Outcome, StageError> {
-        let checkpoint_blob = JobBlobs::transcribe_checkpoint_path(input.job_id);
-        let checkpoint = self.load_checkpoint(&checkpoint_blob).await?;
-        let audio_bytes = self
-            .blobs
-            .size(&input.audio_blob)
-            .await
-            .map_err(|err| StageError::transient("opening the audio", err))?;
-        let resume_byte = (checkpoint.resume_sample * 2).min(audio_bytes);
-        if checkpoint.resume_sample > 0 {
-            let resumed_from_s = sample_to_s(checkpoint.resume_sample);
-            info!(
-                resumed_from_s,
-                segments = checkpoint.segments.len(),
-                "resuming from checkpoint"
-            );
-            job.jobs()
-                .update(input.job_id, |record| {
-                    record
-                        .stage_run(proto_msgs::Stage::Transcribe)
-                        .resumed_from_s = Some(round_ms(resumed_from_s));
-                })
-                .await
-                .map_err(|err| StageError::transient("recording the resume point", err))?;
-        }
-        let mut builder = TranscriptBuilder {
-            segments: checkpoint.segments,
-            language: checkpoint.language,
-        };
-        let requested = input
-            .language
-            .clone()
-            .filter(|_| self.engine.is_multilingual());
-
-        let mut pcm: std::pin::Pin<
-            Box<dyn futures::Stream<Item = Result<bytes::Bytes, BlobError>> + Send>,
-        > = if resume_byte < audio_bytes {
-            Box::pin(
-                self.blobs
-                    .get_stream_from(&input.audio_blob, resume_byte)
-                    .await
-                    .map_err(|err| StageError::transient("opening the audio", err))?,
-            )
-        } else {
-            Box::pin(futures::stream::empty())
-        };
-        let read_ahead = read_ahead_samples(self.batch_size);
-        let mut buffer: Vec<f32> = Vec::with_capacity(read_ahead + WINDOW_SAMPLES);
-        let mut buffer_origin = resume_byte / 2;
-        let mut pending: VecDeque<vad::Chunk> = VecDeque::new();
-        // A chunk of the stream may end in the middle of a 2-byte sample.
-        let mut odd_byte: Option<u8> = None;
-        let started = Instant::now();
-        let started_at_s = sample_to_s(buffer_origin);
-        let mut last_progress: Option<Instant> = None;
-        let mut finished = false;
-        while !finished {
-            match pcm.next().await {
-                Some(chunk) => {
-                    let chunk =
-                        chunk.map_err(|err| StageError::transient("reading the audio", err))?;
-                    append_pcm(&mut buffer, &mut odd_byte, &chunk);
-                    if buffer.len() < read_ahead {
-                        continue;
-                    }
-                }
-                None => finished = true,
-            }
-            let (chunks, consumed) = vad::split(&buffer, buffer_origin, finished);
-            buffer.drain(..consumed);
-            buffer_origin += consumed as u64;
-            pending.extend(chunks);
-
-            while pending.len() >= self.batch_size || (finished && !pending.is_empty()) {
-                let take = pending.len().min(self.batch_size);
-                let batch: Vec<vad::Chunk> = pending.drain(..take).collect();
-                let language = requested
-                    .clone()
-                    .or_else(|| builder.language.as_ref().map(|d| d.code.clone()));
-                let (detected, results) = self
-                    .run_batch(batch, language, input.word_timestamps)
-                    .await?;
-                if builder.language.is_none() {
-                    builder.language = detected;
-                }
-                for (chunk, segments) in results {
-                    builder.push_window(sample_to_s(chunk.start_sample), segments);
-                }
-                // Everything before the next chunk still to do (or the unread audio) is done.
-                let resume_sample = pending
-                    .front()
-                    .map_or(buffer_origin, |chunk| chunk.start_sample);
-                let checkpoint = Checkpoint {
-                    resume_sample,
-                    segments: builder.segments.clone(),
-                    language: builder.language.clone(),
-                };
-                self.blobs
-                    .put_json(&checkpoint_blob, &checkpoint)
-                    .await
-                    .map_err(|err| StageError::transient("storing the checkpoint", err))?;
-                let done_s = sample_to_s(resume_sample);
-                debug!(done_s, "batch transcribed");
-                if input.duration_s > 0.0
-                    && last_progress.is_none_or(|at| at.elapsed() >= Duration::from_secs(1))
-                {
-                    last_progress = Some(Instant::now());
-                    let rate = (done_s - started_at_s) / started.elapsed().as_secs_f64().max(1e-3);
-                    let eta = (rate > 0.0).then(|| (input.duration_s - done_s).max(0.0) / rate);
-                    job.progress_with_eta(done_s / input.duration_s, eta).await;
-                }
-            }
-        }
-
-        let language = match (&requested, &builder.language) {
-            _ if !self.engine.is_multilingual() => LanguageDetection {
-                language: "en".to_owned(),
-                probability: 1.0,
-                source: "model".to_owned(),
-                text_check: None,
-            },
-            (Some(code), _) => LanguageDetection {
-                language: code.clone(),
-                probability: 1.0,
-                source: "user".to_owned(),
-                text_check: None,
-            },
-            (None, Some(detected)) => LanguageDetection {
-                language: detected.code.clone(),
-                probability: (detected.probability * 1000.0).round() / 1000.0,
-                source: "whisper".to_owned(),
-                text_check: None,
-            },
-            // Nothing but silence: no language to detect.
-            (None, None) => LanguageDetection {
-                language: "und".to_owned(),
-                probability: 0.0,
-                source: "whisper".to_owned(),
-                text_check: None,
-            },
-        };
-        let text = builder
-            .segments
-            .iter()
-            .map(|segment| segment.text.as_str())
-            .collect::<Vec<_>>()
-            .join(" ");
-        let transcript = Transcript {
-            text,
-            segments: builder.segments,
-            language,
-            duration_s: input.duration_s,
-            model: self.engine.name().to_owned(),
-        };
-        let transcript_blob = JobBlobs::transcript_path(input.job_id);
+    ) -> Result<(), StageError> {
+        let blob = JobBlobs::transcript_path(job.job_id());
         self.blobs
-            .put_json(&transcript_blob, &transcript)
+            .put_json(&blob, transcript)
             .await
             .map_err(|err| StageError::transient("storing the transcript", err))?;
-        job.jobs()
-            .update(input.job_id, |record| {
-                record.blobs.transcript = Some(transcript_blob.clone());
-            })
-            .await
-            .map_err(|err| StageError::transient("recording the transcript", err))?;
-        info!(segments = transcript.segments.len(), language = %transcript.language.language, "transcribed");
-        Outcome::forward(&AnalyzeRequest {
-            job_id: input.job_id,
-            transcript_blob,
+        job.update("recording the transcript", |record| {
+            record.blobs.transcript = Some(blob.clone());
         })
+        .await?;
+        info!(segments = transcript.segments.len(), language = %transcript.language.language, "transcribed");
+        Ok(())
     }
 }
 
-/// Appends s16le bytes to `samples` as f32 in [-1, 1], carrying an odd trailing byte over.
-fn append_pcm(samples: &mut Vec<f32>, odd_byte: &mut Option<u8>, mut bytes: &[u8]) {
-    if let Some(low) = odd_byte.take() {
-        match bytes.split_first() {
-            Some((&high, rest)) => {
-                samples.push(f32::from(i16::from_le_bytes([low, high])) / 32768.0);
-                bytes = rest;
+/// Records where this attempt resumes, when it resumes an earlier one.
+async fn record_resume(job: &JobContext, resume: ResumePoint) -> Result<(), StageError> {
+    let Some(seconds) = resume.resumed_from_s else {
+        return Ok(());
+    };
+    info!(resumed_from_s = seconds, "resuming from checkpoint");
+    job.update("recording the resume point", |record| {
+        record.stage_run(Stage::Transcribe).resumed_from_s = Some(seconds);
+    })
+    .await?;
+    Ok(())
+}
+
+/// Batches of speech chunks read from the PCM stream.
+struct BatchReader {
+    pcm: PcmStream,
+    batcher: AudioBatcher,
+}
+
+impl BatchReader {
+    fn new(pcm: PcmStream, batcher: AudioBatcher) -> Self {
+        Self { pcm, batcher }
+    }
+
+    /// The next batch, reading as much audio as it takes; `None` at the end of the audio.
+    async fn next(&mut self) -> Result<Option<Vec<Chunk>>, StageError> {
+        loop {
+            if let Some(batch) = self.batcher.take_batch() {
+                return Ok(Some(batch));
             }
-            None => {
-                *odd_byte = Some(low);
-                return;
+            if self.batcher.is_finished() {
+                return Ok(None);
+            }
+            match self.pcm.next().await {
+                Some(bytes) => self.batcher.push_pcm(
+                    &bytes.map_err(|err| StageError::transient("reading the audio", err))?,
+                ),
+                None => self.batcher.finish(),
             }
         }
     }
-    let mut pairs = bytes.chunks_exact(2);
-    samples.extend(
-        pairs
-            .by_ref()
-            .map(|pair| f32::from(i16::from_le_bytes([pair[0], pair[1]])) / 32768.0),
-    );
-    if let [low] = pairs.remainder() {
-        *odd_byte = Some(*low);
+
+    fn resume_sample(&self) -> u64 {
+        self.batcher.resume_sample()
     }
+}
+
+/// Progress of the transcription, with an estimate of the time left, at most once a second.
+struct ProgressReporter {
+    duration_s: f64,
+    started: Instant,
+    started_at_s: f64,
+    last_report: Option<Instant>,
+}
+
+/// How often progress is reported.
+const PROGRESS_EVERY: Duration = Duration::from_secs(1);
+
+impl ProgressReporter {
+    fn new(duration_s: f64, start_sample: u64) -> Self {
+        Self {
+            duration_s,
+            started: Instant::now(),
+            started_at_s: pcm::sample_to_seconds(start_sample),
+            last_report: None,
+        }
+    }
+
+    /// Everything before media sample `done_sample` is transcribed.
+    async fn report(&mut self, job: &JobContext, done_sample: u64) {
+        let done_s = pcm::sample_to_seconds(done_sample);
+        debug!(done_s, "batch transcribed");
+        if self.duration_s <= 0.0
+            || self
+                .last_report
+                .is_some_and(|at| at.elapsed() < PROGRESS_EVERY)
+        {
+            return;
+        }
+        self.last_report = Some(Instant::now());
+        let eta = eta_s(
+            done_s - self.started_at_s,
+            self.started.elapsed(),
+            self.duration_s - done_s,
+        );
+        job.progress_with_eta(done_s / self.duration_s, eta).await;
+    }
+}
+
+/// Seconds until `left_s` of media are done, at the rate `done_s` took `elapsed`.
+fn eta_s(done_s: f64, elapsed: Duration, left_s: f64) -> Option<f64> {
+    let rate = done_s / elapsed.as_secs_f64().max(1e-3);
+    (rate > 0.0).then(|| left_s.max(0.0) / rate)
 }
 
 #[cfg(test)]
@@ -374,38 +301,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn pcm_split_across_reads_decodes_whole_samples() {
-        let mut samples = Vec::new();
-        let mut odd = None;
-        let bytes: Vec<u8> = [1000i16, -2000, 32767]
-            .iter()
-            .flat_map(|s| s.to_le_bytes())
-            .collect();
-        append_pcm(&mut samples, &mut odd, &bytes[..3]);
-        append_pcm(&mut samples, &mut odd, &bytes[3..]);
-        let back: Vec<i16> = samples
-            .iter()
-            .map(|s| (s * 32768.0).round() as i16)
-            .collect();
-        assert_eq!(back, vec![1000, -2000, 32767]);
-        assert_eq!(odd, None);
-    }
-
-    #[test]
-    fn window_segments_are_shifted_to_media_time_and_never_go_back() {
-        let mut builder = TranscriptBuilder {
-            segments: Vec::new(),
-            language: None,
-        };
-        let segment = |start, end, text: &str| engine::WindowSegment {
-            start,
-            end,
-            text: text.into(),
-            words: None,
-        };
-        builder.push_window(0.0, vec![segment(0.0, 4.0, "a"), segment(3.5, 30.0, "b")]);
-        builder.push_window(30.0, vec![segment(0.0, 2.0, "c")]);
-        let times: Vec<(f64, f64)> = builder.segments.iter().map(|s| (s.start, s.end)).collect();
-        assert_eq!(times, vec![(0.0, 4.0), (4.0, 30.0), (30.0, 32.0)]);
+    fn the_time_left_follows_the_rate_so_far() {
+        let cases = [
+            (60.0, 10.0, 120.0, Some(20.0)),
+            (0.0, 10.0, 120.0, None),
+            (30.0, 10.0, -5.0, Some(0.0)),
+        ];
+        for (done_s, elapsed_s, left_s, expected) in cases {
+            assert_eq!(
+                eta_s(done_s, Duration::from_secs_f64(elapsed_s), left_s),
+                expected
+            );
+        }
     }
 }

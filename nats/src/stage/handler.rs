@@ -1,0 +1,82 @@
+//! What a stage implements: [`StageHandler`], the [`Outcome`] it returns and the
+//! [`StageError`] it fails with.
+
+use std::future::Future;
+use std::time::Duration;
+
+use proto_msgs::{EncodedMessage, JobRecord, PipelineMessage};
+
+use crate::error_chain::{BoxError, ErrorChain};
+use crate::stage::JobContext;
+
+/// One stage of the pipeline: handles one message at a time (the loop runs several at once).
+pub trait StageHandler: Send + Sync + 'static {
+    /// The message of this stage's subject.
+    type Input: PipelineMessage;
+
+    fn handle(
+        &self,
+        input: Self::Input,
+        job: &JobContext,
+    ) -> impl Future<Output = Result<Outcome, StageError>> + Send;
+
+    /// What else changes on the record of a job when this stage gives up on its message (a
+    /// permanent error, or out of deliveries), besides failing the job. The notifier marks the
+    /// webhook delivery failed.
+    fn on_give_up(_record: &mut JobRecord, _reason: &str) {}
+}
+
+/// What a stage did with a message.
+#[derive(Debug)]
+pub enum Outcome {
+    /// The stage is done with the job and recorded its output on the job record: the loop hands
+    /// the job to the next stage with a message built from that record, then acks.
+    Forward,
+    /// The job needs nothing more from the pipeline (the stage published its end); ack.
+    Done,
+    /// The stage must see the job again later: store this new message of the same stage (which
+    /// says when it is due), then ack the one handled. Each such message starts with a fresh
+    /// delivery count, so a stage may wait any number of times (webhook retries).
+    Reschedule(EncodedMessage),
+    /// The message arrived before it was due: deliver the same message again after this delay.
+    TooEarly(Duration),
+}
+
+impl Outcome {
+    /// [`Outcome::Reschedule`] with `message` encoded.
+    pub fn reschedule<M: PipelineMessage>(message: &M) -> Result<Self, StageError> {
+        EncodedMessage::of(message)
+            .map(Outcome::Reschedule)
+            .map_err(|err| StageError::transient("encoding the next attempt", err))
+    }
+}
+
+/// Why a stage could not handle a message.
+#[derive(Debug, thiserror::Error)]
+pub enum StageError {
+    /// The job cannot succeed (bad input): fail it with this message, which users read.
+    #[error("{0}")]
+    Permanent(String),
+    /// Something outside the job went wrong (store, network): try again later.
+    #[error("{context}")]
+    Transient {
+        /// What the stage was doing: `reading the transcript`.
+        context: &'static str,
+        #[source]
+        source: BoxError,
+    },
+}
+
+impl StageError {
+    pub fn transient(context: &'static str, source: impl Into<BoxError>) -> Self {
+        StageError::Transient {
+            context,
+            source: source.into(),
+        }
+    }
+
+    /// The error with its causes on one line, as recorded on the job.
+    pub fn reason(&self) -> String {
+        ErrorChain(self).to_string()
+    }
+}

@@ -1,0 +1,231 @@
+//! The loop that runs one stage: pulls a message per free slot, runs the handler with
+//! in-progress acks, and settles the message as the rules of [`crate::stage::settle`] say.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream::consumer::PullConsumer;
+use async_nats::jetstream::{AckKind, Message};
+use futures::StreamExt;
+use proto_msgs::{JobStatus, PipelineMessage};
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, error, info, info_span, warn};
+
+use crate::error_chain::ErrorChain;
+use crate::stage::lifecycle::JobLifecycle;
+use crate::stage::settle::{Settle, decide, retry_delay};
+use crate::stage::{JobContext, StageHandler, max_deliveries};
+use crate::{Pipeline, PipelineError, trace_context};
+
+/// How the loop runs one stage.
+#[derive(Debug, Clone)]
+pub struct StageLoopSettings {
+    /// Messages handled at once by this process (MAX_CONCURRENT_JOBS).
+    pub concurrency: usize,
+    /// How long one pull request waits on the server for a message.
+    pub pull_expiry: Duration,
+    /// How long in-flight handlers get to finish after shutdown before they are abandoned (their
+    /// messages are nak'd so another process takes them at once).
+    pub drain_timeout: Duration,
+}
+
+impl Default for StageLoopSettings {
+    fn default() -> Self {
+        Self {
+            concurrency: 2,
+            pull_expiry: Duration::from_secs(5),
+            drain_timeout: Duration::from_secs(3),
+        }
+    }
+}
+
+/// Runs `handler` on its stage's messages until `shutdown` is cancelled.
+pub async fn run_stage<S: StageHandler>(
+    pipeline: Pipeline,
+    handler: Arc<S>,
+    settings: StageLoopSettings,
+    shutdown: CancellationToken,
+) -> Result<(), PipelineError> {
+    let stage = S::Input::STAGE;
+    let consumer = pipeline.consumer(stage).await?;
+    let slots = Arc::new(Semaphore::new(settings.concurrency.max(1)));
+    let mut in_flight = JoinSet::new();
+    let watcher = tokio::spawn(max_deliveries::watch(
+        pipeline.clone(),
+        stage,
+        S::on_give_up,
+        shutdown.clone(),
+    ));
+    info!(stage = %stage, concurrency = settings.concurrency, "stage started");
+    loop {
+        // Reap finished handlers so the set does not grow.
+        while in_flight.try_join_next().is_some() {}
+        let permit = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            permit = slots.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
+        };
+        let message = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            pulled = pull_one(&consumer, settings.pull_expiry) => match pulled {
+                Ok(Some(message)) => message,
+                Ok(None) => continue,
+                Err(err) => {
+                    // The client reconnects by itself; wait a little instead of spinning.
+                    warn!(stage = %stage, error = %ErrorChain(&err), "pull failed; retrying");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+            },
+        };
+        let (pipeline, handler, shutdown) = (pipeline.clone(), handler.clone(), shutdown.clone());
+        in_flight.spawn(async move {
+            process_message(&pipeline, handler.as_ref(), message, &shutdown).await;
+            drop(permit);
+        });
+    }
+    info!(stage = %stage, in_flight = in_flight.len(), "stage stopping");
+    let drained = tokio::time::timeout(settings.drain_timeout, async {
+        while in_flight.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        in_flight.abort_all();
+    }
+    watcher.abort();
+    Ok(())
+}
+
+async fn pull_one(
+    consumer: &PullConsumer,
+    expiry: Duration,
+) -> Result<Option<Message>, PipelineError> {
+    let mut batch = consumer
+        .batch()
+        .max_messages(1)
+        .expires(expiry)
+        .messages()
+        .await
+        .map_err(|err| PipelineError::request("pulling a message", err))?;
+    match batch.next().await {
+        Some(Ok(message)) => Ok(Some(message)),
+        Some(Err(err)) => Err(PipelineError::request("pulling a message", err)),
+        None => Ok(None),
+    }
+}
+
+/// Decodes, handles and settles one message, inside a span that continues the job's trace.
+async fn process_message<S: StageHandler>(
+    pipeline: &Pipeline,
+    handler: &S,
+    message: Message,
+    shutdown: &CancellationToken,
+) {
+    let stage = S::Input::STAGE;
+    let attempt = message
+        .info()
+        .map(|info| info.delivered.max(1) as u32)
+        .unwrap_or(1);
+    let input: S::Input = match proto_msgs::decode(&message.payload) {
+        Ok(input) => input,
+        Err(err) => {
+            // Nobody can ever handle it, and it names no job we could fail.
+            error!(stage = %stage, error = %ErrorChain(&err), "undecodable message dropped");
+            return settle(&message, Settle::Term).await;
+        }
+    };
+    let span = info_span!("stage", stage = %stage, job_id = %input.job_id(), attempt);
+    trace_context::set_parent_from(&span, message.headers.as_ref());
+    async {
+        let settled = handle(pipeline, handler, input, attempt, &message, shutdown).await;
+        settle(&message, settled).await;
+    }
+    .instrument(span)
+    .await;
+}
+
+/// Runs the handler between the job's start and what its answer decides.
+async fn handle<S: StageHandler>(
+    pipeline: &Pipeline,
+    handler: &S,
+    input: S::Input,
+    attempt: u32,
+    message: &Message,
+    shutdown: &CancellationToken,
+) -> Settle {
+    let stage = S::Input::STAGE;
+    let job = JobLifecycle {
+        pipeline,
+        job_id: input.job_id(),
+        stage,
+        on_give_up: S::on_give_up,
+    };
+    let record = match job.start(attempt).await {
+        Ok(Some(record)) => record,
+        Ok(None) => {
+            info!("job no longer exists; message dropped");
+            return Settle::Term;
+        }
+        Err(err) => {
+            warn!(error = %ErrorChain(&err), "cannot record the stage's start; retrying");
+            return Settle::Nak(Some(retry_delay(attempt)));
+        }
+    };
+    if record.status == JobStatus::Failed && !stage.wanted_after_failure(&record) {
+        info!("job already failed; message dropped");
+        return Settle::Ack;
+    }
+    let context = JobContext::new(
+        job.job_id,
+        stage,
+        attempt,
+        pipeline.jobs().clone(),
+        pipeline.events().clone(),
+    );
+    let heartbeat_every = pipeline.settings().ack_wait / 3;
+    let handled = handler.handle(input, &context);
+    let Some(result) = with_heartbeat(handled, message, heartbeat_every, shutdown).await else {
+        info!("shutting down: job handed back to the stream");
+        return Settle::Nak(None);
+    };
+    let max_deliver = pipeline.settings().max_deliver.max(1) as u32;
+    job.carry_out(decide(result, stage, attempt, max_deliver), attempt)
+        .await
+}
+
+/// Awaits `handled`, telling the server every `every` that the message is still in progress;
+/// `None` if `shutdown` comes first.
+async fn with_heartbeat<T>(
+    handled: impl Future<Output = T>,
+    message: &Message,
+    every: Duration,
+    shutdown: &CancellationToken,
+) -> Option<T> {
+    tokio::pin!(handled);
+    loop {
+        tokio::select! {
+            result = &mut handled => return Some(result),
+            _ = tokio::time::sleep(every) => {
+                if let Err(err) = message.ack_with(AckKind::Progress).await {
+                    warn!(error = %ErrorChain(err.as_ref()), "in-progress ack failed");
+                }
+            }
+            _ = shutdown.cancelled() => return None,
+        }
+    }
+}
+
+/// Settles `message` with the server; a failure is logged (the server redelivers after
+/// `ack_wait`, and downstream messages are deduplicated by their ids).
+async fn settle(message: &Message, settle: Settle) {
+    let settled = match settle {
+        Settle::Ack => message.double_ack().await,
+        Settle::Nak(delay) => message.ack_with(AckKind::Nak(delay)).await,
+        Settle::Term => message.ack_with(AckKind::Term).await,
+    };
+    if let Err(err) = settled {
+        warn!(?settle, error = %ErrorChain(err.as_ref()), "message not settled with the server");
+    }
+}

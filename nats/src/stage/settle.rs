@@ -1,0 +1,219 @@
+//! The rules by which the loop settles a message, as pure functions: what a handler's answer
+//! leads to ([`decide`]), how long to wait before a retry ([`retry_delay`]), and what follows
+//! when a job fails ([`after_failure`]).
+
+use std::time::Duration;
+
+use proto_msgs::{EncodedMessage, JobRecord, JobStatus, Stage};
+
+use crate::stage::{Outcome, StageError};
+
+/// How the loop settles a message with the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Settle {
+    /// Done with; removed from the work queue.
+    Ack,
+    /// Handed back, to be delivered again (after the delay, if any). Counts as a delivery.
+    Nak(Option<Duration>),
+    /// Never to be delivered again; removed from the work queue.
+    Term,
+}
+
+/// What the loop does next with a handled message.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Decision {
+    /// Record the stage's end, hand the job to the next stage, then ack.
+    Forward,
+    /// Record the stage's end without an event (the stage published the job's end), then ack.
+    Finish,
+    /// Store this message for the same stage, then ack.
+    Enqueue(EncodedMessage),
+    /// Hand the message back, to be delivered again after this delay.
+    Redeliver(Duration),
+    /// Record `reason` on the stage's run and hand the message back, for another try after
+    /// `delay`.
+    Retry { reason: String, delay: Duration },
+    /// Fail the job with this reason, which users read.
+    Fail(String),
+}
+
+/// What the handler's `result` on delivery `attempt` (1-based) of a message of `stage` leads to,
+/// when the consumer allows `max_deliver` deliveries.
+pub fn decide(
+    result: Result<Outcome, StageError>,
+    stage: Stage,
+    attempt: u32,
+    max_deliver: u32,
+) -> Decision {
+    match result {
+        Ok(Outcome::Forward) => Decision::Forward,
+        Ok(Outcome::Done) => Decision::Finish,
+        Ok(Outcome::Reschedule(message)) => Decision::Enqueue(message),
+        Ok(Outcome::TooEarly(delay)) => Decision::Redeliver(delay),
+        Err(err @ StageError::Permanent(_)) => Decision::Fail(err.reason()),
+        Err(err) if attempt >= max_deliver => Decision::Fail(format!(
+            "{stage} failed after {attempt} attempts: {}",
+            err.reason()
+        )),
+        Err(err) => Decision::Retry {
+            reason: err.reason(),
+            delay: retry_delay(attempt),
+        },
+    }
+}
+
+/// Delay before the next delivery after a transient failure: 2, 4, 8 … s, at most a minute.
+pub fn retry_delay(attempt: u32) -> Duration {
+    Duration::from_secs(2u64.saturating_pow(attempt.min(6)).min(60))
+}
+
+/// What follows once `stage` has failed the job `record` (as written by that update).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AfterFailure {
+    /// Publish the job's `failed` event (deduplicated by the server if already published).
+    pub publish_failed: bool,
+    /// Stages that still get the failed job (the notifier, for the webhook).
+    pub hand_over_to: Vec<Stage>,
+}
+
+/// A job ends once: a completed job stays completed (an undeliverable webhook does not undo
+/// it), and a stage that receives jobs failed elsewhere does not report their failure again.
+/// `failed_now`: this stage's update is the one that failed the job.
+pub fn after_failure(record: &JobRecord, stage: Stage, failed_now: bool) -> AfterFailure {
+    let reported_elsewhere = !failed_now && stage.wanted_after_failure(record);
+    if record.status == JobStatus::Completed || reported_elsewhere {
+        return AfterFailure {
+            publish_failed: false,
+            hand_over_to: Vec::new(),
+        };
+    }
+    AfterFailure {
+        publish_failed: true,
+        hand_over_to: Stage::ALL
+            .into_iter()
+            .filter(|other| *other != stage && other.wanted_after_failure(record))
+            .collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proto_msgs::{JobOptions, NotifyRequest};
+    use time::OffsetDateTime;
+    use uuid::Uuid;
+
+    fn transient() -> StageError {
+        StageError::transient(
+            "reading the audio",
+            std::io::Error::other("connection reset"),
+        )
+    }
+
+    #[test]
+    fn a_handlers_answer_decides_how_its_message_is_settled() {
+        let retry = |reason: &str, seconds| Decision::Retry {
+            reason: reason.to_owned(),
+            delay: Duration::from_secs(seconds),
+        };
+        let message = EncodedMessage::of(&NotifyRequest::first(Uuid::nil())).expect("encodes");
+        let cases: Vec<(Result<Outcome, StageError>, u32, Decision)> = vec![
+            (Ok(Outcome::Forward), 1, Decision::Forward),
+            (Ok(Outcome::Done), 5, Decision::Finish),
+            (
+                Ok(Outcome::Reschedule(message.clone())),
+                1,
+                Decision::Enqueue(message),
+            ),
+            (
+                Ok(Outcome::TooEarly(Duration::from_secs(7))),
+                5,
+                Decision::Redeliver(Duration::from_secs(7)),
+            ),
+            (
+                Err(StageError::Permanent("no audio stream in a.mp4".into())),
+                1,
+                Decision::Fail("no audio stream in a.mp4".into()),
+            ),
+            (
+                Err(transient()),
+                1,
+                retry("reading the audio: connection reset", 2),
+            ),
+            (
+                Err(transient()),
+                4,
+                retry("reading the audio: connection reset", 16),
+            ),
+            (
+                Err(transient()),
+                5,
+                Decision::Fail(
+                    "decode failed after 5 attempts: reading the audio: connection reset".into(),
+                ),
+            ),
+        ];
+        for (result, attempt, expected) in cases {
+            let shown = format!("{result:?} on attempt {attempt}");
+            assert_eq!(
+                decide(result, Stage::Decode, attempt, 5),
+                expected,
+                "{shown}"
+            );
+        }
+    }
+
+    #[test]
+    fn retry_delays_double_up_to_a_minute() {
+        let delays: Vec<u64> = [1, 2, 3, 5, 6, 40]
+            .map(|attempt| retry_delay(attempt).as_secs())
+            .to_vec();
+        assert_eq!(delays, [2, 4, 8, 32, 60, 60]);
+    }
+
+    #[test]
+    fn a_failure_is_reported_once_and_handed_to_the_notifier_when_it_has_a_webhook() {
+        let record = |status, webhook: bool| {
+            let mut record = JobRecord::new_pending(
+                Uuid::nil(),
+                "a.wav".into(),
+                1,
+                JobOptions {
+                    webhook_url: webhook.then(|| "https://example.org/hook".into()),
+                    ..Default::default()
+                },
+                OffsetDateTime::UNIX_EPOCH,
+            );
+            record.status = status;
+            record
+        };
+        let reported = |hand_over_to: Vec<Stage>| AfterFailure {
+            publish_failed: true,
+            hand_over_to,
+        };
+        let nothing = AfterFailure {
+            publish_failed: false,
+            hand_over_to: Vec::new(),
+        };
+        use JobStatus::{Completed, Failed};
+        use Stage::{Analyze, Decode, Notify, Transcribe};
+        let cases = [
+            // (status written, webhook, stage, failed by this call, what follows)
+            (Failed, true, Decode, true, reported(vec![Notify])),
+            (Failed, false, Transcribe, true, reported(vec![])),
+            // A retried failure is reported again; the server drops the duplicates.
+            (Failed, true, Analyze, false, reported(vec![Notify])),
+            (Failed, true, Notify, true, reported(vec![])),
+            // The notifier gives up on the webhook of a job another stage failed.
+            (Failed, true, Notify, false, nothing.clone()),
+            (Completed, true, Notify, false, nothing),
+        ];
+        for (status, webhook, stage, failed_now, expected) in cases {
+            assert_eq!(
+                after_failure(&record(status, webhook), stage, failed_now),
+                expected,
+                "{status:?} webhook={webhook} {stage} failed_now={failed_now}"
+            );
+        }
+    }
+}

@@ -1,0 +1,269 @@
+//! The job record: value of key `<job_id>` in the `jetscribe_jobs` bucket. Written only by
+//! compare-and-set on the entry's revision (see `jetscribe_nats::JobStore`).
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::stage::{JobStep, Stage};
+
+/// Life-cycle of a job, as `/status` shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobStatus {
+    Pending,
+    Processing,
+    Completed,
+    Failed,
+}
+
+impl JobStatus {
+    pub fn is_final(self) -> bool {
+        matches!(self, JobStatus::Completed | JobStatus::Failed)
+    }
+}
+
+/// What happened to a job in one stage: for `/status` and for diagnosing retries.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct StageRun {
+    /// Deliveries of this stage's message so far (1 = first try).
+    pub attempts: u32,
+    #[serde(with = "time::serde::rfc3339::option", default)]
+    pub started_at: Option<OffsetDateTime>,
+    #[serde(with = "time::serde::rfc3339::option", default)]
+    pub finished_at: Option<OffsetDateTime>,
+    #[serde(default)]
+    pub last_error: Option<String>,
+    /// Media second this attempt resumed from (a checkpoint of an earlier attempt), if any.
+    #[serde(default)]
+    pub resumed_from_s: Option<f64>,
+}
+
+/// The job record.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobRecord {
+    pub job_id: Uuid,
+    pub status: JobStatus,
+    /// Overall progress 0..=100; never decreases.
+    pub progress: u8,
+    /// What the job is doing now.
+    pub step: JobStep,
+    pub filename: String,
+    /// Bytes uploaded.
+    pub size_bytes: u64,
+    pub language: Option<String>,
+    pub webhook_url: Option<String>,
+    /// The client asked for the time of every word.
+    #[serde(default)]
+    pub word_timestamps: bool,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub updated_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339::option", default)]
+    pub completed_at: Option<OffsetDateTime>,
+    #[serde(default)]
+    pub error_message: Option<String>,
+    /// Media duration in seconds, once decoded.
+    #[serde(default)]
+    pub duration_s: Option<f64>,
+    /// Estimated seconds until the current stage ends, while it reports one.
+    #[serde(default)]
+    pub eta_s: Option<f64>,
+    /// Where the job's data lives in the object store.
+    pub blobs: JobBlobs,
+    /// Per stage: attempts and timings.
+    #[serde(default)]
+    pub stages: BTreeMap<Stage, StageRun>,
+    /// The webhook's delivery, once the notifier has tried it.
+    #[serde(default)]
+    pub webhook: Option<WebhookDelivery>,
+}
+
+/// How a job's webhook delivery went: every attempt, and where it stands.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct WebhookDelivery {
+    /// `webhook-id` of the delivery: the same on every attempt, so receivers can drop repeats.
+    pub id: String,
+    pub state: WebhookState,
+    pub attempts: u32,
+    #[serde(default)]
+    pub last_status_code: Option<u16>,
+    #[serde(default)]
+    pub last_error: Option<String>,
+    #[serde(with = "time::serde::rfc3339::option", default)]
+    pub delivered_at: Option<OffsetDateTime>,
+    /// When the next attempt is due, while one is scheduled.
+    #[serde(with = "time::serde::rfc3339::option", default)]
+    pub next_attempt_at: Option<OffsetDateTime>,
+    /// Each attempt, oldest first.
+    #[serde(default)]
+    pub history: Vec<WebhookAttempt>,
+}
+
+impl WebhookDelivery {
+    /// A delivery not yet tried, with the job's `webhook-id`.
+    pub fn new(job_id: Uuid) -> Self {
+        Self {
+            id: format!("msg_{}", job_id.simple()),
+            ..Default::default()
+        }
+    }
+}
+
+/// Where a webhook delivery stands.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WebhookState {
+    /// Not tried yet, or a retry is scheduled.
+    #[default]
+    Pending,
+    Delivered,
+    /// Out of retries, or refused by the receiver (a 4xx other than 408 and 429).
+    Failed,
+}
+
+/// One POST of a webhook.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WebhookAttempt {
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+    /// The receiver's HTTP status, when it answered.
+    #[serde(default)]
+    pub status_code: Option<u16>,
+    /// Why the attempt failed, when it did.
+    #[serde(default)]
+    pub error: Option<String>,
+}
+
+/// What the client chose when submitting a job.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct JobOptions {
+    /// ISO 639-1 code; detected when `None`.
+    pub language: Option<String>,
+    pub webhook_url: Option<String>,
+    pub word_timestamps: bool,
+}
+
+/// Object store paths of one job's data. All live under `jobs/<job_id>/`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobBlobs {
+    pub input: String,
+    #[serde(default)]
+    pub audio: Option<String>,
+    #[serde(default)]
+    pub transcript: Option<String>,
+    #[serde(default)]
+    pub result: Option<String>,
+}
+
+impl JobBlobs {
+    pub fn prefix(job_id: Uuid) -> String {
+        format!("jobs/{job_id}")
+    }
+    pub fn input_path(job_id: Uuid) -> String {
+        format!("jobs/{job_id}/input")
+    }
+    pub fn audio_path(job_id: Uuid) -> String {
+        format!("jobs/{job_id}/audio.s16le")
+    }
+    pub fn transcript_path(job_id: Uuid) -> String {
+        format!("jobs/{job_id}/transcript.json")
+    }
+    /// The transcriber's progress so far (segments of finished batches, where to resume).
+    pub fn transcribe_checkpoint_path(job_id: Uuid) -> String {
+        format!("jobs/{job_id}/transcribe.checkpoint.json")
+    }
+    pub fn result_path(job_id: Uuid) -> String {
+        format!("jobs/{job_id}/result.json")
+    }
+}
+
+impl JobRecord {
+    /// A freshly submitted job, waiting for the decoder.
+    pub fn new_pending(
+        job_id: Uuid,
+        filename: String,
+        size_bytes: u64,
+        options: JobOptions,
+        now: OffsetDateTime,
+    ) -> Self {
+        let JobOptions {
+            language,
+            webhook_url,
+            word_timestamps,
+        } = options;
+        Self {
+            job_id,
+            status: JobStatus::Pending,
+            progress: 0,
+            step: JobStep::Queued,
+            filename,
+            size_bytes,
+            language,
+            webhook_url,
+            word_timestamps,
+            created_at: now,
+            updated_at: now,
+            completed_at: None,
+            error_message: None,
+            duration_s: None,
+            eta_s: None,
+            blobs: JobBlobs {
+                input: JobBlobs::input_path(job_id),
+                audio: None,
+                transcript: None,
+                result: None,
+            },
+            stages: BTreeMap::new(),
+            webhook: None,
+        }
+    }
+
+    /// Raises progress; a lower value is ignored so that progress never goes back (a retried
+    /// stage reports from its start again).
+    pub fn raise_progress(&mut self, progress: u8) {
+        self.progress = self.progress.max(progress.min(100));
+    }
+
+    pub fn stage_run(&mut self, stage: Stage) -> &mut StageRun {
+        self.stages.entry(stage).or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn raise_progress_never_goes_back() {
+        let mut record = JobRecord::new_pending(
+            Uuid::new_v4(),
+            "a.wav".into(),
+            1,
+            JobOptions::default(),
+            OffsetDateTime::UNIX_EPOCH,
+        );
+        for (raise_to, expected) in [(40, 40), (10, 40), (250, 100)] {
+            record.raise_progress(raise_to);
+            assert_eq!(record.progress, expected);
+        }
+    }
+
+    #[test]
+    fn stage_runs_are_keyed_by_stage_name() {
+        let mut record = JobRecord::new_pending(
+            Uuid::nil(),
+            "a.wav".into(),
+            1,
+            JobOptions::default(),
+            OffsetDateTime::UNIX_EPOCH,
+        );
+        record.stage_run(Stage::Transcribe).attempts = 2;
+        let json = serde_json::to_value(&record).expect("serializes");
+        assert_eq!(json["stages"]["transcribe"]["attempts"], 2);
+        assert_eq!(json["step"], "queued");
+    }
+}

@@ -1,0 +1,109 @@
+//! Transcripts (what the transcriber stores) and results (what the analyzer stores, and what
+//! `/result` and the webhook carry).
+
+use serde::{Deserialize, Serialize};
+
+/// A transcript as the transcriber stores it (JSON blob).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Transcript {
+    pub text: String,
+    pub segments: Vec<Segment>,
+    /// What Whisper detected or was told.
+    pub language: LanguageDetection,
+    pub duration_s: f64,
+    /// Model folder name, e.g. `whisper-base`.
+    pub model: String,
+}
+
+/// A stretch of the transcript with its times in seconds of the original media.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Segment {
+    pub start: f64,
+    pub end: f64,
+    pub text: String,
+    /// Present when the job asked for word timestamps.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub words: Option<Vec<Word>>,
+}
+
+/// One word of a segment, with its times in seconds of the original media.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Word {
+    pub start: f64,
+    pub end: f64,
+    pub word: String,
+    /// Whisper's mean probability of the word's tokens, 0..=1.
+    pub probability: f64,
+}
+
+/// The language of a transcript and where that answer comes from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LanguageDetection {
+    /// ISO 639-1 code (`und` when there was nothing to detect it from).
+    pub language: String,
+    pub probability: f64,
+    pub source: LanguageSource,
+    /// What the transcript's text says (whatlang), once the analyzer has looked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text_check: Option<TextLanguageCheck>,
+}
+
+/// Where a transcript's language comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LanguageSource {
+    /// Detected by the model.
+    Whisper,
+    /// Requested by the client.
+    User,
+    /// An English-only model.
+    Model,
+    /// Read from the transcript's text, when Whisper was unsure.
+    Text,
+}
+
+/// The language of the transcript's text as whatlang sees it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TextLanguageCheck {
+    /// ISO 639-1 code (ISO 639-3 where 639-1 has none).
+    pub language: String,
+    /// whatlang's confidence, 0..=1.
+    pub confidence: f64,
+    /// whatlang's own judgement of whether the text was enough to tell.
+    pub reliable: bool,
+}
+
+/// Figures about the speech in a transcript.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TranscriptStats {
+    /// Words (characters, for languages written without spaces).
+    pub words: u64,
+    /// Words per minute of speech.
+    pub words_per_minute: f64,
+    /// Seconds covered by segments.
+    pub speech_s: f64,
+    /// The rest of the media's duration.
+    pub silence_s: f64,
+}
+
+/// A keyword or key phrase of the transcript.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Topic {
+    pub text: String,
+    /// Relevance in (0, 1]: 1 for the best topic.
+    pub score: f64,
+}
+
+/// The result of a completed job, as `/result` and the webhook carry it (JSON blob).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobResult {
+    pub transcript: String,
+    pub segments: Vec<Segment>,
+    pub language_detection: LanguageDetection,
+    /// Key words and phrases, best first.
+    pub topics: Vec<Topic>,
+    #[serde(default)]
+    pub stats: Option<TranscriptStats>,
+    pub duration_s: f64,
+    pub model: String,
+}

@@ -1,0 +1,172 @@
+//! The table of parts: everything the binary can run. `jetscribe <part>` runs one of them;
+//! `jetscribe up` runs them all in one process. Adding a stage adds one row here.
+
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use futures::future::BoxFuture;
+use jetscribe_analyzer::Analyzer;
+use jetscribe_api::{ApiServer, ApiSettings, ApiState};
+use jetscribe_blobstore::BlobStore;
+use jetscribe_decoder::{Decoder, DecoderSettings};
+use jetscribe_nats::{Pipeline, StageHandler, StageLoopSettings, run_stage};
+use jetscribe_notifier::{Notifier, WebhookSettings};
+use jetscribe_transcriber::{Transcriber, TranscriberSettings};
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+use crate::Settings;
+
+/// What every part is started with.
+#[derive(Clone)]
+pub struct Shared {
+    pub settings: Arc<Settings>,
+    pub pipeline: Pipeline,
+    pub blobs: BlobStore,
+    pub shutdown: CancellationToken,
+}
+
+/// A part of jetscribe: its command name, a line for the usage text, and how it runs (until
+/// shutdown, or an error).
+pub struct Part {
+    pub name: &'static str,
+    pub about: &'static str,
+    pub run: fn(Shared) -> BoxFuture<'static, anyhow::Result<()>>,
+}
+
+/// Every part, in the order `up` starts them.
+pub const PARTS: &[Part] = &[
+    Part::new("api", "the HTTP API", |shared| Box::pin(api(shared))),
+    Part::new("decoder", "the decode stage (ffmpeg)", |shared| {
+        Box::pin(decoder(shared))
+    }),
+    Part::new("transcriber", "the transcribe stage (Whisper)", |shared| {
+        Box::pin(transcriber(shared))
+    }),
+    Part::new(
+        "analyzer",
+        "the analyze stage (language, topics, stats)",
+        |shared| Box::pin(analyzer(shared)),
+    ),
+    Part::new(
+        "notifier",
+        "the notify stage (completion, webhooks)",
+        |shared| Box::pin(notifier(shared)),
+    ),
+];
+
+impl Part {
+    const fn new(
+        name: &'static str,
+        about: &'static str,
+        run: fn(Shared) -> BoxFuture<'static, anyhow::Result<()>>,
+    ) -> Self {
+        Self { name, about, run }
+    }
+}
+
+/// The part called `name`.
+pub fn part(name: &str) -> Option<&'static Part> {
+    PARTS.iter().find(|part| part.name == name)
+}
+
+impl Shared {
+    /// Runs a stage's loop with `handler` until shutdown.
+    async fn run_stage<S: StageHandler>(&self, handler: S) -> anyhow::Result<()> {
+        let settings = StageLoopSettings {
+            concurrency: self.settings.max_concurrent_jobs,
+            ..Default::default()
+        };
+        let stage = <S::Input as proto_msgs::PipelineMessage>::STAGE;
+        run_stage(
+            self.pipeline.clone(),
+            Arc::new(handler),
+            settings,
+            self.shutdown.clone(),
+        )
+        .await
+        .with_context(|| format!("running the {stage} stage"))
+    }
+}
+
+async fn api(shared: Shared) -> anyhow::Result<()> {
+    let settings = &shared.settings;
+    let server = ApiServer::bind(&settings.bind_addr)
+        .await
+        .with_context(|| format!("listening on {} (BIND_ADDR)", settings.bind_addr))?;
+    if let Some(file) = &settings.api_addr_file {
+        write_atomically(file, &server.local_addr().to_string())
+            .with_context(|| format!("writing API_ADDR_FILE {}", file.display()))?;
+    }
+    tokio::spawn(jetscribe_api::run_blob_cleanup(
+        shared.blobs.clone(),
+        shared.pipeline.settings().retention,
+        shared.shutdown.clone(),
+    ));
+    let state = ApiState {
+        pipeline: shared.pipeline.clone(),
+        blobs: shared.blobs.clone(),
+        settings: ApiSettings {
+            max_file_size: settings.max_file_size,
+            webhook_allow_private: settings.webhook_allow_private,
+            sync_timeout: settings.sync_timeout,
+        },
+    };
+    server
+        .run(state, shared.shutdown.clone())
+        .await
+        .context("serving HTTP")
+}
+
+async fn decoder(shared: Shared) -> anyhow::Result<()> {
+    let settings = DecoderSettings {
+        ffmpeg: shared.settings.ffmpeg_path.clone(),
+        ffprobe: shared.settings.ffprobe_path.clone(),
+        work_dir: shared.settings.data_dir.join("work"),
+    };
+    shared
+        .run_stage(Decoder::new(shared.blobs.clone(), settings))
+        .await
+}
+
+async fn transcriber(shared: Shared) -> anyhow::Result<()> {
+    let settings = TranscriberSettings {
+        model_dir: shared.settings.whisper_model.clone(),
+        threads: shared.settings.whisper_threads,
+        batch_size: shared.settings.whisper_batch_size,
+        beam_size: shared.settings.whisper_beam_size,
+    };
+    let blobs = shared.blobs.clone();
+    // Seconds of blocking work: not on the async threads.
+    let transcriber = tokio::task::spawn_blocking(move || Transcriber::new(blobs, &settings))
+        .await?
+        .context("loading the Whisper model (WHISPER_MODEL)")?;
+    shared.run_stage(transcriber).await
+}
+
+async fn analyzer(shared: Shared) -> anyhow::Result<()> {
+    shared.run_stage(Analyzer::new(shared.blobs.clone())).await
+}
+
+async fn notifier(shared: Shared) -> anyhow::Result<()> {
+    let settings = &shared.settings;
+    let webhooks = WebhookSettings {
+        timeout: settings.webhook_timeout,
+        max_retries: settings.webhook_max_retries,
+        retry_delay: settings.webhook_retry_delay,
+        secret: settings.webhook_secret.clone(),
+        allow_private: settings.webhook_allow_private,
+    };
+    let notifier =
+        Notifier::new(shared.blobs.clone(), webhooks).context("creating the webhook client")?;
+    shared.run_stage(notifier).await
+}
+
+/// Writes `contents` to `file` so that a reader never sees it half written.
+fn write_atomically(file: &std::path::Path, contents: &str) -> std::io::Result<()> {
+    let partial = file.with_extension("partial");
+    std::fs::write(&partial, contents)?;
+    std::fs::rename(&partial, file)?;
+    info!(file = %file.display(), contents, "address written");
+    Ok(())
+}

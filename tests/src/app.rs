@@ -1,0 +1,296 @@
+//! [`TestApp`]: `jetscribe` processes (one `up`, or one per part) with their own nats-server and
+//! data folder, driven through HTTP as a user would.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use jetscribe_nats::{LocalNatsServer, Pipeline, PipelineSettings};
+
+use crate::reference::repo_root;
+use crate::wait::{JOB_TIMEOUT, wait_for};
+
+/// `target/<profile>/jetscribe`, built by `make build` / `make test` (the test executable lives
+/// in `target/<profile>/deps/`).
+pub fn jetscribe_binary() -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>/deps/<test>");
+    let binary = profile_dir.join("jetscribe");
+    assert!(
+        binary.is_file(),
+        "{} is missing: run `make test` (it builds the binary first)",
+        binary.display()
+    );
+    binary
+}
+
+/// Running `jetscribe` processes with their own nats-server and data folder.
+pub struct TestApp {
+    pub base_url: String,
+    pub nats_url: String,
+    pub http: reqwest::Client,
+    /// Each process by the part it runs (`up`, `api`, `transcriber` …).
+    children: Vec<(String, Child)>,
+    env: Vec<(String, String)>,
+    nats: LocalNatsServer,
+    pub data_dir: tempfile::TempDir,
+}
+
+impl TestApp {
+    /// Starts `jetscribe up` with the default model (models/whisper-base) and `extra_env`, and
+    /// waits until `/health` answers 200.
+    pub async fn spawn(extra_env: &[(&str, &str)]) -> TestApp {
+        Self::spawn_parts(&["up"], extra_env).await
+    }
+
+    /// Starts one process per part in `parts` (one of them `up` or `api`), and waits until
+    /// `/health` answers 200. The API listens on a port the system picks, read back from
+    /// API_ADDR_FILE.
+    pub async fn spawn_parts(parts: &[&str], extra_env: &[(&str, &str)]) -> TestApp {
+        let nats = LocalNatsServer::start_temporary().expect("nats-server starts");
+        let data_dir = tempfile::tempdir().expect("tempdir");
+        let addr_file = data_dir.path().join("api.addr");
+        let model = repo_root().join("models/whisper-base");
+        assert!(
+            model.join("model.bin").is_file(),
+            "{} is missing: run `make models`",
+            model.display()
+        );
+        let mut env: Vec<(String, String)> = vec![
+            ("NATS_URL".into(), nats.url().into()),
+            ("DATA_DIR".into(), data_dir.path().display().to_string()),
+            ("BIND_ADDR".into(), "127.0.0.1:0".into()),
+            ("API_ADDR_FILE".into(), addr_file.display().to_string()),
+            ("WHISPER_MODEL".into(), model.display().to_string()),
+            ("WEBHOOK_RETRY_DELAY".into(), "0.2".into()),
+            // Test receivers listen on 127.0.0.1.
+            ("WEBHOOK_ALLOW_PRIVATE".into(), "true".into()),
+            (
+                "RUST_LOG".into(),
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
+            ),
+        ];
+        env.extend(extra_env.iter().map(|(k, v)| ((*k).into(), (*v).into())));
+        let mut app = TestApp {
+            base_url: String::new(),
+            nats_url: nats.url().to_owned(),
+            http: reqwest::Client::new(),
+            children: Vec::new(),
+            env,
+            nats,
+            data_dir,
+        };
+        for part in parts {
+            app.start_part(part);
+        }
+        let addr = wait_for("API_ADDR_FILE", Duration::from_secs(120), || {
+            let written = std::fs::read_to_string(&addr_file).ok();
+            async move { written }
+        })
+        .await;
+        app.base_url = format!("http://{addr}");
+        let health = app.url("/health");
+        wait_for("jetscribe /health", Duration::from_secs(120), || {
+            let request = app.http.get(&health).send();
+            async move { request.await.ok().filter(|r| r.status() == 200) }
+        })
+        .await;
+        app
+    }
+
+    /// Starts one more process running `part`; returns its pid.
+    pub fn start_part(&mut self, part: &str) -> u32 {
+        let child = Command::new(jetscribe_binary())
+            .arg(part)
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("jetscribe starts");
+        let pid = child.id();
+        self.children.push((part.to_owned(), child));
+        pid
+    }
+
+    /// The pid of the newest process running `part`.
+    pub fn pid_of(&self, part: &str) -> Option<u32> {
+        self.children
+            .iter()
+            .rev()
+            .find(|(name, _)| name == part)
+            .map(|(_, child)| child.id())
+    }
+
+    /// Kills (SIGKILL: no chance to clean up) the newest process running `part`.
+    pub fn kill_part(&mut self, part: &str) {
+        if let Some(index) = self.children.iter().rposition(|(name, _)| name == part) {
+            let (_, mut child) = self.children.remove(index);
+            child.kill().expect("the process can be killed");
+            child.wait().expect("the process ends");
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base_url)
+    }
+
+    /// POSTs `file` as the multipart field `file`, after the form fields `fields`, to `path`
+    /// (which may carry a query string).
+    pub async fn post_file(
+        &self,
+        path: &str,
+        file: &Path,
+        fields: &[(&str, &str)],
+    ) -> reqwest::Response {
+        let bytes = tokio::fs::read(file).await.expect("file readable");
+        let name = file
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let mut form = reqwest::multipart::Form::new();
+        for (field, value) in fields {
+            form = form.text((*field).to_owned(), (*value).to_owned());
+        }
+        let form = form.part(
+            "file",
+            reqwest::multipart::Part::bytes(bytes).file_name(name),
+        );
+        self.http
+            .post(self.url(path))
+            .multipart(form)
+            .send()
+            .await
+            .expect("POST")
+    }
+
+    /// Uploads `file` to `/process` with `query` appended; returns the response.
+    pub async fn submit(&self, file: &Path, query: &str) -> reqwest::Response {
+        self.post_file(&format!("/process{query}"), file, &[]).await
+    }
+
+    /// [`submit`](Self::submit), expecting 202; returns the job id.
+    pub async fn submit_job(&self, file: &Path, query: &str) -> String {
+        let response = self.submit(file, query).await;
+        assert_eq!(response.status(), 202, "{}", file.display());
+        let accepted: serde_json::Value = response.json().await.expect("json");
+        accepted["job_id"].as_str().expect("job_id").to_owned()
+    }
+
+    /// Polls `/status` until the job ends; returns the last body and every progress value seen.
+    pub async fn follow_status(&self, job_id: &str) -> (serde_json::Value, Vec<u64>) {
+        self.follow_status_for(job_id, JOB_TIMEOUT).await
+    }
+
+    /// [`follow_status`](Self::follow_status) with a deadline of `timeout`.
+    pub async fn follow_status_for(
+        &self,
+        job_id: &str,
+        timeout: Duration,
+    ) -> (serde_json::Value, Vec<u64>) {
+        let mut seen = Vec::new();
+        let deadline = Instant::now() + timeout;
+        loop {
+            let (code, body) = self.get_json(&format!("/status/{job_id}")).await;
+            assert_eq!(code, 200, "{body}");
+            seen.push(body["progress"].as_u64().expect("progress is a number"));
+            if matches!(body["status"].as_str(), Some("completed" | "failed")) {
+                return (body, seen);
+            }
+            assert!(
+                Instant::now() < deadline,
+                "job {job_id} did not end in {timeout:?}: {body}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// The `/status` body once the job has ended.
+    pub async fn wait_until_ended(&self, job_id: &str) -> serde_json::Value {
+        self.follow_status(job_id).await.0
+    }
+
+    pub async fn get_json(&self, path: &str) -> (u16, serde_json::Value) {
+        let response = self.http.get(self.url(path)).send().await.expect("GET");
+        let status = response.status().as_u16();
+        (
+            status,
+            response.json().await.unwrap_or(serde_json::Value::Null),
+        )
+    }
+
+    /// GET `path`, expecting 200 with a text body.
+    pub async fn get_text(&self, path: &str) -> String {
+        let response = self.http.get(self.url(path)).send().await.expect("GET");
+        assert_eq!(response.status(), 200, "GET {path}");
+        response.text().await.expect("text body")
+    }
+
+    /// A client of the app's JetStream, to read what the app stored.
+    pub async fn pipeline(&self) -> Pipeline {
+        Pipeline::connect(PipelineSettings::new(self.nats_url.clone()))
+            .await
+            .expect("the app's NATS answers")
+    }
+
+    /// GETs `path`, expecting `status` with a `detail` that contains `detail`; returns the body.
+    pub async fn get_refused(&self, path: &str, status: u16, detail: &str) -> serde_json::Value {
+        let (code, body) = self.get_json(path).await;
+        assert_eq!(code, status, "GET {path}: {body}");
+        assert!(
+            body["detail"].as_str().is_some_and(|d| d.contains(detail)),
+            "GET {path}: {body}"
+        );
+        body
+    }
+
+    /// Stops the app's nats-server (to see how the app copes).
+    pub fn stop_nats(&mut self) {
+        self.nats.stop();
+    }
+
+    /// Sends SIGTERM to every process and waits (at most `timeout` in all) for them to exit;
+    /// returns the exit status of the first one (the `up` or `api` process), or `None` on time-out.
+    pub fn terminate(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        for (_, child) in &self.children {
+            let status = Command::new("kill")
+                .arg("-TERM")
+                .arg(child.id().to_string())
+                .status()
+                .expect("kill runs");
+            assert!(status.success(), "SIGTERM to {}", child.id());
+        }
+        let deadline = Instant::now() + timeout;
+        let mut first = None;
+        for (index, (_, mut child)) in std::mem::take(&mut self.children).into_iter().enumerate() {
+            let status = loop {
+                if let Ok(Some(status)) = child.try_wait() {
+                    break Some(status);
+                }
+                if Instant::now() >= deadline {
+                    // Past the deadline: the answer is `None`; the process must not outlive the
+                    // test.
+                    drop(child.kill());
+                    drop(child.wait());
+                    break None;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            };
+            if index == 0 {
+                first = status;
+            }
+        }
+        first
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        for (_, child) in &mut self.children {
+            // Already ended, or ending: nothing to report from a destructor.
+            drop(child.kill());
+            drop(child.wait());
+        }
+    }
+}

@@ -1,0 +1,58 @@
+//! Media made in the tests by the real ffmpeg, and raw PCM.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// The sample rate of [`decode`]'s output and [`write_wav`]'s input.
+pub const SAMPLE_RATE: usize = 16_000;
+
+/// Runs ffmpeg with `args` (inputs and options) writing `output` in `dir`.
+pub fn ffmpeg(dir: &Path, output: &str, args: &[&str]) -> PathBuf {
+    let path = dir.join(output);
+    let status = Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-y"])
+        .args(args)
+        .arg(&path)
+        .status()
+        .expect("ffmpeg runs");
+    assert!(status.success(), "ffmpeg could not make {output}");
+    path
+}
+
+/// A clip as 16 kHz mono samples, decoded by ffmpeg.
+pub fn decode(clip: &Path) -> Vec<i16> {
+    let output = Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-i"])
+        .arg(clip)
+        .args(["-f", "s16le", "-ac", "1", "-ar", "16000", "-"])
+        .output()
+        .expect("ffmpeg runs");
+    assert!(output.status.success());
+    output
+        .stdout
+        .chunks_exact(2)
+        .map(|pair| i16::from_le_bytes([pair[0], pair[1]]))
+        .collect()
+}
+
+/// Writes a 16-bit mono WAV file.
+pub fn write_wav(path: &Path, samples: &[i16]) {
+    let data_len = (samples.len() * 2) as u32;
+    let mut bytes = Vec::with_capacity(44 + data_len as usize);
+    bytes.extend(b"RIFF");
+    bytes.extend((36 + data_len).to_le_bytes());
+    bytes.extend(b"WAVEfmt ");
+    bytes.extend(16u32.to_le_bytes());
+    bytes.extend(1u16.to_le_bytes()); // PCM
+    bytes.extend(1u16.to_le_bytes()); // mono
+    bytes.extend((SAMPLE_RATE as u32).to_le_bytes());
+    bytes.extend((SAMPLE_RATE as u32 * 2).to_le_bytes());
+    bytes.extend(2u16.to_le_bytes());
+    bytes.extend(16u16.to_le_bytes());
+    bytes.extend(b"data");
+    bytes.extend(data_len.to_le_bytes());
+    for sample in samples {
+        bytes.extend(sample.to_le_bytes());
+    }
+    std::fs::write(path, bytes).expect("wav written");
+}
