@@ -21,7 +21,7 @@ pub mod trace_context;
 pub use error_chain::{BoxError, ErrorChain};
 pub use events::{EventPublisher, StoredEvent};
 pub use jobs::{JobStore, JobStoreError};
-pub use pipeline::{Pipeline, PipelineError, PipelineSettings, StageQueue};
+pub use pipeline::{JobEvents, Pipeline, PipelineError, PipelineSettings, StageQueue};
 pub use server::{LocalNatsServer, ServerError};
 pub use stage::{JobContext, Outcome, StageError, StageHandler, StageLoopSettings, run_stage};
 

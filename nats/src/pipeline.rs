@@ -12,7 +12,7 @@ use proto_msgs::{CodecError, EncodedMessage, InputError, JobRecord, PipelineMess
 use tracing::{info, warn};
 
 use crate::error_chain::{BoxError, ErrorChain};
-use crate::{EventPublisher, JobStore, JobStoreError, trace_context};
+use crate::{EventPublisher, JobStore, JobStoreError, StoredEvent, trace_context};
 
 /// A JetStream operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -104,6 +104,9 @@ impl PipelineSettings {
 /// Tries at setting up the topology before giving up (about 10 s of back-off in all).
 const SETUP_ATTEMPTS: u32 = 8;
 
+/// One job's stored events, then its live ones ([`Pipeline::follow_job_events`]).
+pub type JobEvents = futures::stream::BoxStream<'static, Result<StoredEvent, PipelineError>>;
+
 /// Queue figures of one stage, for `/jobs/processing`.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct StageQueue {
@@ -139,7 +142,8 @@ impl Pipeline {
             match ensure_topology(&js, &settings).await {
                 Ok(kv) => break kv,
                 Err(err) if attempt < SETUP_ATTEMPTS => {
-                    warn!(error = %ErrorChain(&err), attempt, "JetStream setup not done yet; retrying");
+                    let error = ErrorChain(&err);
+                    warn!(%error, attempt, "JetStream setup not done yet; retrying");
                     tokio::time::sleep(Duration::from_millis(300 * u64::from(attempt))).await;
                     attempt += 1;
                 }
@@ -169,11 +173,9 @@ impl Pipeline {
         &self,
         job_id: uuid::Uuid,
         after_sequence: Option<u64>,
-    ) -> Result<
-        impl futures::Stream<Item = Result<crate::events::StoredEvent, PipelineError>> + Send + use<>,
-        PipelineError,
-    > {
-        crate::events::follow_job(&self.js, job_id, after_sequence).await
+    ) -> Result<JobEvents, PipelineError> {
+        let events = crate::events::follow_job(&self.js, job_id, after_sequence).await?;
+        Ok(Box::pin(events))
     }
 
     /// The stream sequence of the last event stored for `job_id`.
@@ -291,7 +293,9 @@ async fn connect_with_retry(
         match options.connect(&settings.nats_url).await {
             Ok(client) => return Ok(client),
             Err(err) if tokio::time::Instant::now() + delay < deadline => {
-                warn!(url = %settings.nats_url, error = %ErrorChain(&err), retry_in_ms = delay.as_millis() as u64, "NATS not reachable yet");
+                let (url, error) = (&settings.nats_url, ErrorChain(&err));
+                let retry_in_ms = delay.as_millis() as u64;
+                warn!(%url, %error, retry_in_ms, "NATS not reachable yet");
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(Duration::from_secs(2));
             }
@@ -354,8 +358,9 @@ fn work_stream_config() -> stream::Config {
     }
 }
 
-/// Webhook retries that may wait at once, across all notifier processes.
-const NOTIFY_MAX_ACK_PENDING: i64 = 1_000_000;
+/// Messages that may wait for their due time at once, across all processes of a stage that
+/// holds them (webhook retries).
+const MAX_WAITING_MESSAGES: i64 = 1_000_000;
 
 fn consumer_config(stage: Stage, settings: &PipelineSettings) -> consumer::pull::Config {
     consumer::pull::Config {
@@ -367,8 +372,8 @@ fn consumer_config(stage: Stage, settings: &PipelineSettings) -> consumer::pull:
         // A webhook retry waits for its time as an unacknowledged message (a nak with a delay):
         // with the server's default of 1000, a receiver that is down for 1000 jobs would stop
         // the notifier from completing any other job.
-        max_ack_pending: if stage == Stage::Notify {
-            NOTIFY_MAX_ACK_PENDING
+        max_ack_pending: if stage.holds_messages_until_due() {
+            MAX_WAITING_MESSAGES
         } else {
             0
         },

@@ -55,6 +55,12 @@ impl Stage {
         format!("jetscribe-{}", self.name())
     }
 
+    /// Whether this stage's messages may wait, unacknowledged, until they are due: a webhook
+    /// retry is handed back until its time. Its consumer must allow many such messages at once.
+    pub fn holds_messages_until_due(self) -> bool {
+        self == Stage::Notify
+    }
+
     /// What `/status` shows as `step` while this stage works on a job.
     pub fn step(self) -> JobStep {
         match self {

@@ -1,8 +1,9 @@
 //! The harness of the black-box tests: the real `jetscribe` binary started as child processes
 //! against a private nats-server ([`TestApp`]), local HTTP receivers for webhooks and traces
 //! ([`receivers`]), deadline-based waiting ([`wait`]), media made with the real ffmpeg
-//! ([`media`]) and reference transcripts with word error rate ([`reference`](mod@reference)). Nothing here is
-//! mocked; every server listens on a port the system picked, read back once bound.
+//! ([`media`]) and reference transcripts with word error rate ([`reference`](mod@reference)).
+//! Nothing here is mocked; every server listens on a port the system picked, read back once
+//! bound.
 
 pub mod app;
 pub mod media;

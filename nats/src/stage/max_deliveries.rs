@@ -46,7 +46,8 @@ pub(crate) async fn watch(
     let mut advisories = match subscribed {
         Ok(subscriber) => subscriber,
         Err(err) => {
-            return error!(stage = %stage, error = %ErrorChain(&err), "cannot watch max-delivery advisories");
+            let error = ErrorChain(&err);
+            return error!(%stage, %error, "cannot watch max-delivery advisories");
         }
     };
     loop {
@@ -79,7 +80,8 @@ async fn give_up(
     {
         Ok(stream) => stream,
         Err(err) => {
-            return warn!(stage = %stage, error = %ErrorChain(&err), "cannot read the stream for an advisory");
+            let error = ErrorChain(&err);
+            return warn!(%stage, %error, "cannot read the stream for an advisory");
         }
     };
     let Ok(message) = stream.get_raw_message(sequence).await else {
@@ -118,6 +120,7 @@ async fn last_error(pipeline: &Pipeline, job_id: Uuid, stage: Stage) -> String {
 
 async fn remove(stream: &async_nats::jetstream::stream::Stream, sequence: u64, stage: Stage) {
     if let Err(err) = stream.delete_message(sequence).await {
-        warn!(stage = %stage, sequence, error = %ErrorChain(&err), "cannot remove an undeliverable message");
+        let error = ErrorChain(&err);
+        warn!(%stage, sequence, %error, "cannot remove an undeliverable message");
     }
 }

@@ -65,7 +65,7 @@ pub async fn run_stage<S: StageHandler>(
         while in_flight.try_join_next().is_some() {}
         let permit = tokio::select! {
             _ = shutdown.cancelled() => break,
-            permit = slots.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
+            permit = slots.clone().acquire_owned() => permit.expect("the semaphore stays open"),
         };
         let message = tokio::select! {
             _ = shutdown.cancelled() => break,

@@ -57,7 +57,8 @@ impl StageHandler for Analyzer {
             record.blobs.result = Some(result_blob.clone());
         })
         .await?;
-        info!(language = %result.language_detection.language, topics = result.topics.len(), "analyzed");
+        let language = &result.language_detection.language;
+        info!(%language, topics = result.topics.len(), "analyzed");
         Ok(Outcome::Forward)
     }
 }

@@ -11,15 +11,14 @@ use tokio_util::sync::CancellationToken;
 /// The usage text, with a line per part.
 fn usage() -> String {
     let names: Vec<&str> = PARTS.iter().map(|part| part.name).collect();
-    let mut usage = format!(
-        "usage: jetscribe <up|{}>\n  {:<12} every part in one process (starts nats-server if NATS_URL is unset)\n",
-        names.join("|"),
-        "up"
-    );
+    let mut usage = format!("usage: jetscribe <up|{}>\n", names.join("|"));
+    let up = "every part in one process (starts nats-server if NATS_URL is unset)";
+    usage.push_str(&format!("  {:<12} {up}\n", "up"));
     for part in PARTS {
         usage.push_str(&format!("  {:<12} {} only\n", part.name, part.about));
     }
-    usage.push_str("Start more processes of a part to scale it. Configuration comes from the environment; see README.md.");
+    usage.push_str("Start more processes of a part to scale it.\n");
+    usage.push_str("Configuration comes from the environment; see README.md.");
     usage
 }
 

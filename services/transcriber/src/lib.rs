@@ -196,7 +196,8 @@ impl Transcriber {
             record.blobs.transcript = Some(blob.clone());
         })
         .await?;
-        info!(segments = transcript.segments.len(), language = %transcript.language.language, "transcribed");
+        let (segments, language) = (transcript.segments.len(), &transcript.language.language);
+        info!(segments, %language, "transcribed");
         Ok(())
     }
 }
