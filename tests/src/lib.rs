@@ -12,7 +12,7 @@ pub mod reference;
 pub mod wait;
 
 pub use app::TestApp;
-pub use receivers::{ScriptedAnswer, TraceCollector, WebhookDelivery, WebhookReceiver};
+pub use receivers::{ScriptedAnswer, TraceCollector, Tripwire, WebhookDelivery, WebhookReceiver};
 pub use reference::{JFK_REFERENCE, assert_refused, fixture, word_error_rate};
 pub use wait::{JOB_TIMEOUT, wait_for};
 

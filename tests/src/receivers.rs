@@ -158,6 +158,38 @@ impl WebhookReceiver {
     }
 }
 
+/// A local HTTP server that only counts the requests it gets, whatever their method and path: a
+/// tripwire for URLs that must never be fetched.
+pub struct Tripwire {
+    /// Base URL: any path under it counts.
+    pub url: String,
+    hits: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Tripwire {
+    pub async fn start() -> Tripwire {
+        let hits = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = hits.clone();
+        let app = poem::endpoint::make(move |_request| {
+            let counted = counted.clone();
+            async move {
+                counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                "tripped"
+            }
+        });
+        let addr = serve_on_loopback(app).await;
+        Tripwire {
+            url: format!("http://{addr}"),
+            hits,
+        }
+    }
+
+    /// Requests received so far.
+    pub fn hits(&self) -> usize {
+        self.hits.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
 /// A local OTLP/HTTP endpoint that records every trace export (protobuf bodies).
 pub struct TraceCollector {
     /// Base URL for OTEL_EXPORTER_OTLP_ENDPOINT.

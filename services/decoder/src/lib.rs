@@ -1,18 +1,25 @@
 //! Decode stage: turns any uploaded media (audio or video) into 16 kHz mono signed 16-bit PCM with
 //! ffmpeg (through ffmpeg-sidecar, which never downloads ffmpeg: PATH or FFMPEG_PATH), streamed to
 //! the object store in bounded memory, with progress from ffmpeg's clock against the duration.
+//! [`probe`] looks first, through an allow-list of container formats and local files only, and
+//! refuses media longer than MAX_DURATION; [`ffmpeg`] decodes through the same allow-list and
+//! stops at MAX_DURATION whatever the header said.
+
+pub mod ffmpeg;
+pub mod probe;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use ffmpeg_sidecar::command::FfmpegCommand;
-use ffmpeg_sidecar::event::{FfmpegEvent, LogLevel};
 use jetscribe_blobstore::{BlobError, BlobStore, BlobWriter};
 use jetscribe_nats::{JobContext, Outcome, StageError, StageHandler};
 use proto_msgs::{DecodeRequest, JobBlobs, pcm};
 use tokio::sync::mpsc;
-use tracing::{debug, info, warn};
+use tracing::{debug, info};
+
+use ffmpeg::{FfmpegReport, run_ffmpeg};
+use probe::{Probe, probe, ran_past, too_long};
 
 /// Settings of the decode stage.
 #[derive(Debug, Clone)]
@@ -24,6 +31,8 @@ pub struct DecoderSettings {
     /// Where uploads from a remote store (S3) are staged while ffmpeg reads them (ffmpeg needs a
     /// seekable file for inputs such as mp4 with the index at the end).
     pub work_dir: PathBuf,
+    /// The longest media decoded (MAX_DURATION).
+    pub max_duration: Duration,
 }
 
 /// The decode stage.
@@ -38,119 +47,6 @@ impl Decoder {
     }
 }
 
-/// What the blocking ffmpeg thread reports to the async side.
-enum FfmpegReport {
-    Duration(f64),
-    Progress(f64),
-    Pcm(Vec<u8>),
-}
-
-/// How ffmpeg ended.
-struct FfmpegEnd {
-    success: bool,
-    last_error: Option<String>,
-}
-
-/// What ffprobe found in the upload.
-#[derive(Debug, Clone, PartialEq)]
-struct Probe {
-    /// Index of the audio stream to decode: the default one, else the first.
-    audio_stream: u32,
-    duration_s: Option<f64>,
-}
-
-#[derive(Debug)]
-enum ProbeError {
-    /// ffprobe could not read the file: not media, or damaged. Its reason, on one line.
-    Unreadable(String),
-    NoAudio,
-    /// ffprobe itself could not be run.
-    Run(std::io::Error),
-}
-
-impl ProbeError {
-    /// What the job fails with (`filename` as the client named the upload), or retries on.
-    fn into_stage_error(self, filename: &str) -> StageError {
-        match self {
-            ProbeError::Unreadable(reason) => {
-                StageError::Permanent(format!("cannot decode {filename}: {reason}"))
-            }
-            ProbeError::NoAudio => StageError::Permanent(format!("no audio stream in {filename}")),
-            ProbeError::Run(err) => StageError::transient("running ffprobe", err),
-        }
-    }
-}
-
-/// Finds the audio stream to decode and the duration, before any decoding.
-async fn probe(ffprobe: &Path, media: &Path) -> Result<Probe, ProbeError> {
-    let output = tokio::process::Command::new(ffprobe)
-        .args(["-v", "error", "-of", "json"])
-        .args([
-            "-show_entries",
-            "stream=index,codec_type:stream_disposition=default:format=duration",
-        ])
-        .arg(media)
-        .output()
-        .await
-        .map_err(ProbeError::Run)?;
-    if !output.status.success() {
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        let reason = stderr
-            .lines()
-            .rev()
-            .find(|line| !line.trim().is_empty())
-            .map(clean_ffmpeg_line)
-            .unwrap_or_else(|| "not a media file ffmpeg can read".to_owned());
-        return Err(ProbeError::Unreadable(reason));
-    }
-    parse_probe(&output.stdout)
-}
-
-fn parse_probe(json: &[u8]) -> Result<Probe, ProbeError> {
-    #[derive(serde::Deserialize)]
-    struct Output {
-        #[serde(default)]
-        streams: Vec<Stream>,
-        format: Option<Format>,
-    }
-    #[derive(serde::Deserialize)]
-    struct Stream {
-        index: u32,
-        codec_type: Option<String>,
-        disposition: Option<Disposition>,
-    }
-    #[derive(serde::Deserialize)]
-    struct Disposition {
-        #[serde(default)]
-        default: u8,
-    }
-    #[derive(serde::Deserialize)]
-    struct Format {
-        duration: Option<String>,
-    }
-    let output: Output = serde_json::from_slice(json)
-        .map_err(|err| ProbeError::Unreadable(format!("unexpected ffprobe output: {err}")))?;
-    let audio: Vec<&Stream> = output
-        .streams
-        .iter()
-        .filter(|stream| stream.codec_type.as_deref() == Some("audio"))
-        .collect();
-    let chosen = audio
-        .iter()
-        .find(|stream| stream.disposition.as_ref().is_some_and(|d| d.default == 1))
-        .or(audio.first())
-        .ok_or(ProbeError::NoAudio)?;
-    let duration_s = output
-        .format
-        .and_then(|format| format.duration)
-        .and_then(|duration| duration.parse::<f64>().ok())
-        .filter(|duration| duration.is_finite() && *duration > 0.0);
-    Ok(Probe {
-        audio_stream: chosen.index,
-        duration_s,
-    })
-}
-
 impl StageHandler for Decoder {
     type Input = DecodeRequest;
 
@@ -159,17 +55,17 @@ impl StageHandler for Decoder {
         let probe = probe(&self.settings.ffprobe, media.path())
             .await
             .map_err(|err| err.into_stage_error(&input.filename))?;
-        debug!(stream = probe.audio_stream, duration_s = ?probe.duration_s, "probed");
+        let (format, seconds) = (&probe.format, probe.duration_s);
+        debug!(%format, stream = probe.audio_stream, duration_s = ?seconds, "probed");
+        if let Some(refused) =
+            seconds.and_then(|seconds| too_long(&input.filename, seconds, self.max_duration()))
+        {
+            return Err(refused);
+        }
         let audio_blob = JobBlobs::audio_path(input.job_id);
-        let pcm_bytes = match self.decode(&media, &probe, &audio_blob, job).await? {
-            Decoded::Audio(bytes) => bytes,
-            Decoded::Refused(reason) => {
-                return Err(StageError::Permanent(format!(
-                    "cannot decode {}: {reason}",
-                    input.filename
-                )));
-            }
-        };
+        let pcm_bytes = self
+            .decode(&media, &probe, &audio_blob, &input.filename, job)
+            .await?;
         if pcm_bytes == 0 {
             return Err(StageError::Permanent(format!(
                 "no audio in {}: the audio stream is empty",
@@ -200,15 +96,11 @@ impl MediaFile {
     }
 }
 
-/// How ffmpeg's run ended.
-enum Decoded {
-    /// The PCM is stored: its size in bytes.
-    Audio(u64),
-    /// ffmpeg could not decode the file: its reason, for users.
-    Refused(String),
-}
-
 impl Decoder {
+    fn max_duration(&self) -> Duration {
+        self.settings.max_duration
+    }
+
     /// A local store's blob is read in place; from S3 the upload is first copied to a local
     /// file, because ffmpeg needs to seek in some inputs (mp4 with its index at the end).
     async fn media_file(&self, blob: &str) -> Result<MediaFile, StageError> {
@@ -236,22 +128,28 @@ impl Decoder {
     }
 
     /// Runs ffmpeg on the probed audio stream and streams its PCM to `audio_blob`, reporting
-    /// progress on the way. Nothing is left in the store unless the whole audio is.
+    /// progress on the way; returns the PCM's size. Nothing is left in the store unless the
+    /// whole audio is, and it is no longer than MAX_DURATION (`filename` names the upload in
+    /// the reason of a refusal).
     async fn decode(
         &self,
         media: &MediaFile,
         probe: &Probe,
         audio_blob: &str,
+        filename: &str,
         job: &JobContext,
-    ) -> Result<Decoded, StageError> {
+    ) -> Result<u64, StageError> {
         let (reports, received) = mpsc::channel::<FfmpegReport>(16);
-        let (ffmpeg, path, stream) = (
+        let (ffmpeg, path, probed) = (
             self.settings.ffmpeg.clone(),
             media.path.clone(),
-            probe.audio_stream,
+            probe.clone(),
         );
-        let ffmpeg_task =
-            tokio::task::spawn_blocking(move || run_ffmpeg(&ffmpeg, &path, stream, reports));
+        // Past the limit (and its slack): enough to tell that the media is too long.
+        let max_length = self.max_duration() + Duration::from_secs(2);
+        let ffmpeg_task = tokio::task::spawn_blocking(move || {
+            run_ffmpeg(&ffmpeg, &path, &probed, max_length, reports)
+        });
         let mut writer = self
             .blobs
             .writer(audio_blob)
@@ -266,16 +164,26 @@ impl Decoder {
             writer.abort().await;
             return Err(StageError::transient("writing the audio blob", err));
         }
-        if !end.success {
+        let decoded_s = pcm::seconds_in_bytes(writer.written());
+        // A header that said less (or nothing): ffmpeg stopped just past the limit.
+        let refusal = match ran_past(filename, decoded_s, self.max_duration()) {
+            Some(refused) => Some(refused),
+            None if !end.success => {
+                let reason = end.last_error.unwrap_or_else(|| "ffmpeg failed".to_owned());
+                Some(StageError::Permanent(format!(
+                    "cannot decode {filename}: {reason}"
+                )))
+            }
+            None => None,
+        };
+        if let Some(refused) = refusal {
             writer.abort().await;
-            let reason = end.last_error.unwrap_or_else(|| "ffmpeg failed".to_owned());
-            return Ok(Decoded::Refused(reason));
+            return Err(refused);
         }
-        let pcm_bytes = writer
+        writer
             .finish()
             .await
-            .map_err(|err| StageError::transient("finishing the audio blob", err))?;
-        Ok(Decoded::Audio(pcm_bytes))
+            .map_err(|err| StageError::transient("finishing the audio blob", err))
     }
 }
 
@@ -318,157 +226,3 @@ async fn store_reports(
 
 /// How often progress is reported while decoding.
 const PROGRESS_EVERY: Duration = Duration::from_secs(1);
-
-/// Runs ffmpeg on `media` (blocking: ffmpeg-sidecar's iterator blocks) and sends PCM chunks and
-/// timing to `reports`. The channel is bounded, so a slow upload slows ffmpeg instead of filling
-/// memory.
-fn run_ffmpeg(
-    ffmpeg: &Path,
-    media: &Path,
-    audio_stream: u32,
-    reports: mpsc::Sender<FfmpegReport>,
-) -> std::io::Result<FfmpegEnd> {
-    let mut child = FfmpegCommand::new_with_path(ffmpeg)
-        .hide_banner()
-        .input(media)
-        // The probed audio stream only: no video, subtitles or data.
-        .args(["-map", &format!("0:{audio_stream}"), "-vn", "-sn", "-dn"])
-        .args(["-ac", &pcm::CHANNELS.to_string()])
-        .args([
-            "-ar",
-            &pcm::SAMPLE_RATE.to_string(),
-            "-f",
-            pcm::FFMPEG_FORMAT,
-        ])
-        // To a pipe, ffmpeg flushes after every packet by default: 50 writes of 640 bytes per
-        // second of audio. Letting it fill its buffer first cuts the decoder's time by a fifth.
-        .args(["-flush_packets", "0"])
-        .output("pipe:1")
-        .spawn()?;
-    let mut end = FfmpegEnd {
-        success: false,
-        last_error: None,
-    };
-    let events = child
-        .iter()
-        .map_err(|err| std::io::Error::other(err.to_string()))?;
-    for event in events {
-        let report = match event {
-            FfmpegEvent::OutputChunk(chunk) => Some(FfmpegReport::Pcm(chunk)),
-            FfmpegEvent::ParsedDuration(parsed) => Some(FfmpegReport::Duration(parsed.duration)),
-            FfmpegEvent::Progress(progress) => {
-                parse_clock(&progress.time).map(FfmpegReport::Progress)
-            }
-            FfmpegEvent::Log(LogLevel::Error | LogLevel::Fatal, line) => {
-                end.last_error = Some(clean_ffmpeg_line(&line));
-                None
-            }
-            _ => None,
-        };
-        if let Some(report) = report
-            && reports.blocking_send(report).is_err()
-        {
-            // The async side is gone (job abandoned): stop ffmpeg.
-            if let Err(err) = child.kill() {
-                warn!(error = %err, "cannot stop ffmpeg");
-            }
-            break;
-        }
-    }
-    end.success = child.wait()?.success();
-    Ok(end)
-}
-
-/// `HH:MM:SS.ss` → seconds.
-fn parse_clock(clock: &str) -> Option<f64> {
-    let mut seconds = 0.0;
-    for part in clock.split(':') {
-        seconds = seconds * 60.0 + part.trim().parse::<f64>().ok()?;
-    }
-    (seconds >= 0.0).then_some(seconds)
-}
-
-/// ffmpeg error lines start with the component (`[in#0 @ 0x55…] `) and name the staged file:
-/// keep the reason only, on one line.
-fn clean_ffmpeg_line(line: &str) -> String {
-    let mut text = line.trim();
-    while let Some(rest) = text.strip_prefix('[') {
-        match rest.find("] ") {
-            Some(end) => text = rest[end + 2..].trim_start(),
-            None => break,
-        }
-    }
-    let text = match text.rfind(": ") {
-        Some(index) if text[..index].contains('/') => &text[index + 2..],
-        _ => text,
-    };
-    text.replace('\n', " ")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_default_audio_stream_of_a_video_is_chosen() {
-        let probe = parse_probe(
-            br#"{"streams":[{"index":0,"codec_type":"video","disposition":{"default":1}},
-                {"index":1,"codec_type":"audio","disposition":{"default":0}},
-                {"index":2,"codec_type":"audio","disposition":{"default":1}}],
-                "format":{"duration":"12.5"}}"#,
-        )
-        .expect("probe");
-        assert_eq!(
-            probe,
-            Probe {
-                audio_stream: 2,
-                duration_s: Some(12.5)
-            }
-        );
-        assert!(matches!(
-            parse_probe(br#"{"streams":[{"index":0,"codec_type":"video"}],"format":{}}"#),
-            Err(ProbeError::NoAudio)
-        ));
-    }
-
-    #[test]
-    fn a_probe_failure_names_the_upload_and_only_a_missing_ffprobe_is_retried() {
-        let cases = [
-            (
-                ProbeError::Unreadable("Invalid data found".into()),
-                Some("cannot decode talk.mp3: Invalid data found"),
-            ),
-            (ProbeError::NoAudio, Some("no audio stream in talk.mp3")),
-            (ProbeError::Run(std::io::Error::other("not found")), None),
-        ];
-        for (error, permanent) in cases {
-            match (error.into_stage_error("talk.mp3"), permanent) {
-                (StageError::Permanent(reason), Some(expected)) => assert_eq!(reason, expected),
-                (StageError::Transient { context, .. }, None) => {
-                    assert_eq!(context, "running ffprobe")
-                }
-                (other, expected) => panic!("{other:?} instead of {expected:?}"),
-            }
-        }
-    }
-
-    #[test]
-    fn ffmpeg_clock_parses_to_seconds() {
-        assert_eq!(parse_clock("00:01:02.50"), Some(62.5));
-        assert_eq!(parse_clock("N/A"), None);
-    }
-
-    #[test]
-    fn ffmpeg_error_lines_lose_their_prefix_and_path() {
-        assert_eq!(
-            clean_ffmpeg_line(
-                "[in#0 @ 0x5555] /tmp/x/input: Invalid data found when processing input"
-            ),
-            "Invalid data found when processing input"
-        );
-        assert_eq!(
-            clean_ffmpeg_line("Stream map '0:a:0' matches no streams."),
-            "Stream map '0:a:0' matches no streams."
-        );
-    }
-}

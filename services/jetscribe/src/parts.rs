@@ -123,6 +123,7 @@ async fn decoder(shared: Shared) -> anyhow::Result<()> {
         ffmpeg: shared.settings.ffmpeg_path.clone(),
         ffprobe: shared.settings.ffprobe_path.clone(),
         work_dir: shared.settings.data_dir.join("work"),
+        max_duration: shared.settings.max_duration,
     };
     shared
         .run_stage(Decoder::new(shared.blobs.clone(), settings))

@@ -63,6 +63,8 @@ pub struct Settings {
     pub sync_timeout: Duration,
     /// MAX_FILE_SIZE in bytes (default 20G; accepts K, M, G, T suffixes).
     pub max_file_size: u64,
+    /// MAX_DURATION (default 12h; `90m`, `3600s` or seconds): longer media fails its job.
+    pub max_duration: Duration,
     /// JOB_ACK_WAIT in seconds (default 60): how long a stage may go silent before its message
     /// is handed to another process.
     pub ack_wait: Duration,
@@ -107,6 +109,7 @@ impl Settings {
             sync_timeout: vars.seconds("SYNC_TIMEOUT", 300.0)?,
             max_file_size: vars.size("MAX_FILE_SIZE", 20 << 30)?,
             ack_wait: vars.seconds("JOB_ACK_WAIT", 60.0)?,
+            max_duration: vars.length("MAX_DURATION", Duration::from_secs(12 * 3600))?,
             log_json: vars.choice("LOG_FORMAT", &[("text", false), ("json", true)], false)?,
             otlp_endpoint: vars.text("OTEL_EXPORTER_OTLP_ENDPOINT"),
             data_dir,
@@ -209,6 +212,12 @@ impl Vars<'_> {
         Ok(Duration::from_secs_f64(seconds))
     }
 
+    /// A length of time: `12h`, `90m`, `45s`, or seconds.
+    fn length(&self, variable: &'static str, default: Duration) -> Result<Duration, SettingsError> {
+        let expected = || "a duration such as 12h, 90m or 3600s".to_owned();
+        self.parsed(variable, default, expected, parse_length)
+    }
+
     fn boolean(&self, variable: &'static str, default: bool) -> Result<bool, SettingsError> {
         let choices = [
             ("true", true),
@@ -264,6 +273,20 @@ fn absolute(cwd: &Path, path: &str) -> PathBuf {
     } else {
         cwd.join(path)
     }
+}
+
+/// `12h`, `90m`, `45s`, `1.5h` or plain seconds → a positive duration.
+pub fn parse_length(raw: &str) -> Option<Duration> {
+    let text = raw.trim().to_ascii_lowercase();
+    let (number, unit) = match text.char_indices().last()? {
+        (at, 'h') => (&text[..at], 3600.0),
+        (at, 'm') => (&text[..at], 60.0),
+        (at, 's') => (&text[..at], 1.0),
+        _ => (text.as_str(), 1.0),
+    };
+    let seconds = number.trim().parse::<f64>().ok()? * unit;
+    (seconds.is_finite() && seconds > 0.0 && seconds < 1e9)
+        .then(|| Duration::from_secs_f64(seconds))
 }
 
 /// `1048576`, `500M`, `20G`, `1.5G`, `4GB`, `512KiB` → bytes (binary multiples).
@@ -357,6 +380,23 @@ mod tests {
         let err = settings(&[("LOG_FORMAT", "xml")]).expect_err("must fail");
         assert!(err.to_string().contains("text, json"), "{err}");
         assert!(settings(&[("BIND_ADDR", "localhost")]).is_err());
+    }
+
+    #[test]
+    fn lengths_accept_units() {
+        let cases = [
+            ("12h", Some(12 * 3600)),
+            ("90m", Some(5400)),
+            ("45s", Some(45)),
+            ("3600", Some(3600)),
+            ("1.5H", Some(5400)),
+            ("0", None),
+            ("-1h", None),
+            ("soon", None),
+        ];
+        for (raw, seconds) in cases {
+            assert_eq!(parse_length(raw), seconds.map(Duration::from_secs), "{raw}");
+        }
     }
 
     #[test]
