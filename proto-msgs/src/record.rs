@@ -80,6 +80,9 @@ pub struct JobRecord {
     /// The webhook's delivery, once the notifier has tried it.
     #[serde(default)]
     pub webhook: Option<WebhookDelivery>,
+    /// The name of the API key that submitted the job (none when the API has no keys).
+    #[serde(default)]
+    pub owner: Option<String>,
 }
 
 /// How a job's webhook delivery went: every attempt, and where it stands.
@@ -219,6 +222,7 @@ impl JobRecord {
             },
             stages: BTreeMap::new(),
             webhook: None,
+            owner: None,
         }
     }
 

@@ -227,6 +227,19 @@ impl TestApp {
         response.text().await.expect("text body")
     }
 
+    /// Sends `key` (as `Authorization: Bearer`) with every request from now on; `None`: none.
+    pub fn set_api_key(&mut self, key: Option<&str>) {
+        let mut headers = reqwest::header::HeaderMap::new();
+        if let Some(key) = key {
+            let value = format!("Bearer {key}").parse().expect("a header value");
+            headers.insert(reqwest::header::AUTHORIZATION, value);
+        }
+        self.http = reqwest::Client::builder()
+            .default_headers(headers)
+            .build()
+            .expect("an HTTP client");
+    }
+
     /// A client of the app's JetStream, to read what the app stored.
     pub async fn pipeline(&self) -> Pipeline {
         Pipeline::connect(PipelineSettings::new(self.nats_url.clone()))

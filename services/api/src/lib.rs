@@ -5,6 +5,7 @@
 //! `/process-video`. It owns request parsing, validation and the response bodies (`views.rs`);
 //! the work happens in the pipeline stages.
 
+mod auth;
 mod live;
 mod subtitles;
 mod upload;
@@ -26,6 +27,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 use uuid::Uuid;
 
+pub use auth::{ApiKeys, Caller, KeysError};
 use views::{ActiveJobs, ErrorBody, Health, JobStatusView, JobSummary, RunningJob};
 
 /// Settings of the API.
@@ -37,6 +39,8 @@ pub struct ApiSettings {
     pub webhook_allow_private: bool,
     /// How long the synchronous endpoints wait for a job (SYNC_TIMEOUT).
     pub sync_timeout: Duration,
+    /// The API keys (API_KEYS, API_KEYS_FILE, ADMIN_KEYS); none: the API is open.
+    pub keys: ApiKeys,
 }
 
 /// What every handler shares.
@@ -49,6 +53,7 @@ pub struct ApiState {
 
 /// The routes of the API.
 pub fn app(state: ApiState) -> impl poem::Endpoint {
+    let keys = state.settings.keys.clone();
     Route::new()
         .at("/process", post(upload::process))
         .at("/process-audio", post(live::process_and_wait))
@@ -59,6 +64,7 @@ pub fn app(state: ApiState) -> impl poem::Endpoint {
         .at("/jobs/processing", get(active_jobs))
         .at("/health", get(health_check))
         .data(state)
+        .around(move |endpoint, request| auth::authenticate(endpoint, request, keys.clone()))
         .with(Tracing)
 }
 
@@ -182,10 +188,15 @@ fn parse_job_id(raw: &str) -> Result<Uuid, ApiError> {
     })
 }
 
-pub(crate) async fn load_record(state: &ApiState, job_id: Uuid) -> Result<JobRecord, ApiError> {
+/// The record of a job the caller may see: another key's job is "not found", as an unknown one.
+pub(crate) async fn load_record(
+    state: &ApiState,
+    caller: &Caller,
+    job_id: Uuid,
+) -> Result<JobRecord, ApiError> {
     match state.pipeline.jobs().get(job_id).await {
-        Ok(Some(record)) => Ok(record),
-        Ok(None) => Err(ApiError::new(StatusCode::NOT_FOUND, "Job not found")),
+        Ok(Some(record)) if caller.may_see(record.owner.as_deref()) => Ok(record),
+        Ok(_) => Err(ApiError::new(StatusCode::NOT_FOUND, "Job not found")),
         Err(err) => Err(ApiError::unavailable("job store", &err)),
     }
 }
@@ -193,9 +204,10 @@ pub(crate) async fn load_record(state: &ApiState, job_id: Uuid) -> Result<JobRec
 #[handler]
 async fn job_status(
     Data(state): Data<&ApiState>,
+    Data(caller): Data<&Caller>,
     Path(job_id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let record = load_record(state, parse_job_id(&job_id)?).await?;
+    let record = load_record(state, caller, parse_job_id(&job_id)?).await?;
     Ok(json_response(StatusCode::OK, &JobStatusView::from(&record)))
 }
 
@@ -242,11 +254,12 @@ impl ResultFormat {
 #[handler]
 async fn job_result(
     Data(state): Data<&ApiState>,
+    Data(caller): Data<&Caller>,
     Path(job_id): Path<String>,
     Query(query): Query<ResultQuery>,
 ) -> Result<Response, ApiError> {
     let format = ResultFormat::parse(query.format.as_deref())?;
-    let record = load_record(state, parse_job_id(&job_id)?).await?;
+    let record = load_record(state, caller, parse_job_id(&job_id)?).await?;
     result_response(state, &record, format).await
 }
 
@@ -300,7 +313,10 @@ pub(crate) async fn result_response(
 }
 
 #[handler]
-async fn active_jobs(Data(state): Data<&ApiState>) -> Result<Response, ApiError> {
+async fn active_jobs(
+    Data(state): Data<&ApiState>,
+    Data(caller): Data<&Caller>,
+) -> Result<Response, ApiError> {
     let records = state
         .pipeline
         .jobs()
@@ -309,7 +325,7 @@ async fn active_jobs(Data(state): Data<&ApiState>) -> Result<Response, ApiError>
         .map_err(|err| ApiError::unavailable("job store", &err))?;
     let mut active: Vec<&JobRecord> = records
         .iter()
-        .filter(|record| !record.status.is_final())
+        .filter(|record| !record.status.is_final() && caller.may_see(record.owner.as_deref()))
         .collect();
     active.sort_by_key(|record| record.created_at);
     let stages = match state.pipeline.queues().await {

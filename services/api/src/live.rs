@@ -15,7 +15,8 @@ use uuid::Uuid;
 use crate::upload::{ProcessParams, submit};
 use crate::views::StillRunning;
 use crate::{
-    ApiError, ApiState, ResultFormat, json_response, load_record, parse_job_id, result_response,
+    ApiError, ApiState, Caller, ResultFormat, json_response, load_record, parse_job_id,
+    result_response,
 };
 
 /// How often an idle event stream sends a comment, so that proxies keep it open.
@@ -37,9 +38,10 @@ fn store_unavailable(err: &PipelineError) -> ApiError {
 pub(crate) async fn job_events(
     request: &Request,
     Data(state): Data<&ApiState>,
+    Data(caller): Data<&Caller>,
     Path(raw_id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let record = load_record(state, parse_job_id(&raw_id)?).await?;
+    let record = load_record(state, caller, parse_job_id(&raw_id)?).await?;
     let after = last_event_id(request)?;
     // A job that has ended has all its events stored: a client that already has the last one
     // gets 204, which tells an EventSource to stop reconnecting.
@@ -115,10 +117,11 @@ fn sse_events(
 #[handler]
 pub(crate) async fn process_and_wait(
     Data(state): Data<&ApiState>,
+    Data(caller): Data<&Caller>,
     Query(params): Query<ProcessParams>,
     mut multipart: Multipart,
 ) -> Result<Response, ApiError> {
-    let job = submit(state, params, &mut multipart).await?;
+    let job = submit(state, caller, params, &mut multipart).await?;
     let job_id = job.job_id;
     let timeout = state.settings.sync_timeout;
     let still_running = |status, detail| {
@@ -131,7 +134,7 @@ pub(crate) async fn process_and_wait(
     };
     match tokio::time::timeout(timeout, wait_for_end(state, job_id)).await {
         Ok(Ok(())) => {
-            let record = load_record(state, job_id).await?;
+            let record = load_record(state, caller, job_id).await?;
             result_response(state, &record, ResultFormat::Json).await
         }
         // The job exists and goes on: the client must learn its id even now.

@@ -17,7 +17,7 @@ use tracing::{debug, error, info, warn};
 use uuid::Uuid;
 
 use crate::views::AcceptedJob;
-use crate::{ApiError, ApiState, json_response};
+use crate::{ApiError, ApiState, Caller, json_response};
 
 /// Read size of the upload stream: the unit of memory one upload holds before the store's parts.
 const READ_CHUNK: usize = 256 * 1024;
@@ -33,10 +33,11 @@ pub(crate) struct ProcessParams {
 #[handler]
 pub(crate) async fn process(
     Data(state): Data<&ApiState>,
+    Data(caller): Data<&Caller>,
     Query(params): Query<ProcessParams>,
     mut multipart: Multipart,
 ) -> Result<Response, ApiError> {
-    let job = submit(state, params, &mut multipart).await?;
+    let job = submit(state, caller, params, &mut multipart).await?;
     let accepted = AcceptedJob {
         job_id: job.job_id,
         status: JobStatus::Pending,
@@ -59,10 +60,11 @@ pub(crate) struct SubmittedJob {
 /// Stores the upload and queues its job; on refusal, drains what is left of the body first.
 pub(crate) async fn submit(
     state: &ApiState,
+    caller: &Caller,
     params: ProcessParams,
     multipart: &mut Multipart,
 ) -> Result<SubmittedJob, ApiError> {
-    let answer = accept_upload(state, params, multipart).await;
+    let answer = accept_upload(state, caller, params, multipart).await;
     if answer.is_err() {
         discard_rest(multipart).await;
     }
@@ -71,6 +73,7 @@ pub(crate) async fn submit(
 
 async fn accept_upload(
     state: &ApiState,
+    caller: &Caller,
     params: ProcessParams,
     multipart: &mut Multipart,
 ) -> Result<SubmittedJob, ApiError> {
@@ -107,7 +110,9 @@ async fn accept_upload(
         let detail = "file: a multipart field named \"file\" is required";
         ApiError::new(StatusCode::BAD_REQUEST, detail)
     })?;
-    let record = JobRecord::new_pending(job_id, filename, size, options, OffsetDateTime::now_utc());
+    let mut record =
+        JobRecord::new_pending(job_id, filename, size, options, OffsetDateTime::now_utc());
+    record.owner = caller.owner();
     // Queued in a task of its own: a client that goes away now cannot stop it half way, nor
     // have the files of a queued job removed.
     let queued = tokio::spawn(queue(state.clone(), record.clone(), cleanup));

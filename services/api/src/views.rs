@@ -68,6 +68,8 @@ pub struct JobStatusView<'a> {
     #[serde(with = "time::serde::rfc3339::option")]
     pub completed_at: Option<OffsetDateTime>,
     pub error_message: Option<&'a str>,
+    /// The API key that submitted the job.
+    pub owner: Option<&'a str>,
     pub stages: BTreeMap<Stage, StageRunView<'a>>,
     /// The delivery as recorded: {id, state, attempts, last_status_code, last_error,
     /// delivered_at, next_attempt_at, history}.
@@ -116,6 +118,7 @@ impl<'a> From<&'a JobRecord> for JobStatusView<'a> {
             updated_at: record.updated_at,
             completed_at: record.completed_at,
             error_message: record.error_message.as_deref(),
+            owner: record.owner.as_deref(),
             stages: record
                 .stages
                 .iter()

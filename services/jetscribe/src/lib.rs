@@ -44,6 +44,11 @@ impl Command {
         }
     }
 
+    /// Whether the command serves the HTTP API.
+    pub fn runs_api(self) -> bool {
+        self.parts().iter().any(|part| part.name == "api")
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Command::Up => "up",

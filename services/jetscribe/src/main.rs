@@ -57,7 +57,13 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let settings = match Settings::from_env() {
+    let checked = Settings::from_env().and_then(|settings| {
+        if command.runs_api() {
+            settings.check_exposure()?;
+        }
+        Ok(settings)
+    });
+    let settings = match checked {
         Ok(settings) => settings,
         Err(err) => {
             eprintln!("jetscribe: {err}");

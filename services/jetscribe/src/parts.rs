@@ -110,6 +110,7 @@ async fn api(shared: Shared) -> anyhow::Result<()> {
             max_file_size: settings.max_file_size,
             webhook_allow_private: settings.webhook_allow_private,
             sync_timeout: settings.sync_timeout,
+            keys: settings.api_keys.clone(),
         },
     };
     server

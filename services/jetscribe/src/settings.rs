@@ -39,8 +39,13 @@ pub struct Settings {
     pub ffmpeg_path: PathBuf,
     /// FFPROBE_PATH (default: `ffprobe` beside FFMPEG_PATH, else from PATH).
     pub ffprobe_path: PathBuf,
-    /// BIND_ADDR (default `0.0.0.0:8000`); port 0 lets the system pick one.
+    /// BIND_ADDR (default `0.0.0.0:8000` with API keys, `127.0.0.1:8000` without); port 0 lets
+    /// the system pick one.
     pub bind_addr: String,
+    /// API_KEYS, API_KEYS_FILE and ADMIN_KEYS; none: the API is open to whoever reaches it.
+    pub api_keys: jetscribe_api::ApiKeys,
+    /// ALLOW_ANONYMOUS (default false): serve without keys on a non-loopback BIND_ADDR.
+    pub allow_anonymous: bool,
     /// API_ADDR_FILE: where the API writes the address it listens on, once it does.
     pub api_addr_file: Option<PathBuf>,
     /// MAX_CONCURRENT_JOBS per stage and process (default 2).
@@ -86,6 +91,12 @@ impl Settings {
         let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
         let data_dir = absolute(&cwd, &vars.text_or("DATA_DIR", "data"));
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let api_keys = api_keys(&vars)?;
+        // Without keys, whoever reaches the API reads every transcript: loopback unless told.
+        let default_bind = match api_keys.is_empty() {
+            true => "127.0.0.1:8000",
+            false => "0.0.0.0:8000",
+        };
         Ok(Self {
             nats_url: vars.text("NATS_URL"),
             object_store_url: vars
@@ -97,7 +108,9 @@ impl Settings {
             whisper_beam_size: vars.number("WHISPER_BEAM_SIZE", 5, 1..=10, "beams")?,
             ffprobe_path: default_ffprobe(vars.text("FFPROBE_PATH"), vars.text("FFMPEG_PATH")),
             ffmpeg_path: PathBuf::from(vars.text_or("FFMPEG_PATH", "ffmpeg")),
-            bind_addr: vars.socket_addr("BIND_ADDR", "0.0.0.0:8000")?,
+            bind_addr: vars.socket_addr("BIND_ADDR", default_bind)?,
+            api_keys,
+            allow_anonymous: vars.boolean("ALLOW_ANONYMOUS", false)?,
             api_addr_file: vars.text("API_ADDR_FILE").map(|file| absolute(&cwd, &file)),
             max_concurrent_jobs: vars.number("MAX_CONCURRENT_JOBS", 2, 1..=10_000, "jobs")?,
             job_cleanup_days: vars.number("JOB_CLEANUP_DAYS", 7, 1..=36_500, "days")?,
@@ -131,6 +144,47 @@ fn default_ffprobe(ffprobe: Option<String>, ffmpeg: Option<String>) -> PathBuf {
             ffmpeg.with_file_name("ffprobe")
         }
         _ => PathBuf::from("ffprobe"),
+    }
+}
+
+/// The API keys, from API_KEYS, the file API_KEYS_FILE names, and ADMIN_KEYS. A key never
+/// appears in the error.
+fn api_keys(vars: &Vars) -> Result<jetscribe_api::ApiKeys, SettingsError> {
+    let file = match vars.text("API_KEYS_FILE") {
+        Some(path) => Some(std::fs::read_to_string(&path).map_err(|err| SettingsError {
+            variable: "API_KEYS_FILE",
+            value: path,
+            expected: format!("a readable file of name=key lines ({err})"),
+        })?),
+        None => None,
+    };
+    let inline = vars.text("API_KEYS");
+    let admins = vars.text("ADMIN_KEYS");
+    jetscribe_api::ApiKeys::parse(inline.as_deref(), file.as_deref(), admins.as_deref()).map_err(
+        |err| SettingsError {
+            variable: "API_KEYS",
+            value: "(hidden)".to_owned(),
+            expected: err.to_string(),
+        },
+    )
+}
+
+impl Settings {
+    /// Refuses to serve the API without keys on an address other hosts can reach, unless
+    /// ALLOW_ANONYMOUS says so.
+    pub fn check_exposure(&self) -> Result<(), SettingsError> {
+        let loopback = self
+            .bind_addr
+            .parse::<SocketAddr>()
+            .is_ok_and(|addr| addr.ip().is_loopback());
+        if loopback || !self.api_keys.is_empty() || self.allow_anonymous {
+            return Ok(());
+        }
+        Err(SettingsError {
+            variable: "BIND_ADDR",
+            value: self.bind_addr.clone(),
+            expected: "a loopback address when no API key is set: set API_KEYS or API_KEYS_FILE, or ALLOW_ANONYMOUS=true to serve every job to whoever reaches it".to_owned(),
+        })
     }
 }
 
@@ -323,7 +377,9 @@ mod tests {
     #[test]
     fn defaults_match_the_original_service() {
         let s = settings(&[]).expect("defaults");
-        assert_eq!(s.bind_addr, "0.0.0.0:8000");
+        // Without keys: loopback only.
+        assert_eq!(s.bind_addr, "127.0.0.1:8000");
+        assert!(s.api_keys.is_empty() && !s.allow_anonymous);
         assert_eq!(s.job_cleanup_days, 7);
         assert_eq!(s.webhook_timeout, Duration::from_secs(30));
         assert_eq!(s.webhook_max_retries, 3);
@@ -380,6 +436,42 @@ mod tests {
         let err = settings(&[("LOG_FORMAT", "xml")]).expect_err("must fail");
         assert!(err.to_string().contains("text, json"), "{err}");
         assert!(settings(&[("BIND_ADDR", "localhost")]).is_err());
+    }
+
+    #[test]
+    fn an_api_without_keys_is_served_on_loopback_only_unless_allowed() {
+        let key = ("API_KEYS", "alice=0123456789abcdef");
+        type Vars<'a> = &'a [(&'a str, &'a str)];
+        let cases: [(Vars, &str, bool); 5] = [
+            (&[], "127.0.0.1:8000", true),
+            (&[("BIND_ADDR", "0.0.0.0:8000")], "0.0.0.0:8000", false),
+            (
+                &[("BIND_ADDR", "[::]:8000"), ("ALLOW_ANONYMOUS", "true")],
+                "[::]:8000",
+                true,
+            ),
+            (&[key], "0.0.0.0:8000", true),
+            (&[key, ("BIND_ADDR", "10.0.0.5:80")], "10.0.0.5:80", true),
+        ];
+        for (vars, bind, exposed_ok) in cases {
+            let s = settings(vars).expect("valid");
+            assert_eq!(s.bind_addr, bind, "{vars:?}");
+            let checked = s.check_exposure();
+            assert_eq!(checked.is_ok(), exposed_ok, "{vars:?}");
+            if let Err(err) = checked {
+                let line = err.to_string();
+                assert!(
+                    line.contains("API_KEYS") && line.contains("ALLOW_ANONYMOUS"),
+                    "{line}"
+                );
+            }
+        }
+        let err = settings(&[("API_KEYS", "alice=tooshort")]).expect_err("short key");
+        let line = err.to_string();
+        assert!(
+            line.contains("API_KEYS") && !line.contains("tooshort"),
+            "{line}"
+        );
     }
 
     #[test]

@@ -1,0 +1,121 @@
+//! API keys as a client meets them: every route but /health needs one, a job is seen by the key
+//! that submitted it and by admin keys only (another key gets 404, as for an unknown job), and
+//! an API without keys does not start on an address other hosts can reach.
+
+use jetscribe_tests::app::jetscribe_binary;
+use jetscribe_tests::{TestApp, fixture};
+
+const ALICE: &str = "alice-0123456789abcdef";
+const BOB: &str = "bob-0123456789abcdef01";
+/// Given to the service only as its SHA-256 (API_KEYS_FILE).
+const ROOT: &str = "root-0123456789abcdef0";
+
+fn sha256_hex(text: &str) -> String {
+    let output = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import hashlib,sys; print(hashlib.sha256(sys.argv[1].encode()).hexdigest())",
+        ])
+        .arg(text)
+        .output()
+        .expect("python3 runs");
+    String::from_utf8(output.stdout)
+        .expect("utf-8")
+        .trim()
+        .to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_keys_a_job_is_seen_by_the_key_that_submitted_it_and_by_admins_only() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let keys_file = dir.path().join("keys");
+    let root_hash = sha256_hex(ROOT);
+    std::fs::write(&keys_file, format!("# admins\nroot=sha256:{root_hash}\n")).expect("keys");
+    let keys_file = keys_file.display().to_string();
+    let inline = format!("alice={ALICE},bob={BOB}");
+    let mut app = TestApp::spawn(&[
+        ("API_KEYS", inline.as_str()),
+        ("API_KEYS_FILE", keys_file.as_str()),
+        ("ADMIN_KEYS", "root"),
+    ])
+    .await;
+
+    // No key, or a wrong one: 401 with the way to authenticate.
+    for key in [None, Some("not-a-key-0123456789")] {
+        app.set_api_key(key);
+        let response = app
+            .http
+            .get(app.url("/jobs/processing"))
+            .send()
+            .await
+            .expect("GET");
+        assert_eq!(response.status(), 401, "{key:?}");
+        let challenge = response.headers().get("www-authenticate").cloned();
+        assert_eq!(
+            challenge.as_ref().and_then(|v| v.to_str().ok()),
+            Some("Bearer")
+        );
+        let body: serde_json::Value = response.json().await.expect("json");
+        assert!(
+            body["detail"]
+                .as_str()
+                .is_some_and(|d| d.contains("API key")),
+            "{body}"
+        );
+        let refused = app.submit(&fixture("jfk.flac"), "").await;
+        assert_eq!(refused.status(), 401);
+    }
+    assert_eq!(app.get_json("/health").await.0, 200);
+
+    app.set_api_key(Some(ALICE));
+    let job_id = app.submit_job(&fixture("jfk.flac"), "").await;
+    let (code, status) = app.get_json(&format!("/status/{job_id}")).await;
+    assert_eq!(
+        (code, &status["owner"]),
+        (200, &serde_json::json!("alice")),
+        "{status}"
+    );
+
+    // Bob cannot tell the job exists.
+    app.set_api_key(Some(BOB));
+    for path in ["status", "result", "events"] {
+        app.get_refused(&format!("/{path}/{job_id}"), 404, "Job not found")
+            .await;
+    }
+    let (_, processing) = app.get_json("/jobs/processing").await;
+    assert!(!processing.to_string().contains(&job_id), "{processing}");
+
+    // The admin key sees it, sent the other way.
+    app.set_api_key(None);
+    let response = app
+        .http
+        .get(app.url(&format!("/status/{job_id}")))
+        .header("X-API-Key", ROOT)
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(response.status(), 200);
+
+    app.set_api_key(Some(ALICE));
+    let ended = app.wait_until_ended(&job_id).await;
+    assert_eq!(ended["status"], "completed", "{ended}");
+    assert_eq!(app.get_json(&format!("/result/{job_id}")).await.0, 200);
+}
+
+#[test]
+fn an_api_without_keys_does_not_start_on_an_address_other_hosts_reach() {
+    let output = std::process::Command::new(jetscribe_binary())
+        .arg("api")
+        .env("BIND_ADDR", "0.0.0.0:0")
+        .env_remove("API_KEYS")
+        .env_remove("API_KEYS_FILE")
+        .output()
+        .expect("runs");
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("ALLOW_ANONYMOUS") && stderr.contains("API_KEYS"),
+        "{stderr}"
+    );
+}
