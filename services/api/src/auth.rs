@@ -242,11 +242,16 @@ pub async fn authenticate<E: Endpoint>(
             None => "API key missing: send Authorization: Bearer <key> or X-API-Key: <key>",
             Some(_) => "API key not valid",
         };
+        // A client that writes its whole body before reading would see a broken pipe, not 401.
+        crate::discard_body(request.take_body()).await;
         let mut response = json_response(StatusCode::UNAUTHORIZED, &ErrorBody { detail });
-        response.headers_mut().insert(
+        let headers = response.headers_mut();
+        headers.insert(
             header::WWW_AUTHENTICATE,
-            "Bearer".parse().expect("a valid header"),
+            "Bearer".parse().expect("a header"),
         );
+        // What is left of the body is not read: the connection cannot carry another request.
+        headers.insert(header::CONNECTION, "close".parse().expect("a header"));
         return Ok(response);
     };
     request.extensions_mut().insert(caller);

@@ -123,6 +123,31 @@ pub async fn run_blob_cleanup(blobs: BlobStore, max_age: Duration, shutdown: Can
     }
 }
 
+/// How much of a refused request's body is read and thrown away before answering. HTTP/1.1
+/// clients that write the whole body before reading the answer (most libraries; curl reads early
+/// answers) would otherwise see a broken pipe instead of the 4xx. Past this, the connection is
+/// closed: a refused multi-GB upload is not read to its end.
+pub(crate) const DISCARD_LIMIT: u64 = 64 * 1024 * 1024;
+pub(crate) const DISCARD_TIME: Duration = Duration::from_secs(2);
+
+/// Reads and drops at most [`DISCARD_LIMIT`] of `body`, for at most [`DISCARD_TIME`].
+pub(crate) async fn discard_body(body: poem::Body) {
+    use futures::StreamExt as _;
+    let discard = async {
+        let mut chunks = body.into_bytes_stream();
+        let mut discarded = 0u64;
+        while let Some(Ok(chunk)) = chunks.next().await {
+            discarded += chunk.len() as u64;
+            if discarded > DISCARD_LIMIT {
+                return;
+            }
+        }
+    };
+    if tokio::time::timeout(DISCARD_TIME, discard).await.is_err() {
+        tracing::debug!("refused request body not read to its end");
+    }
+}
+
 /// A JSON response.
 pub(crate) fn json_response(status: StatusCode, body: &impl Serialize) -> Response {
     match serde_json::to_string(body) {

@@ -6,13 +6,13 @@ use futures::{Stream, StreamExt};
 use jetscribe_nats::{ErrorChain, PipelineError, StoredEvent};
 use poem::http::StatusCode;
 use poem::web::sse::{Event, SSE};
-use poem::web::{Data, Multipart, Path, Query};
+use poem::web::{Data, Path};
 use poem::{IntoResponse, Request, Response, handler};
 use proto_msgs::{JobEvent, JobStatus};
 use tracing::{info, warn};
 use uuid::Uuid;
 
-use crate::upload::{ProcessParams, submit};
+use crate::upload::SubmittedJob;
 use crate::views::StillRunning;
 use crate::{
     ApiError, ApiState, Caller, ResultFormat, json_response, load_record, parse_job_id,
@@ -118,10 +118,8 @@ fn sse_events(
 pub(crate) async fn process_and_wait(
     Data(state): Data<&ApiState>,
     Data(caller): Data<&Caller>,
-    Query(params): Query<ProcessParams>,
-    mut multipart: Multipart,
+    job: SubmittedJob,
 ) -> Result<Response, ApiError> {
-    let job = submit(state, caller, params, &mut multipart).await?;
     let job_id = job.job_id;
     let timeout = state.settings.sync_timeout;
     let still_running = |status, detail| {

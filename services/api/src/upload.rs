@@ -7,8 +7,8 @@ use futures::StreamExt;
 use jetscribe_blobstore::BlobStore;
 use jetscribe_nats::ErrorChain;
 use poem::http::StatusCode;
-use poem::web::{Data, Field, Multipart, Query};
-use poem::{Response, handler};
+use poem::web::{Field, Multipart, Query};
+use poem::{FromRequest, Request, RequestBody, Response, handler};
 use proto_msgs::{EventKind, JobBlobs, JobOptions, JobRecord, JobStatus};
 use serde::Deserialize;
 use time::OffsetDateTime;
@@ -17,7 +17,7 @@ use tracing::{debug, error, info, warn};
 use uuid::Uuid;
 
 use crate::views::AcceptedJob;
-use crate::{ApiError, ApiState, Caller, json_response};
+use crate::{ApiError, ApiState, Caller, DISCARD_LIMIT, DISCARD_TIME, json_response};
 
 /// Read size of the upload stream: the unit of memory one upload holds before the store's parts.
 const READ_CHUNK: usize = 256 * 1024;
@@ -31,13 +31,7 @@ pub(crate) struct ProcessParams {
 }
 
 #[handler]
-pub(crate) async fn process(
-    Data(state): Data<&ApiState>,
-    Data(caller): Data<&Caller>,
-    Query(params): Query<ProcessParams>,
-    mut multipart: Multipart,
-) -> Result<Response, ApiError> {
-    let job = submit(state, caller, params, &mut multipart).await?;
+pub(crate) async fn process(job: SubmittedJob) -> Response {
     let accepted = AcceptedJob {
         job_id: job.job_id,
         status: JobStatus::Pending,
@@ -46,10 +40,11 @@ pub(crate) async fn process(
         size_bytes: job.size_bytes,
         message: "File uploaded; processing has started",
     };
-    Ok(json_response(StatusCode::ACCEPTED, &accepted))
+    json_response(StatusCode::ACCEPTED, &accepted)
 }
 
-/// A job accepted and queued.
+/// A job accepted and queued. As an extractor, the request's upload is stored and its job
+/// queued ([`submit`]) before the handler runs: the submission routes share it.
 pub(crate) struct SubmittedJob {
     pub job_id: Uuid,
     pub created_at: OffsetDateTime,
@@ -57,8 +52,23 @@ pub(crate) struct SubmittedJob {
     pub size_bytes: u64,
 }
 
+impl<'a> FromRequest<'a> for SubmittedJob {
+    async fn from_request(request: &'a Request, body: &mut RequestBody) -> poem::Result<Self> {
+        let state = request
+            .data::<ApiState>()
+            .expect("the routes carry the API state");
+        let caller = request
+            .extensions()
+            .get::<Caller>()
+            .expect("authentication runs before every route");
+        let Query(params) = Query::<ProcessParams>::from_request(request, body).await?;
+        let mut multipart = Multipart::from_request(request, body).await?;
+        Ok(submit(state, caller, params, &mut multipart).await?)
+    }
+}
+
 /// Stores the upload and queues its job; on refusal, drains what is left of the body first.
-pub(crate) async fn submit(
+async fn submit(
     state: &ApiState,
     caller: &Caller,
     params: ProcessParams,
@@ -318,13 +328,6 @@ impl Drop for UploadCleanup {
         });
     }
 }
-
-/// How much of a refused request's body is read and thrown away before answering. HTTP/1.1
-/// clients that write the whole body before reading the answer (most libraries; curl reads early
-/// answers) would otherwise see a broken pipe instead of the 4xx. Past this, the connection is
-/// closed: a refused multi-GB upload is not read to its end.
-const DISCARD_LIMIT: u64 = 64 * 1024 * 1024;
-const DISCARD_TIME: std::time::Duration = std::time::Duration::from_secs(2);
 
 async fn discard_rest(multipart: &mut Multipart) {
     let discard = async {

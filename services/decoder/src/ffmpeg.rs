@@ -36,30 +36,7 @@ pub fn run_ffmpeg(
     max_length: Duration,
     reports: mpsc::Sender<FfmpegReport>,
 ) -> std::io::Result<FfmpegEnd> {
-    let mut child = FfmpegCommand::new_with_path(ffmpeg)
-        .hide_banner()
-        // Input options: the demuxer ffprobe chose, nothing but local files.
-        .args(["-protocol_whitelist", "file"])
-        .args(["-format_whitelist", &ALLOWED_FORMATS.join(",")])
-        .args(["-f", &probe.format])
-        .input(media)
-        // The probed audio stream only: no video, subtitles or data.
-        .args([
-            "-map",
-            &format!("0:{}", probe.audio_stream),
-            "-vn",
-            "-sn",
-            "-dn",
-        ])
-        .args(["-t", &format!("{:.3}", max_length.as_secs_f64())])
-        .args(["-ac", &pcm::CHANNELS.to_string()])
-        .args(["-ar", &pcm::SAMPLE_RATE.to_string()])
-        .args(["-f", pcm::FFMPEG_FORMAT])
-        // To a pipe, ffmpeg flushes after every packet by default: 50 writes of 640 bytes per
-        // second of audio. Letting it fill its buffer first cuts the decoder's time by a fifth.
-        .args(["-flush_packets", "0"])
-        .output("pipe:1")
-        .spawn()?;
+    let mut child = command(ffmpeg, media, probe, max_length).spawn()?;
     let mut end = FfmpegEnd {
         success: false,
         last_error: None,
@@ -68,19 +45,10 @@ pub fn run_ffmpeg(
         .iter()
         .map_err(|err| std::io::Error::other(err.to_string()))?;
     for event in events {
-        let report = match event {
-            FfmpegEvent::OutputChunk(chunk) => Some(FfmpegReport::Pcm(chunk)),
-            FfmpegEvent::ParsedDuration(parsed) => Some(FfmpegReport::Duration(parsed.duration)),
-            FfmpegEvent::Progress(progress) => {
-                parse_clock(&progress.time).map(FfmpegReport::Progress)
-            }
-            FfmpegEvent::Log(LogLevel::Error | LogLevel::Fatal, line) => {
-                end.last_error = Some(clean_ffmpeg_line(&line));
-                None
-            }
-            _ => None,
-        };
-        if let Some(report) = report
+        if let FfmpegEvent::Log(LogLevel::Error | LogLevel::Fatal, line) = &event {
+            end.last_error = Some(clean_ffmpeg_line(line));
+        }
+        if let Some(report) = report_of(event)
             && reports.blocking_send(report).is_err()
         {
             // The async side is gone (job abandoned): stop ffmpeg.
@@ -92,6 +60,40 @@ pub fn run_ffmpeg(
     }
     end.success = child.wait()?.success();
     Ok(end)
+}
+
+/// The ffmpeg command line for the probed audio stream of `media`.
+fn command(ffmpeg: &Path, media: &Path, probe: &Probe, max_length: Duration) -> FfmpegCommand {
+    let mut command = FfmpegCommand::new_with_path(ffmpeg);
+    command
+        .hide_banner()
+        // Input options: the demuxer ffprobe chose, nothing but local files.
+        .args(["-protocol_whitelist", "file"])
+        .args(["-format_whitelist", &ALLOWED_FORMATS.join(",")])
+        .args(["-f", &probe.format])
+        .input(media)
+        // The probed audio stream only: no video, subtitles or data.
+        .args(["-map", &format!("0:{}", probe.audio_stream)])
+        .args(["-vn", "-sn", "-dn"])
+        .args(["-t", &format!("{:.3}", max_length.as_secs_f64())])
+        .args(["-ac", &pcm::CHANNELS.to_string()])
+        .args(["-ar", &pcm::SAMPLE_RATE.to_string()])
+        .args(["-f", pcm::FFMPEG_FORMAT])
+        // To a pipe, ffmpeg flushes after every packet by default: 50 writes of 640 bytes per
+        // second of audio. Letting it fill its buffer first cuts the decoder's time by a fifth.
+        .args(["-flush_packets", "0"])
+        .output("pipe:1");
+    command
+}
+
+/// What an ffmpeg event tells the async side, if anything.
+fn report_of(event: FfmpegEvent) -> Option<FfmpegReport> {
+    match event {
+        FfmpegEvent::OutputChunk(chunk) => Some(FfmpegReport::Pcm(chunk)),
+        FfmpegEvent::ParsedDuration(parsed) => Some(FfmpegReport::Duration(parsed.duration)),
+        FfmpegEvent::Progress(progress) => parse_clock(&progress.time).map(FfmpegReport::Progress),
+        _ => None,
+    }
 }
 
 /// `HH:MM:SS.ss` → seconds.

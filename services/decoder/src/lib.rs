@@ -1,7 +1,7 @@
 //! Decode stage: turns any uploaded media (audio or video) into 16 kHz mono signed 16-bit PCM with
 //! ffmpeg (through ffmpeg-sidecar, which never downloads ffmpeg: PATH or FFMPEG_PATH), streamed to
 //! the object store in bounded memory, with progress from ffmpeg's clock against the duration.
-//! [`probe`] looks first, through an allow-list of container formats and local files only, and
+//! [`probe`](mod@probe) looks first, through an allow-list of container formats and local files only, and
 //! refuses media longer than MAX_DURATION; [`ffmpeg`] decodes through the same allow-list and
 //! stops at MAX_DURATION whatever the header said.
 
