@@ -13,12 +13,14 @@
 //! - [`transcript`]: transcripts and results;
 //! - [`events`]: job events;
 //! - [`bodies`]: the JSON bodies shared by the API and the notifier;
+//! - [`languages`]: the language codes a client may ask for;
 //! - [`pcm`]: the audio format between decoder and transcriber;
 //! - [`codec`]: MessagePack with named fields.
 
 pub mod bodies;
 pub mod codec;
 pub mod events;
+pub mod languages;
 pub mod messages;
 pub mod pcm;
 pub mod record;

@@ -3,7 +3,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use jetscribe_tests::{TestApp, fixture, wait_for};
+use jetscribe_tests::{TestApp, assert_refused, fixture, wait_for};
 use tokio::io::AsyncWriteExt;
 
 /// Regular files under `dir` (blobs and staged parts alike).
@@ -99,5 +99,96 @@ async fn an_upload_cut_off_midway_leaves_no_blob_and_no_job() {
     )
     .await;
     drop(socket);
+    assert_nothing_left(&app, &blobs).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_and_oversized_submissions_get_a_json_answer_naming_the_field_and_leave_nothing()
+{
+    let app = TestApp::spawn(&[]).await;
+    let blobs = app.data_dir.path().join("blobs");
+    let empty = app.data_dir.path().join("empty.wav");
+    std::fs::write(&empty, b"").expect("written");
+    let jfk = fixture("jfk.flac");
+    let big = "x".repeat(100 * 1024);
+    let long_url = format!("https://example.org/{}", "a".repeat(3000));
+    type Fields<'a> = Vec<(&'a str, &'a str)>;
+    let cases: Vec<(&Path, Fields, u16, &str)> = vec![
+        (&empty, vec![], 422, "file: the file is empty"),
+        (
+            &jfk,
+            vec![("language", big.as_str())],
+            422,
+            "language: a form field longer",
+        ),
+        (
+            &jfk,
+            vec![("comment", big.as_str())],
+            422,
+            "comment: a form field longer",
+        ),
+        (
+            &jfk,
+            vec![("webhook_url", long_url.as_str())],
+            422,
+            "webhook_url: longer than",
+        ),
+        (
+            &jfk,
+            vec![("language", "xx")],
+            422,
+            "language: expected one of Whisper's",
+        ),
+    ];
+    for (file, fields, status, detail) in cases {
+        let response = app.post_file("/process", file, &fields).await;
+        let body = assert_refused(response, status, detail).await;
+        assert!(
+            body["detail"]
+                .as_str()
+                .is_some_and(|d| d.starts_with(detail)),
+            "{body}"
+        );
+    }
+    // A file name no file system here would take.
+    let form = reqwest::multipart::Form::new().part(
+        "file",
+        reqwest::multipart::Part::bytes(b"RIFF".to_vec()).file_name("n".repeat(300)),
+    );
+    let response = app
+        .http
+        .post(app.url("/process"))
+        .multipart(form)
+        .send()
+        .await
+        .expect("POST");
+    assert_refused(response, 422, "file: the file name is longer").await;
+    // Not UTF-8, as a form field.
+    let form = reqwest::multipart::Form::new()
+        .part(
+            "language",
+            reqwest::multipart::Part::bytes(vec![0xff, 0xfe]),
+        )
+        .part(
+            "file",
+            reqwest::multipart::Part::bytes(b"x".to_vec()).file_name("a.wav"),
+        );
+    let response = app
+        .http
+        .post(app.url("/process"))
+        .multipart(form)
+        .send()
+        .await
+        .expect("POST");
+    assert_refused(response, 422, "language: not UTF-8 text").await;
+    // Not multipart at all: 400 JSON, not 415 text.
+    let response = app
+        .http
+        .post(app.url("/process"))
+        .json(&serde_json::json!({"file": "jfk.flac"}))
+        .send()
+        .await
+        .expect("POST");
+    assert_refused(response, 400, "multipart/form-data").await;
     assert_nothing_left(&app, &blobs).await;
 }

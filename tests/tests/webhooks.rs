@@ -143,7 +143,10 @@ async fn a_notifier_killed_while_a_retry_is_pending_delivers_after_it_restarts()
     let mut hook = WebhookReceiver::scripted(&[ScriptedAnswer::status(502)]).await;
     let mut app = TestApp::spawn_parts(
         &["api", "decoder", "transcriber", "analyzer", "notifier"],
-        &[("WEBHOOK_RETRY_DELAY", "4")],
+        // Killed while it holds the retry (between its delivery and its hand-back), the notifier
+        // leaves it to be redelivered after JOB_ACK_WAIT: short here, so that either way the
+        // retry arrives within the wait below.
+        &[("WEBHOOK_RETRY_DELAY", "4"), ("JOB_ACK_WAIT", "10")],
     )
     .await;
     let job_id = submit_with_webhook(&app, &hook.url).await;

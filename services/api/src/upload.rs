@@ -62,7 +62,10 @@ impl<'a> FromRequest<'a> for SubmittedJob {
             .get::<Caller>()
             .expect("authentication runs before every route");
         let Query(params) = Query::<ProcessParams>::from_request(request, body).await?;
-        let mut multipart = Multipart::from_request(request, body).await?;
+        let mut multipart = Multipart::from_request(request, body).await.map_err(|_| {
+            let detail = "expected a multipart/form-data body with a field named \"file\"";
+            ApiError::new(StatusCode::BAD_REQUEST, detail)
+        })?;
         Ok(submit(state, caller, params, &mut multipart).await?)
     }
 }
@@ -100,26 +103,33 @@ async fn accept_upload(
                 return Err(ApiError::new(StatusCode::BAD_REQUEST, detail));
             }
             "file" => {
-                let filename = field.file_name().unwrap_or("upload").to_owned();
+                let filename = upload_name(&field)?;
                 let size = store_upload(state, &JobBlobs::input_path(job_id), field).await?;
                 upload = Some((filename, size));
             }
             // A form field wins over the same option in the query string.
             name @ ("language" | "webhook_url" | "word_timestamps") => {
                 let name = name.to_owned();
-                let value = field.text().await.map_err(|err| {
-                    ApiError::new(StatusCode::BAD_REQUEST, format!("{name}: {err}"))
-                })?;
+                let value = small_field_text(&name, field).await?;
                 apply_option(&mut options, &name, Some(value), allow_private).await?;
             }
             // Unknown fields are read and ignored, as the original service did.
-            _ => drop(field.bytes().await),
+            name => {
+                let name = name.chars().take(64).collect::<String>();
+                small_field(&name, field).await?;
+            }
         }
     }
     let (filename, size) = upload.ok_or_else(|| {
         let detail = "file: a multipart field named \"file\" is required";
         ApiError::new(StatusCode::BAD_REQUEST, detail)
     })?;
+    if size == 0 {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "file: the file is empty",
+        ));
+    }
     let mut record =
         JobRecord::new_pending(job_id, filename, size, options, OffsetDateTime::now_utc());
     record.owner = caller.owner();
@@ -139,6 +149,56 @@ async fn accept_upload(
         created_at: record.created_at,
         filename: record.filename,
         size_bytes: size,
+    })
+}
+
+/// The longest form field other than the file.
+const MAX_OPTION_FIELD: usize = 64 * 1024;
+/// The longest file name kept (bytes).
+const MAX_FILENAME: usize = 255;
+/// The longest webhook URL (bytes).
+const MAX_WEBHOOK_URL: usize = 2048;
+
+/// The client's name for the upload (`upload` when it gives none).
+fn upload_name(field: &Field) -> Result<String, ApiError> {
+    let name = field.file_name().unwrap_or("upload");
+    if name.len() > MAX_FILENAME {
+        let detail = format!("file: the file name is longer than {MAX_FILENAME} bytes");
+        return Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, detail));
+    }
+    Ok(name.to_owned())
+}
+
+/// A form field other than the file, read whole only up to [`MAX_OPTION_FIELD`].
+async fn small_field(name: &str, field: Field) -> Result<Vec<u8>, ApiError> {
+    use tokio::io::AsyncReadExt as _;
+    let mut value = Vec::new();
+    let limit = MAX_OPTION_FIELD as u64 + 1;
+    let read = field
+        .into_async_read()
+        .take(limit)
+        .read_to_end(&mut value)
+        .await;
+    read.map_err(|err| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("{name}: cannot be read: {err}"),
+        )
+    })?;
+    if value.len() > MAX_OPTION_FIELD {
+        let detail = format!("{name}: a form field longer than {MAX_OPTION_FIELD} bytes");
+        return Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, detail));
+    }
+    Ok(value)
+}
+
+/// [`small_field`] as UTF-8 text.
+async fn small_field_text(name: &str, field: Field) -> Result<String, ApiError> {
+    String::from_utf8(small_field(name, field).await?).map_err(|_| {
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!("{name}: not UTF-8 text"),
+        )
     })
 }
 
@@ -194,6 +254,10 @@ async fn apply_option(
         "word_timestamps" => {
             options.word_timestamps = parse_flag(&value).map_err(|why| invalid(why.to_owned()))?;
         }
+        "webhook_url" if value.len() > MAX_WEBHOOK_URL => {
+            let detail = format!("webhook_url: longer than {MAX_WEBHOOK_URL} bytes");
+            return Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, detail));
+        }
         "webhook_url" => {
             jetscribe_webhook_policy::check(&value, allow_private)
                 .await
@@ -205,15 +269,15 @@ async fn apply_option(
     Ok(())
 }
 
-/// An ISO 639-1 code (or `auto`: detect it).
+/// One of Whisper's language codes (or `auto`: detect it).
 fn parse_language(value: &str) -> Result<Option<String>, &'static str> {
     let code = value.to_lowercase();
     if code == "auto" {
         Ok(None)
-    } else if (2..=3).contains(&code.len()) && code.chars().all(|c| c.is_ascii_lowercase()) {
+    } else if proto_msgs::languages::is_whisper_language(&code) {
         Ok(Some(code))
     } else {
-        Err("expected an ISO 639-1 code such as \"en\"")
+        Err("expected one of Whisper's language codes such as \"en\" (README lists them)")
     }
 }
 
@@ -352,15 +416,18 @@ async fn discard_rest(multipart: &mut Multipart) {
 mod tests {
     use super::*;
 
+    const UNKNOWN_LANGUAGE: &str =
+        "expected one of Whisper's language codes such as \"en\" (README lists them)";
+
     #[test]
     fn options_are_parsed_or_refused_with_the_reason() {
         let languages = [
             ("en", Ok(Some("en".to_owned()))),
             ("DE", Ok(Some("de".to_owned()))),
-            ("yue", Ok(Some("yue".to_owned()))),
+            ("haw", Ok(Some("haw".to_owned()))),
             ("auto", Ok(None)),
-            ("english", Err("expected an ISO 639-1 code such as \"en\"")),
-            ("e1", Err("expected an ISO 639-1 code such as \"en\"")),
+            ("english", Err(UNKNOWN_LANGUAGE)),
+            ("xx", Err(UNKNOWN_LANGUAGE)),
         ];
         for (raw, expected) in languages {
             assert_eq!(parse_language(raw), expected, "{raw}");

@@ -25,8 +25,10 @@ pub enum DestinationError {
     Scheme,
     #[error("the URL has no host")]
     NoHost,
+    /// The message names the host, not the address it resolved to: that would tell a submitter
+    /// about the inside of the network.
     #[error(
-        "{host} is {address}, a {kind} address; webhooks go to public addresses only (WEBHOOK_ALLOW_PRIVATE=true allows it)"
+        "{host} points to a {kind} address; webhooks go to public addresses only (WEBHOOK_ALLOW_PRIVATE=true allows it)"
     )]
     NotPublic {
         host: String,
@@ -70,6 +72,10 @@ pub const NON_PUBLIC_RANGES: &[(IpNet, &str)] = &[
     (v4(198, 18, 0, 0, 15), "reserved"),
     // IETF protocol assignments.
     (v4(192, 0, 0, 0, 24), "reserved"),
+    // Documentation (TEST-NET-1, -2, -3).
+    (v4(192, 0, 2, 0, 24), "reserved"),
+    (v4(198, 51, 100, 0, 24), "reserved"),
+    (v4(203, 0, 113, 0, 24), "reserved"),
     (
         IpNet::V6(Ipv6Net::new_assert(Ipv6Addr::UNSPECIFIED, 128)),
         "unspecified",
@@ -84,6 +90,24 @@ pub const NON_PUBLIC_RANGES: &[(IpNet, &str)] = &[
     // The deprecated site-local range.
     (v6(0xfec0, 10), "private"),
     (v6(0xff00, 8), "broadcast or multicast"),
+    // Documentation.
+    (
+        IpNet::V6(Ipv6Net::new_assert(
+            Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0),
+            32,
+        )),
+        "reserved",
+    ),
+    // Local-use NAT64: translates to addresses chosen by the local network.
+    (
+        IpNet::V6(Ipv6Net::new_assert(
+            Ipv6Addr::new(0x64, 0xff9b, 1, 0, 0, 0, 0, 0),
+            48,
+        )),
+        "reserved",
+    ),
+    // Teredo tunnels.
+    (v6(0x2001, 32), "reserved"),
 ];
 
 /// What kind of non-public address `address` is, or `None` for a public one.
@@ -205,6 +229,13 @@ mod tests {
             ("255.255.255.255", Some("broadcast or multicast")),
             ("224.0.0.1", Some("broadcast or multicast")),
             ("ff02::1", Some("broadcast or multicast")),
+            ("192.0.2.10", Some("reserved")),
+            ("198.51.100.7", Some("reserved")),
+            ("203.0.113.200", Some("reserved")),
+            ("2001:db8::1", Some("reserved")),
+            ("2001:0:4136:e378:8000:63bf:3fff:fdd2", Some("reserved")),
+            ("64:ff9b:1::a00:1", Some("reserved")),
+            ("2001:4860:4860::8888", None),
             ("64:ff9b::5db8:d70e", None),
             ("93.184.215.14", None),
             ("2606:2800:21f:cb07:6820:80da:af6b:8b2c", None),
@@ -241,8 +272,20 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_name_that_resolves_to_loopback_is_refused() {
+    async fn a_name_that_resolves_to_loopback_is_refused_without_naming_the_address() {
         let refused = check("http://localhost:9/hook", false).await;
+        let text = refused
+            .as_ref()
+            .map_err(ToString::to_string)
+            .expect_err("refused");
+        assert!(
+            text.starts_with("localhost points to a loopback address"),
+            "{text}"
+        );
+        assert!(
+            !text.contains("127.0.0.1") && !text.contains("::1"),
+            "{text}"
+        );
         assert!(
             matches!(
                 refused,
