@@ -157,6 +157,11 @@ impl TestApp {
             "file",
             reqwest::multipart::Part::bytes(bytes).file_name(name),
         );
+        self.post_form(path, form).await
+    }
+
+    /// POSTs `form` to `path`.
+    pub async fn post_form(&self, path: &str, form: reqwest::multipart::Form) -> reqwest::Response {
         self.http
             .post(self.url(path))
             .multipart(form)

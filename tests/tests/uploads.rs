@@ -155,13 +155,7 @@ async fn malformed_and_oversized_submissions_get_a_json_answer_naming_the_field_
         "file",
         reqwest::multipart::Part::bytes(b"RIFF".to_vec()).file_name("n".repeat(300)),
     );
-    let response = app
-        .http
-        .post(app.url("/process"))
-        .multipart(form)
-        .send()
-        .await
-        .expect("POST");
+    let response = app.post_form("/process", form).await;
     assert_refused(response, 422, "file: the file name is longer").await;
     // Not UTF-8, as a form field.
     let form = reqwest::multipart::Form::new()
@@ -173,13 +167,7 @@ async fn malformed_and_oversized_submissions_get_a_json_answer_naming_the_field_
             "file",
             reqwest::multipart::Part::bytes(b"x".to_vec()).file_name("a.wav"),
         );
-    let response = app
-        .http
-        .post(app.url("/process"))
-        .multipart(form)
-        .send()
-        .await
-        .expect("POST");
+    let response = app.post_form("/process", form).await;
     assert_refused(response, 422, "language: not UTF-8 text").await;
     // Not multipart at all: 400 JSON, not 415 text.
     let response = app

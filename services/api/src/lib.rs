@@ -2,11 +2,17 @@
 //! `POST /process` (streamed upload → 202 with a job id, `upload.rs`), `GET /status/{id}`,
 //! `GET /result/{id}` (200/202/500/404; subtitles in `subtitles.rs`), `GET /jobs/processing`,
 //! `GET /health`; `live.rs`: `/events/{id}` (SSE) and the synchronous `/process-audio`,
-//! `/process-video`. It owns request parsing, validation and the response bodies (`views.rs`);
-//! the work happens in the pipeline stages.
+//! `/process-video`. It owns request parsing, validation and the response bodies (`views.rs`),
+//! and what one client may take: keys (`auth.rs`), rates, slots and free space (`limits.rs`),
+//! connections (`connections.rs`) and multipart bounds (`part_headers.rs`); the work happens in
+//! the pipeline stages.
 
 mod auth;
+mod connections;
+mod limits;
 mod live;
+mod part_headers;
+mod pattern;
 mod subtitles;
 mod upload;
 mod views;
@@ -14,6 +20,7 @@ mod views;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use connections::LimitedAcceptor;
 use jetscribe_blobstore::BlobStore;
 use jetscribe_nats::{ErrorChain, Pipeline};
 use poem::http::StatusCode;
@@ -28,6 +35,9 @@ use tracing::{error, info};
 use uuid::Uuid;
 
 pub use auth::{ApiKeys, Caller, KeysError};
+pub use connections::ConnectionLimits;
+pub use limits::RateLimit;
+use limits::{RateLimiter, Slots};
 use views::{ActiveJobs, ErrorBody, Health, JobStatusView, JobSummary, RunningJob};
 
 /// Settings of the API.
@@ -41,6 +51,16 @@ pub struct ApiSettings {
     pub sync_timeout: Duration,
     /// The API keys (API_KEYS, API_KEYS_FILE, ADMIN_KEYS); none: the API is open.
     pub keys: ApiKeys,
+    /// Submissions per key (or per address, without keys) and period (RATE_LIMIT).
+    pub rate_limit: Option<RateLimit>,
+    /// Uploads received at once (MAX_CONCURRENT_UPLOADS).
+    pub max_concurrent_uploads: usize,
+    /// Event streams and synchronous waits open at once (MAX_EVENT_STREAMS).
+    pub max_event_streams: usize,
+    /// Uploads are refused while the local store's disk has less free (MIN_FREE_SPACE).
+    pub min_free_space: u64,
+    /// Connection count and timeouts.
+    pub connections: ConnectionLimits,
 }
 
 /// What every handler shares.
@@ -49,6 +69,39 @@ pub struct ApiState {
     pub pipeline: Pipeline,
     pub blobs: BlobStore,
     pub settings: ApiSettings,
+    limits: Limits,
+}
+
+/// The counters behind the settings' limits, shared by every request.
+#[derive(Clone, Debug)]
+struct Limits {
+    submissions: RateLimiter,
+    uploads: Slots,
+    event_streams: Slots,
+}
+
+impl ApiState {
+    pub fn new(pipeline: Pipeline, blobs: BlobStore, settings: ApiSettings) -> Self {
+        let limits = Limits {
+            submissions: RateLimiter::new(settings.rate_limit),
+            uploads: Slots::new(
+                "uploads",
+                "MAX_CONCURRENT_UPLOADS",
+                settings.max_concurrent_uploads,
+            ),
+            event_streams: Slots::new(
+                "event streams",
+                "MAX_EVENT_STREAMS",
+                settings.max_event_streams,
+            ),
+        };
+        Self {
+            pipeline,
+            blobs,
+            settings,
+            limits,
+        }
+    }
 }
 
 /// The routes of the API.
@@ -96,7 +149,9 @@ impl ApiServer {
     /// Serves the API until `shutdown` is cancelled; requests in flight get 5 s.
     pub async fn run(self, state: ApiState, shutdown: CancellationToken) -> std::io::Result<()> {
         info!(addr = %self.local_addr, "HTTP API listening");
-        Server::new_with_acceptor(self.acceptor)
+        let limits = state.settings.connections;
+        Server::new_with_acceptor(LimitedAcceptor::new(self.acceptor, limits))
+            .idle_timeout(limits.idle_timeout)
             .run_with_graceful_shutdown(
                 app(state),
                 async move { shutdown.cancelled().await },
@@ -169,6 +224,8 @@ pub(crate) fn json_response(status: StatusCode, body: &impl Serialize) -> Respon
 pub(crate) struct ApiError {
     status: StatusCode,
     detail: String,
+    /// When the client may try again (503, 429, 507), sent as Retry-After.
+    retry_after: Option<Duration>,
 }
 
 impl ApiError {
@@ -176,7 +233,14 @@ impl ApiError {
         Self {
             status,
             detail: detail.into(),
+            retry_after: None,
         }
+    }
+
+    /// Tells the client to try again after `wait` (whole seconds, at least 1).
+    pub(crate) fn retry_after(mut self, wait: Duration) -> Self {
+        self.retry_after = Some(wait);
+        self
     }
 
     /// 503 for a dependency that failed: logged here with its causes, named to the client.
@@ -195,12 +259,19 @@ impl poem::error::ResponseError for ApiError {
     }
 
     fn as_response(&self) -> Response {
-        json_response(
+        let mut response = json_response(
             self.status,
             &ErrorBody {
                 detail: &self.detail,
             },
-        )
+        );
+        if let Some(wait) = self.retry_after {
+            let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+            response
+                .headers_mut()
+                .insert("retry-after", seconds.max(1).into());
+        }
+        response
     }
 }
 

@@ -9,6 +9,7 @@ use poem::web::sse::{Event, SSE};
 use poem::web::{Data, Path};
 use poem::{IntoResponse, Request, Response, handler};
 use proto_msgs::{JobEvent, JobStatus};
+use tokio::sync::OwnedSemaphorePermit;
 use tracing::{info, warn};
 use uuid::Uuid;
 
@@ -43,6 +44,7 @@ pub(crate) async fn job_events(
 ) -> Result<Response, ApiError> {
     let record = load_record(state, caller, parse_job_id(&raw_id)?).await?;
     let after = last_event_id(request)?;
+    let stream_slot = state.limits.event_streams.take()?;
     // A job that has ended has all its events stored: a client that already has the last one
     // gets 204, which tells an EventSource to stop reconnecting.
     if record.status.is_final() {
@@ -60,7 +62,7 @@ pub(crate) async fn job_events(
         .follow_job_events(record.job_id, after)
         .await
         .map_err(|err| store_unavailable(&err))?;
-    Ok(SSE::new(sse_events(events, record.job_id))
+    Ok(SSE::new(sse_events(events, record.job_id, stream_slot))
         .keep_alive(KEEP_ALIVE)
         .into_response())
 }
@@ -87,10 +89,13 @@ fn last_event_id(request: &Request) -> Result<Option<u64>, ApiError> {
 fn sse_events(
     events: impl Stream<Item = Result<StoredEvent, PipelineError>> + Send + 'static,
     job_id: Uuid,
+    stream_slot: OwnedSemaphorePermit,
 ) -> impl Stream<Item = Event> + Send + 'static {
+    // The slot travels with the stream: it is given back when the stream ends or the client
+    // goes away.
     futures::stream::unfold(
-        (Box::pin(events), false),
-        move |(mut events, ended)| async move {
+        (Box::pin(events), false, stream_slot),
+        move |(mut events, ended, stream_slot)| async move {
             if ended {
                 return None;
             }
@@ -99,7 +104,8 @@ fn sse_events(
                     let event = Event::message(event_json(&stored.event))
                         .event_type(stored.event.kind.as_str())
                         .id(stored.sequence.to_string());
-                    Some((event, (events, stored.event.kind.is_final())))
+                    let ended = stored.event.kind.is_final();
+                    Some((event, (events, ended, stream_slot)))
                 }
                 Err(err) => {
                     let error = ErrorChain(&err);
@@ -122,6 +128,8 @@ pub(crate) async fn process_and_wait(
 ) -> Result<Response, ApiError> {
     let job_id = job.job_id;
     let timeout = state.settings.sync_timeout;
+    // Taken after the upload: the job exists, so a refusal still names it.
+    let stream_slot = state.limits.event_streams.take();
     let still_running = |status, detail| {
         let body = StillRunning {
             job_id,
@@ -130,6 +138,12 @@ pub(crate) async fn process_and_wait(
         };
         Ok(json_response(status, &body))
     };
+    if stream_slot.is_err() {
+        return still_running(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("too many event streams at once (MAX_EVENT_STREAMS); poll /result/{job_id}"),
+        );
+    }
     match tokio::time::timeout(timeout, wait_for_end(state, job_id)).await {
         Ok(Ok(())) => {
             let record = load_record(state, caller, job_id).await?;

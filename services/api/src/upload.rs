@@ -12,12 +12,16 @@ use poem::{FromRequest, Request, RequestBody, Response, handler};
 use proto_msgs::{EventKind, JobBlobs, JobOptions, JobRecord, JobStatus};
 use serde::Deserialize;
 use time::OffsetDateTime;
+use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::io::ReaderStream;
 use tracing::{debug, error, info, warn};
 use uuid::Uuid;
 
+use crate::part_headers::{BodyGuard, MAX_PART_HEADER, guard_part_headers};
 use crate::views::AcceptedJob;
-use crate::{ApiError, ApiState, Caller, DISCARD_LIMIT, DISCARD_TIME, json_response};
+use crate::{
+    ApiError, ApiState, Caller, DISCARD_LIMIT, DISCARD_TIME, discard_body, json_response, limits,
+};
 
 /// Read size of the upload stream: the unit of memory one upload holds before the store's parts.
 const READ_CHUNK: usize = 256 * 1024;
@@ -62,11 +66,110 @@ impl<'a> FromRequest<'a> for SubmittedJob {
             .get::<Caller>()
             .expect("authentication runs before every route");
         let Query(params) = Query::<ProcessParams>::from_request(request, body).await?;
-        let mut multipart = Multipart::from_request(request, body).await.map_err(|_| {
+        let admitted = admit(state, caller, request);
+        let (_upload_slot, mut form) = match admitted {
+            Ok(slot) => match UploadForm::from_request(request, body).await {
+                Ok(form) => (slot, form),
+                Err(refused) => return Err(refused.into()),
+            },
+            Err(refused) => {
+                // Refused before a byte is stored: the body is drained so the client sees why.
+                if let Ok(body) = body.take() {
+                    discard_body(body).await;
+                }
+                return Err(refused.into());
+            }
+        };
+        Ok(submit(state, caller, params, &mut form).await?)
+    }
+}
+
+/// What a submission must pass before its upload is read: free disk space, a free upload slot
+/// (held until the upload is stored) and the client's submission rate.
+fn admit(
+    state: &ApiState,
+    caller: &Caller,
+    request: &Request,
+) -> Result<OwnedSemaphorePermit, ApiError> {
+    limits::check_free_space(state.blobs.free_space(), state.settings.min_free_space)?;
+    let slot = state.limits.uploads.take()?;
+    // Without keys, each address has its own allowance.
+    let client = caller.owner().unwrap_or_else(|| {
+        let address = request.remote_addr().as_socket_addr().map(|addr| addr.ip());
+        address.map_or_else(|| "anonymous".to_owned(), |ip| ip.to_string())
+    });
+    state.limits.submissions.check(&client)?;
+    Ok(slot)
+}
+
+/// The multipart form of a submission, read through a cap on part headers.
+struct UploadForm {
+    fields: Multipart,
+    guard: BodyGuard,
+}
+
+impl UploadForm {
+    async fn from_request(request: &Request, body: &mut RequestBody) -> Result<Self, ApiError> {
+        let not_multipart = || {
             let detail = "expected a multipart/form-data body with a field named \"file\"";
             ApiError::new(StatusCode::BAD_REQUEST, detail)
-        })?;
-        Ok(submit(state, caller, params, &mut multipart).await?)
+        };
+        let boundary = request
+            .content_type()
+            .and_then(|content_type| multer::parse_boundary(content_type).ok());
+        let raw = body.take().map_err(|_| not_multipart())?;
+        let Some(boundary) = boundary else {
+            discard_body(raw).await;
+            return Err(not_multipart());
+        };
+        let guard = BodyGuard::default();
+        let guarded = guard_part_headers(
+            raw.into_bytes_stream(),
+            &boundary,
+            MAX_PART_HEADER,
+            guard.clone(),
+        );
+        let mut guarded = RequestBody::new(poem::Body::from_bytes_stream(guarded));
+        let fields = Multipart::from_request(request, &mut guarded)
+            .await
+            .map_err(|_| not_multipart())?;
+        Ok(Self { fields, guard })
+    }
+
+    async fn next_field(&mut self) -> Result<Option<Field>, ApiError> {
+        self.fields.next_field().await.map_err(|err| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                format!("malformed multipart body: {err}"),
+            )
+        })
+    }
+
+    /// `refused`, unless the body was cut off for a part header past the cap: then that.
+    fn explain(&self, refused: ApiError) -> ApiError {
+        if !self.guard.header_overflowed() {
+            return refused;
+        }
+        ApiError::new(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            format!("multipart: a part's headers are longer than {MAX_PART_HEADER} bytes"),
+        )
+    }
+
+    /// Reads what is left of a refused form, within [`DISCARD_LIMIT`] and [`DISCARD_TIME`].
+    async fn discard_rest(&mut self) {
+        // Skipping to the next part reads the rest of this one: the body itself is capped.
+        self.guard.drain_at_most(DISCARD_LIMIT);
+        let discard = async {
+            while let Ok(Some(field)) = self.fields.next_field().await {
+                let mut chunks = ReaderStream::with_capacity(field.into_async_read(), READ_CHUNK);
+                while let Some(Ok(_)) = chunks.next().await {}
+            }
+        };
+        if tokio::time::timeout(DISCARD_TIME, discard).await.is_err() {
+            // The rest is not read: the connection is closed.
+            debug!("refused request body not read to its end");
+        }
     }
 }
 
@@ -75,61 +178,28 @@ async fn submit(
     state: &ApiState,
     caller: &Caller,
     params: ProcessParams,
-    multipart: &mut Multipart,
+    form: &mut UploadForm,
 ) -> Result<SubmittedJob, ApiError> {
-    let answer = accept_upload(state, caller, params, multipart).await;
+    let answer = accept_upload(state, caller, params, form).await;
     if answer.is_err() {
-        discard_rest(multipart).await;
+        form.discard_rest().await;
     }
-    answer
+    answer.map_err(|refused| form.explain(refused))
 }
 
 async fn accept_upload(
     state: &ApiState,
     caller: &Caller,
     params: ProcessParams,
-    multipart: &mut Multipart,
+    form: &mut UploadForm,
 ) -> Result<SubmittedJob, ApiError> {
     let allow_private = state.settings.webhook_allow_private;
     // Query options are checked before any byte is stored.
     let mut options = options_from_query(params, allow_private).await?;
     let job_id = Uuid::now_v7();
     let cleanup = UploadCleanup::new(state.blobs.clone(), job_id);
-    let mut upload: Option<(String, u64)> = None;
-    while let Some(field) = next_field(multipart).await? {
-        match field.name().unwrap_or_default() {
-            "file" if upload.is_some() => {
-                let detail = "file: send exactly one file per request";
-                return Err(ApiError::new(StatusCode::BAD_REQUEST, detail));
-            }
-            "file" => {
-                let filename = upload_name(&field)?;
-                let size = store_upload(state, &JobBlobs::input_path(job_id), field).await?;
-                upload = Some((filename, size));
-            }
-            // A form field wins over the same option in the query string.
-            name @ ("language" | "webhook_url" | "word_timestamps") => {
-                let name = name.to_owned();
-                let value = small_field_text(&name, field).await?;
-                apply_option(&mut options, &name, Some(value), allow_private).await?;
-            }
-            // Unknown fields are read and ignored, as the original service did.
-            name => {
-                let name = name.chars().take(64).collect::<String>();
-                small_field(&name, field).await?;
-            }
-        }
-    }
-    let (filename, size) = upload.ok_or_else(|| {
-        let detail = "file: a multipart field named \"file\" is required";
-        ApiError::new(StatusCode::BAD_REQUEST, detail)
-    })?;
-    if size == 0 {
-        return Err(ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "file: the file is empty",
-        ));
-    }
+    let input_blob = JobBlobs::input_path(job_id);
+    let (filename, size) = read_form(state, form, &input_blob, &mut options).await?;
     let mut record =
         JobRecord::new_pending(job_id, filename, size, options, OffsetDateTime::now_utc());
     record.owner = caller.owner();
@@ -150,6 +220,52 @@ async fn accept_upload(
         filename: record.filename,
         size_bytes: size,
     })
+}
+
+/// Reads the form: the file, stored as `input_blob`, and the options, set on `options` (a form
+/// field wins over the same option in the query string). Returns the file's name and size.
+async fn read_form(
+    state: &ApiState,
+    form: &mut UploadForm,
+    input_blob: &str,
+    options: &mut JobOptions,
+) -> Result<(String, u64), ApiError> {
+    let allow_private = state.settings.webhook_allow_private;
+    let mut upload: Option<(String, u64)> = None;
+    while let Some(field) = form.next_field().await? {
+        match field.name().unwrap_or_default() {
+            "file" if upload.is_some() => {
+                let detail = "file: send exactly one file per request";
+                return Err(ApiError::new(StatusCode::BAD_REQUEST, detail));
+            }
+            "file" => {
+                let filename = upload_name(&field)?;
+                let size = store_upload(state, input_blob, field).await?;
+                upload = Some((filename, size));
+            }
+            name @ ("language" | "webhook_url" | "word_timestamps") => {
+                let name = name.to_owned();
+                let value = small_field_text(&name, field).await?;
+                apply_option(options, &name, Some(value), allow_private).await?;
+            }
+            // Unknown fields are read and ignored, as the original service did.
+            name => {
+                let name = name.chars().take(64).collect::<String>();
+                small_field(&name, field).await?;
+            }
+        }
+    }
+    let (filename, size) = upload.ok_or_else(|| {
+        let detail = "file: a multipart field named \"file\" is required";
+        ApiError::new(StatusCode::BAD_REQUEST, detail)
+    })?;
+    if size == 0 {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "file: the file is empty",
+        ));
+    }
+    Ok((filename, size))
 }
 
 /// The longest form field other than the file.
@@ -198,15 +314,6 @@ async fn small_field_text(name: &str, field: Field) -> Result<String, ApiError> 
         ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             format!("{name}: not UTF-8 text"),
-        )
-    })
-}
-
-async fn next_field(multipart: &mut Multipart) -> Result<Option<Field>, ApiError> {
-    multipart.next_field().await.map_err(|err| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            format!("malformed multipart body: {err}"),
         )
     })
 }
@@ -325,6 +432,7 @@ async fn store_upload(state: &ApiState, path: &str, field: Field) -> Result<u64,
         .writer(path)
         .await
         .map_err(|err| ApiError::unavailable("object store", &err))?;
+    let mut disk = limits::DiskWatch::new(&state.blobs, state.settings.min_free_space);
     let mut chunks = ReaderStream::with_capacity(field.into_async_read(), READ_CHUNK);
     while let Some(chunk) = chunks.next().await {
         let refusal = match chunk {
@@ -339,9 +447,12 @@ async fn store_upload(state: &ApiState, path: &str, field: Field) -> Result<u64,
                 StatusCode::PAYLOAD_TOO_LARGE,
                 format!("file: larger than MAX_FILE_SIZE ({limit} bytes)"),
             ),
-            Ok(chunk) => match writer.write(chunk).await {
-                Ok(()) => continue,
-                Err(err) => ApiError::unavailable("object store", &err),
+            Ok(chunk) => match disk.check(writer.written()) {
+                Err(refused) => refused,
+                Ok(()) => match writer.write(chunk).await {
+                    Ok(()) => continue,
+                    Err(err) => ApiError::unavailable("object store", &err),
+                },
             },
         };
         writer.abort().await;
@@ -390,25 +501,6 @@ impl Drop for UploadCleanup {
                 warn!(prefix, error = %ErrorChain(&err), "cannot remove a refused upload");
             }
         });
-    }
-}
-
-async fn discard_rest(multipart: &mut Multipart) {
-    let discard = async {
-        let mut discarded = 0u64;
-        while let Ok(Some(field)) = multipart.next_field().await {
-            let mut chunks = ReaderStream::with_capacity(field.into_async_read(), READ_CHUNK);
-            while let Some(Ok(chunk)) = chunks.next().await {
-                discarded += chunk.len() as u64;
-                if discarded > DISCARD_LIMIT {
-                    return;
-                }
-            }
-        }
-    };
-    if tokio::time::timeout(DISCARD_TIME, discard).await.is_err() {
-        // The rest is not read: the connection is closed.
-        debug!("refused request body not read to its end");
     }
 }
 

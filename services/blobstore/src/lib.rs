@@ -58,12 +58,25 @@ const PART_SIZE: usize = 8 * 1024 * 1024;
 /// Parts uploaded at once by one writer: memory per writer ≤ PART_SIZE × (1 + this).
 const PARTS_IN_FLIGHT: usize = 2;
 
+/// Bytes free to an unprivileged writer on the disk that holds `path`.
+pub fn free_space(path: &std::path::Path) -> Option<u64> {
+    let stats = nix::sys::statvfs::statvfs(path).ok()?;
+    #[allow(clippy::useless_conversion)] // the types differ between platforms
+    let (blocks, size) = (
+        u64::from(stats.blocks_available()),
+        u64::from(stats.fragment_size()),
+    );
+    Some(blocks.saturating_mul(size))
+}
+
 /// Handle on the object store. Cheap to clone.
 #[derive(Clone)]
 pub struct BlobStore {
     inner: Arc<dyn ObjectStore>,
     /// The same store when it is a local folder, for [`BlobStore::local_file`].
     local: Option<Arc<LocalFileSystem>>,
+    /// The folder of a local store, whose disk [`BlobStore::free_space`] measures.
+    local_dir: Option<std::path::PathBuf>,
     description: String,
 }
 
@@ -82,6 +95,7 @@ impl BlobStore {
         };
         let parsed = url::Url::parse(url).map_err(|err| config_error(err.to_string()))?;
         let mut local = None;
+        let mut local_dir = None;
         let inner: Arc<dyn ObjectStore> = match parsed.scheme() {
             "file" => {
                 let dir = parsed
@@ -97,6 +111,7 @@ impl BlobStore {
                         .with_automatic_cleanup(true),
                 );
                 local = Some(folder.clone());
+                local_dir = Some(dir);
                 folder
             }
             "s3" => {
@@ -123,8 +138,15 @@ impl BlobStore {
         Ok(Self {
             inner,
             local,
+            local_dir,
             description: url.to_owned(),
         })
+    }
+
+    /// Bytes free to an unprivileged writer on the disk of a local store; `None` for a remote
+    /// store (or when the disk cannot be asked).
+    pub fn free_space(&self) -> Option<u64> {
+        free_space(self.local_dir.as_deref()?)
     }
 
     /// The file that holds `path` when the store is a local folder (and the blob exists), so

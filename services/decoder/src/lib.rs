@@ -19,7 +19,7 @@ use tokio::sync::mpsc;
 use tracing::{debug, info};
 
 use ffmpeg::{FfmpegReport, run_ffmpeg};
-use probe::{Probe, probe, ran_past, too_long};
+use probe::{Probe, probe, ran_past, short_of_space, too_long};
 
 /// Settings of the decode stage.
 #[derive(Debug, Clone)]
@@ -33,6 +33,8 @@ pub struct DecoderSettings {
     pub work_dir: PathBuf,
     /// The longest media decoded (MAX_DURATION).
     pub max_duration: Duration,
+    /// Free bytes the decoded audio must leave on a local store's disk (MIN_FREE_SPACE).
+    pub min_free_space: u64,
 }
 
 /// The decode stage.
@@ -60,6 +62,11 @@ impl StageHandler for Decoder {
         if let Some(refused) =
             seconds.and_then(|seconds| too_long(&input.filename, seconds, self.max_duration()))
         {
+            return Err(refused);
+        }
+        let free = self.blobs.free_space();
+        let min_free = self.settings.min_free_space;
+        if let Some(refused) = short_of_space(&input.filename, seconds, free, min_free) {
             return Err(refused);
         }
         let audio_blob = JobBlobs::audio_path(input.job_id);

@@ -9,6 +9,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use jetscribe_nats::StageError;
+use proto_msgs::pcm;
 
 use crate::ffmpeg::clean_ffmpeg_line;
 
@@ -187,6 +188,25 @@ pub fn ran_past(filename: &str, decoded_s: f64, max: Duration) -> Option<StageEr
     })
 }
 
+/// Decoding `duration_s` of media (when known) would leave the disk of the decoded audio with
+/// less than `min_free` bytes of its `free` (`None`: a remote store, not checked): the reason
+/// the job fails with, rather than filling the disk.
+pub fn short_of_space(
+    filename: &str,
+    duration_s: Option<f64>,
+    free: Option<u64>,
+    min_free: u64,
+) -> Option<StageError> {
+    let free = free?;
+    let pcm_per_second = f64::from(pcm::SAMPLE_RATE * pcm::CHANNELS) * pcm::BYTES_PER_SAMPLE as f64;
+    let needed = (duration_s.unwrap_or(0.0).max(0.0) * pcm_per_second) as u64;
+    (free < min_free.saturating_add(needed)).then(|| {
+        StageError::Permanent(format!(
+            "cannot decode {filename}: the server is short of disk space; submit it again later"
+        ))
+    })
+}
+
 /// `H:MM:SS`.
 fn clock(seconds: f64) -> String {
     let whole = seconds.max(0.0).round() as u64;
@@ -297,5 +317,25 @@ mod tests {
             Some("chain.ogg is longer than MAX_DURATION (1:00:00), whatever its header says")
         );
         assert!(ran_past("chain.ogg", 3_600.0, hour).is_none());
+    }
+
+    #[test]
+    fn decoding_is_refused_when_its_audio_would_leave_less_than_min_free_space() {
+        let gib = 1u64 << 30;
+        // An hour of PCM is 115.2 MB.
+        let cases = [
+            (Some(3600.0), None, false),
+            (Some(3600.0), Some(2 * gib), true),
+            (Some(3600.0), Some(2 * gib + 116_000_000), false),
+            (None, Some(2 * gib - 1), true),
+            (None, Some(2 * gib), false),
+        ];
+        for (duration_s, free, refused) in cases {
+            let reason = short_of_space("long.mp3", duration_s, free, 2 * gib).map(|e| e.reason());
+            assert_eq!(reason.is_some(), refused, "{duration_s:?} {free:?}");
+            if let Some(reason) = reason {
+                assert!(reason.starts_with("cannot decode long.mp3: the server is short"));
+            }
+        }
     }
 }

@@ -103,16 +103,18 @@ async fn api(shared: Shared) -> anyhow::Result<()> {
         shared.pipeline.settings().retention,
         shared.shutdown.clone(),
     ));
-    let state = ApiState {
-        pipeline: shared.pipeline.clone(),
-        blobs: shared.blobs.clone(),
-        settings: ApiSettings {
-            max_file_size: settings.max_file_size,
-            webhook_allow_private: settings.webhook_allow_private,
-            sync_timeout: settings.sync_timeout,
-            keys: settings.api_keys.clone(),
-        },
+    let api_settings = ApiSettings {
+        max_file_size: settings.max_file_size,
+        webhook_allow_private: settings.webhook_allow_private,
+        sync_timeout: settings.sync_timeout,
+        keys: settings.api_keys.clone(),
+        rate_limit: settings.rate_limit,
+        max_concurrent_uploads: settings.max_concurrent_uploads,
+        max_event_streams: settings.max_event_streams,
+        min_free_space: settings.min_free_space,
+        connections: settings.connections,
     };
+    let state = ApiState::new(shared.pipeline.clone(), shared.blobs.clone(), api_settings);
     server
         .run(state, shared.shutdown.clone())
         .await
@@ -125,6 +127,7 @@ async fn decoder(shared: Shared) -> anyhow::Result<()> {
         ffprobe: shared.settings.ffprobe_path.clone(),
         work_dir: shared.settings.data_dir.join("work"),
         max_duration: shared.settings.max_duration,
+        min_free_space: shared.settings.min_free_space,
     };
     shared
         .run_stage(Decoder::new(shared.blobs.clone(), settings))

@@ -70,6 +70,18 @@ pub struct Settings {
     pub max_file_size: u64,
     /// MAX_DURATION (default 12h; `90m`, `3600s` or seconds): longer media fails its job.
     pub max_duration: Duration,
+    /// RATE_LIMIT (default `60/min`; `off`): submissions per key, or per address without keys.
+    pub rate_limit: Option<jetscribe_api::RateLimit>,
+    /// MAX_CONCURRENT_UPLOADS (default 32): uploads received at once; past it, 503.
+    pub max_concurrent_uploads: usize,
+    /// MAX_EVENT_STREAMS (default 1000): `/events` streams and synchronous waits at once.
+    pub max_event_streams: usize,
+    /// MIN_FREE_SPACE in bytes (default 2G; 0: not checked): below it, a local store refuses
+    /// uploads (507) and the decoder fails jobs rather than fill the disk.
+    pub min_free_space: u64,
+    /// MAX_CONNECTIONS (default 10000), HEADER_READ_TIMEOUT (default 10 s) and IDLE_TIMEOUT
+    /// (default 60 s).
+    pub connections: jetscribe_api::ConnectionLimits,
     /// JOB_ACK_WAIT in seconds (default 60): how long a stage may go silent before its message
     /// is handed to another process.
     pub ack_wait: Duration,
@@ -122,6 +134,25 @@ impl Settings {
             sync_timeout: vars.seconds("SYNC_TIMEOUT", 300.0)?,
             max_file_size: vars.size("MAX_FILE_SIZE", 20 << 30)?,
             ack_wait: vars.seconds("JOB_ACK_WAIT", 60.0)?,
+            rate_limit: vars.rate_limit("RATE_LIMIT", "60/min")?,
+            max_concurrent_uploads: vars.number(
+                "MAX_CONCURRENT_UPLOADS",
+                32,
+                1..=100_000,
+                "uploads",
+            )?,
+            max_event_streams: vars.number("MAX_EVENT_STREAMS", 1000, 1..=1_000_000, "streams")?,
+            min_free_space: vars.size_or_zero("MIN_FREE_SPACE", 2 << 30)?,
+            connections: jetscribe_api::ConnectionLimits {
+                max_connections: vars.number(
+                    "MAX_CONNECTIONS",
+                    10_000,
+                    1..=1_000_000,
+                    "connections",
+                )?,
+                header_read_timeout: vars.seconds("HEADER_READ_TIMEOUT", 10.0)?,
+                idle_timeout: vars.seconds("IDLE_TIMEOUT", 60.0)?,
+            },
             max_duration: vars.length("MAX_DURATION", Duration::from_secs(12 * 3600))?,
             log_json: vars.choice("LOG_FORMAT", &[("text", false), ("json", true)], false)?,
             otlp_endpoint: vars.text("OTEL_EXPORTER_OTLP_ENDPOINT"),
@@ -305,6 +336,30 @@ impl Vars<'_> {
         self.parsed(variable, default, expected, parse_size)
     }
 
+    /// A size, or 0 for none.
+    fn size_or_zero(&self, variable: &'static str, default: u64) -> Result<u64, SettingsError> {
+        let expected =
+            || "0, or a size in bytes with an optional K, M, G or T suffix (e.g. 2G)".to_owned();
+        let parse = |text: &str| match text {
+            "0" => Some(0),
+            _ => parse_size(text),
+        };
+        self.parsed(variable, default, expected, parse)
+    }
+
+    fn rate_limit(
+        &self,
+        variable: &'static str,
+        default: &str,
+    ) -> Result<Option<jetscribe_api::RateLimit>, SettingsError> {
+        let raw = self.text_or(variable, default);
+        jetscribe_api::RateLimit::parse(&raw).map_err(|expected| SettingsError {
+            variable,
+            value: raw,
+            expected: expected.to_owned(),
+        })
+    }
+
     /// An address and port; kept as text, as the listener takes it.
     fn socket_addr(&self, variable: &'static str, default: &str) -> Result<String, SettingsError> {
         let expected = || "an address and port such as 0.0.0.0:8000".to_owned();
@@ -389,6 +444,13 @@ mod tests {
         assert!(s.object_store_url.ends_with("/data/blobs"));
         assert_eq!(s.api_addr_file, None);
         assert!(!s.log_json);
+        let per_minute = jetscribe_api::RateLimit {
+            requests: 60,
+            per: Duration::from_secs(60),
+        };
+        assert_eq!(s.rate_limit, Some(per_minute));
+        assert_eq!(s.min_free_space, 2 << 30);
+        assert_eq!(s.connections.header_read_timeout, Duration::from_secs(10));
     }
 
     #[test]
@@ -401,8 +463,14 @@ mod tests {
             ("BIND_ADDR", "127.0.0.1:0"),
             ("API_ADDR_FILE", "/run/jetscribe/api.addr"),
             ("WHISPER_BATCH_SIZE", "8"),
+            ("RATE_LIMIT", "off"),
+            ("MIN_FREE_SPACE", "0"),
+            ("MAX_CONCURRENT_UPLOADS", "3"),
         ])
         .expect("valid");
+        assert_eq!(s.rate_limit, None);
+        assert_eq!(s.min_free_space, 0);
+        assert_eq!(s.max_concurrent_uploads, 3);
         assert_eq!(s.webhook_retry_delay, Duration::from_millis(250));
         assert_eq!(s.max_file_size, 500 << 20);
         assert!(s.log_json && s.webhook_allow_private);
@@ -428,6 +496,8 @@ mod tests {
         );
         let err = settings(&[("WEBHOOK_ALLOW_PRIVATE", "perhaps")]).expect_err("must fail");
         assert!(err.to_string().contains("WEBHOOK_ALLOW_PRIVATE"), "{err}");
+        let err = settings(&[("RATE_LIMIT", "lots")]).expect_err("must fail");
+        assert!(err.to_string().contains("60/min"), "{err}");
         let err = settings(&[("MAX_FILE_SIZE", "big")]).expect_err("must fail");
         assert!(err.to_string().contains("MAX_FILE_SIZE"));
         assert!(settings(&[("MAX_CONCURRENT_JOBS", "0")]).is_err());
