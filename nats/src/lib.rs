@@ -14,6 +14,7 @@ mod error_chain;
 mod events;
 mod jobs;
 mod pipeline;
+mod redact;
 mod server;
 pub mod stage;
 pub mod trace_context;
@@ -22,6 +23,7 @@ pub use error_chain::{BoxError, ErrorChain};
 pub use events::{EventPublisher, StoredEvent};
 pub use jobs::{JobStore, JobStoreError};
 pub use pipeline::{JobEvents, Pipeline, PipelineError, PipelineSettings, StageQueue};
+pub use redact::redact_url;
 pub use server::{LocalNatsServer, ServerError};
 pub use stage::{JobContext, Outcome, StageError, StageHandler, StageLoopSettings, run_stage};
 

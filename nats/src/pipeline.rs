@@ -12,13 +12,14 @@ use proto_msgs::{CodecError, EncodedMessage, InputError, JobRecord, PipelineMess
 use tracing::{info, warn};
 
 use crate::error_chain::{BoxError, ErrorChain};
-use crate::{EventPublisher, JobStore, JobStoreError, StoredEvent, trace_context};
+use crate::{EventPublisher, JobStore, JobStoreError, StoredEvent, redact_url, trace_context};
 
 /// A JetStream operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum PipelineError {
     #[error("cannot connect to NATS at {url}")]
     Connect {
+        /// NATS_URL, without credentials.
         url: String,
         #[source]
         source: async_nats::ConnectError,
@@ -293,7 +294,7 @@ async fn connect_with_retry(
         match options.connect(&settings.nats_url).await {
             Ok(client) => return Ok(client),
             Err(err) if tokio::time::Instant::now() + delay < deadline => {
-                let (url, error) = (&settings.nats_url, ErrorChain(&err));
+                let (url, error) = (redact_url(&settings.nats_url), ErrorChain(&err));
                 let retry_in_ms = delay.as_millis() as u64;
                 warn!(%url, %error, retry_in_ms, "NATS not reachable yet");
                 tokio::time::sleep(delay).await;
@@ -301,7 +302,7 @@ async fn connect_with_retry(
             }
             Err(err) => {
                 return Err(PipelineError::Connect {
-                    url: settings.nats_url.clone(),
+                    url: redact_url(&settings.nats_url),
                     source: err,
                 });
             }

@@ -100,3 +100,65 @@ async fn a_job_whose_workers_die_on_every_delivery_is_failed_not_left_processing
         .expect("joined")
         .expect("stage loop ends cleanly");
 }
+
+/// A decode stage whose store always fails, with the kind of detail an operator needs and a
+/// client must not see.
+struct StoreAlwaysFails;
+
+impl StageHandler for StoreAlwaysFails {
+    type Input = DecodeRequest;
+
+    async fn handle(&self, _: DecodeRequest, _: &JobContext) -> Result<Outcome, StageError> {
+        let cause = std::io::Error::other("/srv/jetscribe/blobs/jobs/x/input: permission denied");
+        Err(StageError::transient("reading the upload", cause))
+    }
+}
+
+#[tokio::test]
+async fn a_job_failed_by_internal_errors_tells_its_owner_what_failed_but_not_the_internals() {
+    let (_server, pipeline) = private_pipeline(|settings| settings.max_deliver = 2).await;
+    let job_id = Uuid::now_v7();
+    let record = JobRecord::new_pending(
+        job_id,
+        "a.wav".into(),
+        1,
+        JobOptions::default(),
+        OffsetDateTime::now_utc(),
+    );
+    pipeline.jobs().create(&record).await.expect("job");
+    let request = DecodeRequest {
+        job_id,
+        input_blob: "jobs/x/input".into(),
+        filename: "a.wav".into(),
+    };
+    pipeline.publish(&request).await.expect("published");
+    let shutdown = CancellationToken::new();
+    let stage = tokio::spawn(run_stage(
+        pipeline.clone(),
+        Arc::new(StoreAlwaysFails),
+        StageLoopSettings::default(),
+        shutdown.clone(),
+    ));
+    let failed = wait_for("the job to be failed", Duration::from_secs(30), || {
+        let jobs = pipeline.jobs().clone();
+        async move {
+            let record = jobs.get(job_id).await.ok().flatten()?;
+            (record.status == JobStatus::Failed).then_some(record)
+        }
+    })
+    .await;
+    assert_eq!(
+        failed.error_message.as_deref(),
+        Some("decode failed after 2 attempts: internal error (reading the upload)")
+    );
+    let run = &failed.stages[&proto_msgs::Stage::Decode];
+    assert_eq!(
+        run.last_error.as_deref(),
+        Some("decode failed after 2 attempts: internal error (reading the upload)")
+    );
+    shutdown.cancel();
+    stage
+        .await
+        .expect("joined")
+        .expect("stage loop ends cleanly");
+}

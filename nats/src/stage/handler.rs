@@ -75,8 +75,19 @@ impl StageError {
         }
     }
 
-    /// The error with its causes on one line, as recorded on the job.
+    /// The error with its causes on one line, for the log.
     pub fn reason(&self) -> String {
         ErrorChain(self).to_string()
+    }
+
+    /// What the job's owner reads (`error_message`, webhooks, `/status`): a permanent error's
+    /// reason, which is written for them; of a transient one only what the stage was doing, as
+    /// its causes (object-store paths, OS errors, addresses) are the operator's business and go
+    /// to the log with the job id.
+    pub fn client_message(&self) -> String {
+        match self {
+            StageError::Permanent(reason) => reason.clone(),
+            StageError::Transient { context, .. } => format!("internal error ({context})"),
+        }
     }
 }

@@ -17,7 +17,7 @@ use tracing::{Instrument, error, info, info_span, warn};
 use crate::error_chain::ErrorChain;
 use crate::stage::lifecycle::JobLifecycle;
 use crate::stage::settle::{Settle, decide, retry_delay};
-use crate::stage::{JobContext, StageHandler, max_deliveries};
+use crate::stage::{JobContext, StageError, StageHandler, max_deliveries};
 use crate::{Pipeline, PipelineError, trace_context};
 
 /// How the loop runs one stage.
@@ -190,6 +190,10 @@ async fn handle<S: StageHandler>(
         info!("shutting down: job handed back to the stream");
         return Settle::Nak(None);
     };
+    if let Err(err @ StageError::Transient { .. }) = &result {
+        // The job's record gets only what the stage was doing; the causes are logged here.
+        warn!(error = %ErrorChain(err), "stage error");
+    }
     let max_deliver = pipeline.settings().max_deliver.max(1) as u32;
     job.carry_out(decide(result, stage, attempt, max_deliver), attempt)
         .await

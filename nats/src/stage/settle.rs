@@ -50,13 +50,13 @@ pub fn decide(
         Ok(Outcome::Done) => Decision::Finish,
         Ok(Outcome::Reschedule(message)) => Decision::Enqueue(message),
         Ok(Outcome::TooEarly(delay)) => Decision::Redeliver(delay),
-        Err(err @ StageError::Permanent(_)) => Decision::Fail(err.reason()),
+        Err(err @ StageError::Permanent(_)) => Decision::Fail(err.client_message()),
         Err(err) if attempt >= max_deliver => Decision::Fail(format!(
             "{stage} failed after {attempt} attempts: {}",
-            err.reason()
+            err.client_message()
         )),
         Err(err) => Decision::Retry {
-            reason: err.reason(),
+            reason: err.client_message(),
             delay: retry_delay(attempt),
         },
     }
@@ -138,18 +138,18 @@ mod tests {
             (
                 Err(transient()),
                 1,
-                retry("reading the audio: connection reset", 2),
+                retry("internal error (reading the audio)", 2),
             ),
             (
                 Err(transient()),
                 4,
-                retry("reading the audio: connection reset", 16),
+                retry("internal error (reading the audio)", 16),
             ),
             (
                 Err(transient()),
                 5,
                 Decision::Fail(
-                    "decode failed after 5 attempts: reading the audio: connection reset".into(),
+                    "decode failed after 5 attempts: internal error (reading the audio)".into(),
                 ),
             ),
         ];

@@ -441,23 +441,16 @@ async fn active_jobs(
 
 #[handler]
 async fn health_check(Data(state): Data<&ApiState>) -> Response {
-    let nats = state.pipeline.check_connection();
+    let nats = (state.pipeline.check_connection()).map_err(|err| unhealthy("NATS", &err));
     let jetstream = match &nats {
-        Ok(()) => state
-            .pipeline
-            .check_jetstream()
-            .await
-            .map_err(|err| ErrorChain(&err).to_string()),
-        Err(_) => Err("not checked: no NATS connection".to_owned()),
+        Ok(()) => {
+            (state.pipeline.check_jetstream().await).map_err(|err| unhealthy("JetStream", &err))
+        }
+        Err(_) => Err("not checked: no NATS connection"),
     };
-    let nats = nats.map_err(|err| ErrorChain(&err).to_string());
-    let store = state
-        .blobs
-        .check()
-        .await
-        .map_err(|err| ErrorChain(&err).to_string());
+    let store = (state.blobs.check().await).map_err(|err| unhealthy("object store", &err));
     let healthy = nats.is_ok() && jetstream.is_ok() && store.is_ok();
-    let describe = |result: Result<(), String>| result.err().unwrap_or_else(|| "ok".to_owned());
+    let describe = |result: Result<(), &'static str>| result.err().unwrap_or("ok");
     let body = Health {
         status: if healthy { "healthy" } else { "unhealthy" },
         nats: describe(nats),
@@ -470,4 +463,11 @@ async fn health_check(Data(state): Data<&ApiState>) -> Response {
         StatusCode::SERVICE_UNAVAILABLE
     };
     json_response(status, &body)
+}
+
+/// A failed dependency of `/health`: its causes (addresses, paths) go to the log; the answer
+/// says only that it is unavailable.
+fn unhealthy(what: &str, err: &(dyn std::error::Error + 'static)) -> &'static str {
+    tracing::warn!(error = %ErrorChain(err), "health check: {what} unavailable");
+    "unavailable"
 }

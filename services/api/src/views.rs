@@ -160,13 +160,14 @@ pub struct ActiveJobs<'a> {
     pub stages: Option<Vec<StageQueue>>,
 }
 
-/// `GET /health`: `ok` or the reason for each dependency.
+/// `GET /health`: `ok` or what is wrong with each dependency, in words meant for whoever can
+/// reach `/health` (the causes are in the log).
 #[derive(Debug, Serialize)]
 pub struct Health {
     pub status: &'static str,
-    pub nats: String,
-    pub jetstream: String,
-    pub object_store: String,
+    pub nats: &'static str,
+    pub jetstream: &'static str,
+    pub object_store: &'static str,
 }
 
 /// The synchronous endpoints' answer when the job goes on without them (504, or 503 when it

@@ -58,6 +58,22 @@ const PART_SIZE: usize = 8 * 1024 * 1024;
 /// Parts uploaded at once by one writer: memory per writer ≤ PART_SIZE × (1 + this).
 const PARTS_IN_FLIGHT: usize = 2;
 
+/// OBJECT_STORE_URL as it is printed (errors, logs): without a user or password.
+fn shown_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut parsed) => {
+            // Both fail only for URLs that cannot have them.
+            let _ = parsed.set_password(None);
+            let _ = parsed.set_username("");
+            parsed.to_string()
+        }
+        Err(_) => match url.rsplit_once('@') {
+            Some((_, host)) => format!("***@{host}"),
+            None => url.to_owned(),
+        },
+    }
+}
+
 /// Bytes free to an unprivileged writer on the disk that holds `path`.
 pub fn free_space(path: &std::path::Path) -> Option<u64> {
     let stats = nix::sys::statvfs::statvfs(path).ok()?;
@@ -89,8 +105,9 @@ impl std::fmt::Debug for BlobStore {
 impl BlobStore {
     /// Opens `file:///abs/dir` (created if missing) or `s3://bucket[/prefix]`.
     pub fn open(url: &str) -> Result<Self, BlobError> {
+        let shown = shown_url(url);
         let config_error = |reason: String| BlobError::Config {
-            url: url.to_owned(),
+            url: shown.clone(),
             reason,
         };
         let parsed = url::Url::parse(url).map_err(|err| config_error(err.to_string()))?;
@@ -139,7 +156,7 @@ impl BlobStore {
             inner,
             local,
             local_dir,
-            description: url.to_owned(),
+            description: shown,
         })
     }
 
@@ -398,6 +415,21 @@ impl Drop for BlobWriter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_store_url_is_printed_without_its_credentials() {
+        let cases = [
+            ("s3://bucket/prefix", "s3://bucket/prefix"),
+            ("s3://AKIA:s3cret@bucket/prefix", "s3://bucket/prefix"),
+            ("file:///data/blobs", "file:///data/blobs"),
+            ("not a url:s3cret@host", "***@host"),
+        ];
+        for (url, shown) in cases {
+            assert_eq!(shown_url(url), shown, "{url}");
+        }
+        let refused = BlobStore::open("ftp://user:s3cret@host/x").expect_err("refused");
+        assert!(!refused.to_string().contains("s3cret"), "{refused}");
+    }
 
     #[tokio::test]
     async fn a_streamed_write_reads_back_whole_and_a_job_folder_is_removed() {

@@ -92,8 +92,10 @@ impl WebhookClient {
         match request.body(body.to_vec()).send().await {
             Ok(response) => judge(response.status(), response.headers()),
             // Timeouts and refused connections are worth another try.
+            // The URL is the owner's own, but may hold credentials: it is not repeated.
             Err(err) => {
-                AttemptResult::failed(None, ErrorChain(&err).to_string(), Verdict::Retry(None))
+                let error = ErrorChain(&err.without_url()).to_string();
+                AttemptResult::failed(None, error, Verdict::Retry(None))
             }
         }
     }
