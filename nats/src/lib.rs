@@ -17,6 +17,7 @@ mod pipeline;
 mod redact;
 mod server;
 pub mod stage;
+mod submissions;
 pub mod trace_context;
 
 pub use error_chain::{BoxError, ErrorChain};
@@ -26,6 +27,7 @@ pub use pipeline::{JobEvents, Pipeline, PipelineError, PipelineSettings, StageQu
 pub use redact::redact_url;
 pub use server::{LocalNatsServer, ServerError};
 pub use stage::{JobContext, Outcome, StageError, StageHandler, StageLoopSettings, run_stage};
+pub use submissions::{IndexedJob, Submitters};
 
 /// Re-exported so that callers can name client types without depending on async-nats directly.
 pub use async_nats;

@@ -330,6 +330,9 @@ async fn ensure_topology(
     js.create_or_update_stream(events_stream_config(settings))
         .await
         .map_err(|err| PipelineError::setup(proto_msgs::EVENTS_STREAM, err))?;
+    js.create_or_update_stream(submissions_stream_config(settings))
+        .await
+        .map_err(|err| PipelineError::setup(proto_msgs::SUBMISSIONS_STREAM, err))?;
     let bucket = || format!("bucket {}", proto_msgs::JOBS_BUCKET);
     // The bucket's stream is created directly: async-nats's `create_key_value` first asks for the
     // account info, whose 2.9 reply it cannot parse.
@@ -390,6 +393,20 @@ fn events_stream_config(settings: &PipelineSettings) -> stream::Config {
         storage: stream::StorageType::File,
         max_age: settings.retention,
         // A job's final event, published again by a retried stage, is dropped within this.
+        duplicate_window: DUPLICATE_WINDOW.min(settings.retention),
+        ..Default::default()
+    }
+}
+
+/// The index of submissions: kept as long as the records it points to.
+fn submissions_stream_config(settings: &PipelineSettings) -> stream::Config {
+    stream::Config {
+        name: proto_msgs::SUBMISSIONS_STREAM.to_owned(),
+        subjects: vec![format!("{}.*", proto_msgs::SUBMISSIONS_SUBJECT_PREFIX)],
+        retention: stream::RetentionPolicy::Limits,
+        storage: stream::StorageType::File,
+        max_age: settings.retention,
+        // A submission indexed again (a retried queueing) is dropped within this.
         duplicate_window: DUPLICATE_WINDOW.min(settings.retention),
         ..Default::default()
     }

@@ -14,6 +14,7 @@
 //! - [`events`]: job events;
 //! - [`bodies`]: the JSON bodies shared by the API and the notifier;
 //! - [`languages`]: the language codes a client may ask for;
+//! - [`submissions`]: the index of submitted jobs, per key;
 //! - [`pcm`]: the audio format between decoder and transcriber;
 //! - [`codec`]: MessagePack with named fields.
 
@@ -25,6 +26,7 @@ pub mod messages;
 pub mod pcm;
 pub mod record;
 pub mod stage;
+pub mod submissions;
 pub mod transcript;
 
 pub use bodies::EndedJobBody;
@@ -39,6 +41,9 @@ pub use record::{
     WebhookState,
 };
 pub use stage::{JobStep, Stage};
+pub use submissions::{
+    SUBMISSIONS_STREAM, SUBMISSIONS_SUBJECT_PREFIX, Submission, submissions_subject,
+};
 pub use transcript::{
     JobResult, LanguageDetection, LanguageSource, Segment, TextLanguageCheck, Topic, Transcript,
     TranscriptStats, Word,

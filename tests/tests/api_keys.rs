@@ -119,3 +119,65 @@ fn an_api_without_keys_does_not_start_on_an_address_other_hosts_reach() {
         "{stderr}"
     );
 }
+
+/// The job ids of a `GET /jobs` page and its next cursor.
+async fn job_page(app: &TestApp, query: &str) -> (Vec<String>, Option<String>) {
+    let (status, body) = app.get_json(&format!("/jobs{query}")).await;
+    assert_eq!(status, 200, "{body}");
+    let ids = body["jobs"]
+        .as_array()
+        .expect("jobs")
+        .iter()
+        .map(|job| job["job_id"].as_str().expect("job_id").to_owned())
+        .collect();
+    (ids, body["next_cursor"].as_str().map(str::to_owned))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_are_listed_newest_first_a_page_at_a_time_and_only_to_their_owner() {
+    let inline = format!("alice={ALICE},bob={BOB},root={ROOT}");
+    let settings = [("API_KEYS", inline.as_str()), ("ADMIN_KEYS", "root")];
+    // Without stages every job stays pending.
+    let mut app = TestApp::spawn_parts(&["api"], &settings).await;
+    let jfk = fixture("jfk.flac");
+    app.set_api_key(Some(ALICE));
+    let mut alices = Vec::new();
+    for _ in 0..3 {
+        alices.push(app.submit_job(&jfk, "").await);
+    }
+    app.set_api_key(Some(BOB));
+    let bobs = app.submit_job(&jfk, "").await;
+    alices.reverse();
+
+    app.set_api_key(Some(ALICE));
+    let (first, cursor) = job_page(&app, "?limit=2").await;
+    assert_eq!(first, alices[..2]);
+    let cursor = cursor.expect("a next page");
+    let (second, last) = job_page(&app, &format!("?limit=2&cursor={cursor}")).await;
+    assert_eq!(second, alices[2..]);
+    assert_eq!(last, None);
+    assert_eq!(job_page(&app, "?status=pending").await.0, alices);
+    assert_eq!(
+        job_page(&app, "?status=completed").await.0,
+        Vec::<String>::new()
+    );
+    for (query, field) in [
+        ("?limit=0", "limit"),
+        ("?status=done", "status"),
+        ("?cursor=x", "cursor"),
+    ] {
+        app.get_refused(&format!("/jobs{query}"), 400, field).await;
+    }
+
+    app.set_api_key(Some(BOB));
+    assert_eq!(job_page(&app, "").await.0, vec![bobs.clone()]);
+    let (status, active) = app.get_json("/jobs/processing").await;
+    assert_eq!(status, 200);
+    assert_eq!(active["count"], 1, "{active}");
+
+    app.set_api_key(Some(ROOT));
+    let everyone = job_page(&app, "").await.0;
+    assert_eq!(everyone.len(), 4);
+    assert_eq!(everyone[0], bobs);
+    assert_eq!(app.get_json("/jobs/processing").await.1["count"], 4);
+}

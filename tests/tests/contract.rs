@@ -174,3 +174,63 @@ async fn creating_a_job_twice_is_refused_and_setup_is_idempotent() {
     let queues = second.queues().await.expect("queues");
     assert_eq!(queues.len(), Stage::ALL.len());
 }
+
+/// The job ids `submitters` see, newest first, from before `before`.
+async fn indexed(
+    pipeline: &Pipeline,
+    submitters: jetscribe_nats::Submitters<'_>,
+    before: Option<u64>,
+) -> Vec<jetscribe_nats::IndexedJob> {
+    use futures::TryStreamExt as _;
+    let index = pipeline.submissions_newest_first(submitters, before).await;
+    index.expect("index").try_collect().await.expect("read")
+}
+
+#[tokio::test]
+async fn the_submissions_index_lists_one_owner_newest_first_among_many_others() {
+    use jetscribe_nats::Submitters;
+    let (_server, pipeline) = private_pipeline(|_| {}).await;
+    // Alice's 5 jobs are scattered among 1200 of others: the reader's windows must grow.
+    let mut alices = Vec::new();
+    for n in 0..1205 {
+        let owner = (n % 241 == 0).then(|| "alice".to_owned());
+        let submission = proto_msgs::Submission {
+            job_id: Uuid::now_v7(),
+            owner: owner.or_else(|| Some(format!("key{}", n % 7))),
+            created_at: OffsetDateTime::now_utc(),
+        };
+        if submission.owner.as_deref() == Some("alice") {
+            alices.push(submission.job_id);
+        }
+        pipeline
+            .index_submission(&submission)
+            .await
+            .expect("indexed");
+        // Indexed twice (a retried submission): listed once.
+        pipeline
+            .index_submission(&submission)
+            .await
+            .expect("indexed");
+    }
+    alices.reverse();
+    let listed = indexed(&pipeline, Submitters::Only(Some("alice")), None).await;
+    let ids: Vec<Uuid> = listed.iter().map(|job| job.job_id).collect();
+    assert_eq!(ids, alices);
+    // From a cursor: what came before it only.
+    let rest = indexed(
+        &pipeline,
+        Submitters::Only(Some("alice")),
+        Some(listed[1].sequence),
+    )
+    .await;
+    assert_eq!(rest, listed[2..]);
+    assert_eq!(
+        indexed(&pipeline, Submitters::Everyone, None).await.len(),
+        1205
+    );
+    assert!(
+        indexed(&pipeline, Submitters::Only(None), None)
+            .await
+            .is_empty()
+    );
+}

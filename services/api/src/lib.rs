@@ -1,7 +1,7 @@
 //! The HTTP API (poem), compatible with the service jetscribe replaces:
 //! `POST /process` (streamed upload → 202 with a job id, `upload.rs`), `GET /status/{id}`,
-//! `GET /result/{id}` (200/202/500/404; subtitles in `subtitles.rs`), `GET /jobs/processing`,
-//! `GET /health`; `live.rs`: `/events/{id}` (SSE) and the synchronous `/process-audio`,
+//! `GET /result/{id}` (200/202/500/404; subtitles in `subtitles.rs`), `GET /jobs` and
+//! `GET /jobs/processing` (`jobs.rs`), `GET /health`; `live.rs`: `/events/{id}` (SSE) and the synchronous `/process-audio`,
 //! `/process-video`. It owns request parsing, validation and the response bodies (`views.rs`),
 //! and what one client may take: keys (`auth.rs`), rates, slots and free space (`limits.rs`),
 //! connections (`connections.rs`) and multipart bounds (`part_headers.rs`); the work happens in
@@ -9,6 +9,7 @@
 
 mod auth;
 mod connections;
+mod jobs;
 mod limits;
 mod live;
 mod part_headers;
@@ -38,7 +39,7 @@ pub use auth::{ApiKeys, Caller, KeysError};
 pub use connections::ConnectionLimits;
 pub use limits::RateLimit;
 use limits::{RateLimiter, Slots};
-use views::{ActiveJobs, ErrorBody, Health, JobStatusView, JobSummary, RunningJob};
+use views::{ErrorBody, Health, JobStatusView, RunningJob};
 
 /// Settings of the API.
 #[derive(Debug, Clone)]
@@ -114,7 +115,8 @@ pub fn app(state: ApiState) -> impl poem::Endpoint {
         .at("/events/:job_id", get(live::job_events))
         .at("/status/:job_id", get(job_status))
         .at("/result/:job_id", get(job_result))
-        .at("/jobs/processing", get(active_jobs))
+        .at("/jobs", get(jobs::list_jobs))
+        .at("/jobs/processing", get(jobs::active_jobs))
         .at("/health", get(health_check))
         .data(state)
         .around(move |endpoint, request| auth::authenticate(endpoint, request, keys.clone()))
@@ -406,37 +408,6 @@ pub(crate) async fn result_response(
             format!("inline; filename=\"{}.{extension}\"", record.job_id),
         )
         .body(body))
-}
-
-#[handler]
-async fn active_jobs(
-    Data(state): Data<&ApiState>,
-    Data(caller): Data<&Caller>,
-) -> Result<Response, ApiError> {
-    let records = state
-        .pipeline
-        .jobs()
-        .list()
-        .await
-        .map_err(|err| ApiError::unavailable("job store", &err))?;
-    let mut active: Vec<&JobRecord> = records
-        .iter()
-        .filter(|record| !record.status.is_final() && caller.may_see(record.owner.as_deref()))
-        .collect();
-    active.sort_by_key(|record| record.created_at);
-    let stages = match state.pipeline.queues().await {
-        Ok(queues) => Some(queues),
-        Err(err) => {
-            error!(error = %ErrorChain(&err), "queue statistics unavailable");
-            None
-        }
-    };
-    let body = ActiveJobs {
-        count: active.len(),
-        jobs: active.into_iter().map(JobSummary::from).collect(),
-        stages,
-    };
-    Ok(json_response(StatusCode::OK, &body))
 }
 
 #[handler]

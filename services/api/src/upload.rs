@@ -9,7 +9,7 @@ use jetscribe_nats::ErrorChain;
 use poem::http::StatusCode;
 use poem::web::{Field, Multipart, Query};
 use poem::{FromRequest, Request, RequestBody, Response, handler};
-use proto_msgs::{EventKind, JobBlobs, JobOptions, JobRecord, JobStatus};
+use proto_msgs::{EventKind, JobBlobs, JobOptions, JobRecord, JobStatus, Submission};
 use serde::Deserialize;
 use time::OffsetDateTime;
 use tokio::sync::OwnedSemaphorePermit;
@@ -400,8 +400,14 @@ fn parse_flag(value: &str) -> Result<bool, &'static str> {
 /// then the job's files stay (`cleanup` is kept), otherwise they are removed.
 async fn queue(state: ApiState, record: JobRecord, cleanup: UploadCleanup) -> Result<(), ApiError> {
     let pipeline = &state.pipeline;
+    let submission = Submission {
+        job_id: record.job_id,
+        owner: record.owner.clone(),
+        created_at: record.created_at,
+    };
     let queued = async {
         pipeline.jobs().create(&record).await?;
+        pipeline.index_submission(&submission).await?;
         pipeline
             .events()
             .publish_for(&record, EventKind::Submitted, None)

@@ -28,8 +28,17 @@ pub struct AcceptedJob {
     pub message: &'static str,
 }
 
-/// What names a job and where it stands: a row of `/jobs/processing`, and the head of
-/// `/status`.
+/// A page of `GET /jobs`: the jobs, newest first, and the cursor of the next page (absent on
+/// the last).
+#[derive(Debug, Serialize)]
+pub struct JobPage<'a> {
+    pub jobs: Vec<JobSummary<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
+}
+
+/// What names a job and where it stands: a row of `/jobs` and `/jobs/processing`, and the head
+/// of `/status`.
 #[derive(Debug, Serialize)]
 pub struct JobSummary<'a> {
     pub job_id: Uuid,
