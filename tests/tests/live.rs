@@ -145,3 +145,54 @@ async fn a_synchronous_request_that_outlasts_sync_timeout_gets_504_with_the_job_
     .await;
     assert_eq!(result["status"], "completed", "{result}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_following_one_job_share_one_consumer_and_each_sees_it_end() {
+    // Without stages the job stays pending, and its streams open.
+    let app = TestApp::spawn_parts(&["api"], &[]).await;
+    let job_id = app.submit_job(&fixture("jfk.flac"), "").await;
+    let mut streams = Vec::new();
+    for _ in 0..5 {
+        let response = app
+            .http
+            .get(app.url(&format!("/events/{job_id}")))
+            .send()
+            .await
+            .expect("GET /events");
+        assert_eq!(response.status(), 200);
+        streams.push(response);
+    }
+    let pipeline = app.pipeline().await;
+    let mut events_stream = pipeline
+        .jetstream()
+        .get_stream(proto_msgs::EVENTS_STREAM)
+        .await
+        .expect("events stream");
+    let consumers = events_stream
+        .info()
+        .await
+        .expect("info")
+        .state
+        .consumer_count;
+    assert_eq!(consumers, 1, "one consumer for five clients of one job");
+
+    // The job's end reaches every client, and ends every stream.
+    let uuid: uuid::Uuid = job_id.parse().expect("uuid");
+    let record = pipeline.jobs().get(uuid).await.expect("read").expect("job");
+    let ended = proto_msgs::EventKind::Failed;
+    pipeline
+        .events()
+        .publish_for(&record, ended, None)
+        .await
+        .expect("published");
+    for response in streams {
+        let read = tokio::time::timeout(JOB_TIMEOUT, response.text());
+        let text = read.await.expect("the stream ends").expect("body");
+        let kinds: Vec<&str> = text
+            .lines()
+            .filter_map(|line| line.strip_prefix("event:"))
+            .map(str::trim)
+            .collect();
+        assert_eq!(kinds, ["submitted", "failed"], "{text}");
+    }
+}

@@ -9,6 +9,7 @@
 
 mod auth;
 mod connections;
+mod followers;
 mod jobs;
 mod limits;
 mod live;
@@ -71,6 +72,7 @@ pub struct ApiState {
     pub blobs: BlobStore,
     pub settings: ApiSettings,
     limits: Limits,
+    followers: followers::JobFollowers,
 }
 
 /// The counters behind the settings' limits, shared by every request.
@@ -101,6 +103,7 @@ impl ApiState {
             blobs,
             settings,
             limits,
+            followers: followers::JobFollowers::default(),
         }
     }
 }

@@ -3,7 +3,7 @@
 //! `POST /process-video`, which take the upload and answer with the result once the job ends.
 
 use futures::{Stream, StreamExt};
-use jetscribe_nats::{ErrorChain, PipelineError, StoredEvent};
+use jetscribe_nats::{PipelineError, StoredEvent};
 use poem::http::StatusCode;
 use poem::web::sse::{Event, SSE};
 use poem::web::{Data, Path};
@@ -58,11 +58,11 @@ pub(crate) async fn job_events(
         }
     }
     let events = state
-        .pipeline
-        .follow_job_events(record.job_id, after)
+        .followers
+        .follow(&state.pipeline, record.job_id, after)
         .await
         .map_err(|err| store_unavailable(&err))?;
-    Ok(SSE::new(sse_events(events, record.job_id, stream_slot))
+    Ok(SSE::new(sse_events(events, stream_slot))
         .keep_alive(KEEP_ALIVE)
         .into_response())
 }
@@ -84,37 +84,20 @@ fn last_event_id(request: &Request) -> Result<Option<u64>, ApiError> {
     })
 }
 
-/// Stored events as Server-Sent Events. Ends right after the final event (without waiting for
-/// another), or at the first error: the client reconnects with Last-Event-ID and loses nothing.
+/// Stored events as Server-Sent Events. Ends right after the final event, or when the feed
+/// ends early: the client reconnects with Last-Event-ID and loses nothing.
 fn sse_events(
-    events: impl Stream<Item = Result<StoredEvent, PipelineError>> + Send + 'static,
-    job_id: Uuid,
+    events: impl Stream<Item = StoredEvent> + Send + 'static,
     stream_slot: OwnedSemaphorePermit,
 ) -> impl Stream<Item = Event> + Send + 'static {
     // The slot travels with the stream: it is given back when the stream ends or the client
     // goes away.
-    futures::stream::unfold(
-        (Box::pin(events), false, stream_slot),
-        move |(mut events, ended, stream_slot)| async move {
-            if ended {
-                return None;
-            }
-            match events.next().await? {
-                Ok(stored) => {
-                    let event = Event::message(event_json(&stored.event))
-                        .event_type(stored.event.kind.as_str())
-                        .id(stored.sequence.to_string());
-                    let ended = stored.event.kind.is_final();
-                    Some((event, (events, ended, stream_slot)))
-                }
-                Err(err) => {
-                    let error = ErrorChain(&err);
-                    warn!(job_id = %job_id, error = %error, "event stream interrupted");
-                    None
-                }
-            }
-        },
-    )
+    events.map(move |stored| {
+        let _holding = &stream_slot;
+        Event::message(event_json(&stored.event))
+            .event_type(stored.event.kind.as_str())
+            .id(stored.sequence.to_string())
+    })
 }
 
 /// `POST /process-audio` and `POST /process-video`: the upload of `/process`, then the answer of
@@ -169,20 +152,10 @@ pub(crate) async fn process_and_wait(
 
 /// Returns once the job has published `completed` or `failed`.
 async fn wait_for_end(state: &ApiState, job_id: Uuid) -> Result<(), ApiError> {
-    let mut events = std::pin::pin!(
-        state
-            .pipeline
-            .follow_job_events(job_id, None)
-            .await
-            .map_err(|err| store_unavailable(&err))?
-    );
+    let events = state.followers.follow(&state.pipeline, job_id, None).await;
+    let mut events = std::pin::pin!(events.map_err(|err| store_unavailable(&err))?);
     while let Some(stored) = events.next().await {
-        if stored
-            .map_err(|err| store_unavailable(&err))?
-            .event
-            .kind
-            .is_final()
-        {
+        if stored.event.kind.is_final() {
             return Ok(());
         }
     }

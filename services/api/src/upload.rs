@@ -251,7 +251,7 @@ async fn read_form(
             // Unknown fields are read and ignored, as the original service did.
             name => {
                 let name = name.chars().take(64).collect::<String>();
-                small_field(&name, field).await?;
+                skip_field(&name, field).await?;
             }
         }
     }
@@ -306,6 +306,26 @@ async fn small_field(name: &str, field: Field) -> Result<Vec<u8>, ApiError> {
         return Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, detail));
     }
     Ok(value)
+}
+
+/// Reads a field nobody uses and drops it as it comes, refusing it past [`MAX_OPTION_FIELD`].
+async fn skip_field(name: &str, field: Field) -> Result<(), ApiError> {
+    let mut chunks = ReaderStream::new(field.into_async_read());
+    let mut length = 0;
+    while let Some(chunk) = chunks.next().await {
+        let chunk = chunk.map_err(|err| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                format!("{name}: cannot be read: {err}"),
+            )
+        })?;
+        length += chunk.len();
+        if length > MAX_OPTION_FIELD {
+            let detail = format!("{name}: a form field longer than {MAX_OPTION_FIELD} bytes");
+            return Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, detail));
+        }
+    }
+    Ok(())
 }
 
 /// [`small_field`] as UTF-8 text.
