@@ -6,6 +6,7 @@
 use std::path::Path;
 use std::time::Duration;
 
+use futures::StreamExt;
 use jetscribe_tests::{TestApp, assert_refused, fixture, peak_rss_bytes, wait_for};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -146,6 +147,44 @@ async fn a_thousand_slow_connections_do_not_keep_a_client_from_being_served() {
     let grown = peak_rss_bytes(api_pid(&app)).expect("VmHWM") - before;
     eprintln!("1000 slow connections: API peak +{} KiB", grown >> 10);
     assert!(grown < 128 * MIB, "the API grew by {} MiB", grown / MIB);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_trickling_its_next_head_is_cut_off_and_a_silent_event_stream_is_not() {
+    let app = TestApp::spawn_parts(&["api"], &[("HEADER_READ_TIMEOUT", "1")]).await;
+    let job_id = app.submit_job(&fixture("jfk.flac"), "").await;
+    // Without stages the job stays pending: its event stream stays open, the client silent.
+    let events = app.http.get(app.url(&format!("/events/{job_id}"))).send();
+    let mut events = events.await.expect("GET /events").bytes_stream();
+    // One whole request, its answer, then the next head a byte at a time.
+    let mut socket = TcpStream::connect(address(&app)).await.expect("connect");
+    let request = "GET /health HTTP/1.1\r\nHost: x\r\n\r\n";
+    socket.write_all(request.as_bytes()).await.expect("request");
+    let mut answer = [0u8; 12];
+    socket.read_exact(&mut answer).await.expect("an answer");
+    assert_eq!(&answer, b"HTTP/1.1 200");
+    socket
+        .write_all(b"GET /health HTTP/1.1\r\nX-Slow: ")
+        .await
+        .expect("part of a head");
+    let cut_off = async {
+        let mut rest = Vec::new();
+        loop {
+            socket.write_all(b"x").await?;
+            // Ends (Ok) once the server closes the connection.
+            if let Ok(read) =
+                tokio::time::timeout(Duration::from_millis(200), socket.read_to_end(&mut rest))
+                    .await
+            {
+                return read.map(drop);
+            }
+        }
+    };
+    let cut_off = tokio::time::timeout(Duration::from_secs(30), cut_off).await;
+    assert!(cut_off.is_ok(), "the trickling connection stayed open");
+    // The event stream, silent for longer than HEADER_READ_TIMEOUT, is still open.
+    let next = tokio::time::timeout(Duration::from_millis(200), events.next()).await;
+    assert!(!matches!(next, Ok(None)), "the event stream was closed");
 }
 
 /// Regular files under `dir`.

@@ -1,8 +1,10 @@
 //! Connection limits poem's server does not set: at most MAX_CONNECTIONS open at once (past it,
-//! new ones wait in the kernel's backlog), and the first request's head must arrive within
-//! HEADER_READ_TIMEOUT of the connection opening, so that a client trickling its headers
-//! (slowloris) is cut off. Keep-alive connections that go quiet are closed by the server's idle
-//! timeout (IDLE_TIMEOUT).
+//! new ones wait in the kernel's backlog), and a request head must arrive within
+//! HEADER_READ_TIMEOUT, so that a client trickling its headers (slowloris) is cut off. hyper has
+//! such a timeout but poem gives it no timer, so the connection keeps it: the first head is due
+//! from the connection's start, every later one from its first byte after a response was
+//! written. Keep-alive connections that go quiet are closed by the server's idle timeout
+//! (IDLE_TIMEOUT).
 
 use std::io;
 use std::pin::Pin;
@@ -24,14 +26,15 @@ use crate::pattern::StreamMatcher;
 pub struct ConnectionLimits {
     /// Connections open at once (MAX_CONNECTIONS).
     pub max_connections: usize,
-    /// From opening a connection to the end of its first request's head (HEADER_READ_TIMEOUT).
+    /// How long a request head may take (HEADER_READ_TIMEOUT): the first from the connection's
+    /// start, each later one from its first byte.
     pub header_read_timeout: Duration,
     /// A keep-alive connection with nothing read or written this long is closed (IDLE_TIMEOUT).
     pub idle_timeout: Duration,
 }
 
-/// An acceptor whose connections hold a slot of `max_connections` and must send their first
-/// request head in time.
+/// An acceptor whose connections hold a slot of `max_connections` and must send each request
+/// head in time.
 pub(crate) struct LimitedAcceptor<A> {
     inner: A,
     slots: Arc<Semaphore>,
@@ -80,21 +83,50 @@ impl<A: Acceptor> Acceptor for LimitedAcceptor<A> {
     }
 }
 
-/// A connection holding its slot, with a deadline on its first request head.
+/// A connection holding its slot, with a deadline on each request head.
 pub(crate) struct LimitedConnection<Io> {
     inner: Io,
     _slot: OwnedSemaphorePermit,
-    /// Until the first head has ended: the deadline and the blank line that ends a head.
-    first_head: Option<(Pin<Box<Sleep>>, StreamMatcher)>,
+    header_read_timeout: Duration,
+    /// The head being read, if any.
+    head: Option<HeadDeadline>,
+    /// A response was written since the last head: the next bytes start a new head.
+    wrote: bool,
+}
+
+/// A request head's deadline, and the end of a head (`CRLF CRLF`, or bare `LF LF`, which
+/// hyper accepts too).
+struct HeadDeadline {
+    deadline: Pin<Box<Sleep>>,
+    crlf_end: StreamMatcher,
+    lf_end: StreamMatcher,
+}
+
+impl HeadDeadline {
+    fn new(timeout: Duration) -> Self {
+        Self {
+            deadline: Box::pin(tokio::time::sleep(timeout)),
+            crlf_end: StreamMatcher::new(b"\r\n\r\n".to_vec()),
+            lf_end: StreamMatcher::new(b"\n\n".to_vec()),
+        }
+    }
+
+    /// Follows `bytes`; true once the head has ended.
+    fn ended_in(&mut self, bytes: &[u8]) -> bool {
+        let (_, crlf) = self.crlf_end.feed(bytes);
+        let (_, lf) = self.lf_end.feed(bytes);
+        crlf || lf
+    }
 }
 
 impl<Io> LimitedConnection<Io> {
     fn new(inner: Io, slot: OwnedSemaphorePermit, header_read_timeout: Duration) -> Self {
-        let deadline = Box::pin(tokio::time::sleep(header_read_timeout));
         Self {
             inner,
             _slot: slot,
-            first_head: Some((deadline, StreamMatcher::new(b"\r\n\r\n".to_vec()))),
+            header_read_timeout,
+            head: Some(HeadDeadline::new(header_read_timeout)),
+            wrote: false,
         }
     }
 }
@@ -108,27 +140,26 @@ impl<Io: AsyncRead + Unpin> AsyncRead for LimitedConnection<Io> {
         let this = &mut *self;
         let before = buf.filled().len();
         let read = Pin::new(&mut this.inner).poll_read(cx, buf);
-        let Some((deadline, blank_line)) = &mut this.first_head else {
-            return read;
-        };
-        match read {
-            Poll::Ready(Ok(())) => {
-                let mut fresh = &buf.filled()[before..];
-                while !fresh.is_empty() {
-                    let (consumed, found) = blank_line.feed(fresh);
-                    if found {
-                        this.first_head = None;
-                        break;
-                    }
-                    fresh = &fresh[consumed..];
-                }
-                Poll::Ready(Ok(()))
+        let fresh = &buf.filled()[before..];
+        if matches!(read, Poll::Ready(Ok(()))) && !fresh.is_empty() {
+            // Bytes after a response: the next request's head (a client silent while an
+            // answer streams is never timed).
+            if this.wrote && this.head.is_none() {
+                this.head = Some(HeadDeadline::new(this.header_read_timeout));
             }
-            Poll::Pending if deadline.as_mut().poll(cx).is_ready() => Poll::Ready(Err(
-                io::Error::new(io::ErrorKind::TimedOut, "request head not received in time"),
-            )),
-            other => other,
+            this.wrote = false;
+            if this.head.as_mut().is_some_and(|head| head.ended_in(fresh)) {
+                this.head = None;
+            }
+            return read;
         }
+        let overdue = read.is_pending()
+            && (this.head.as_mut()).is_some_and(|head| head.deadline.as_mut().poll(cx).is_ready());
+        if overdue {
+            let late = "request head not received in time";
+            return Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, late)));
+        }
+        read
     }
 }
 
@@ -138,7 +169,11 @@ impl<Io: AsyncWrite + Unpin> AsyncWrite for LimitedConnection<Io> {
         cx: &mut Context<'_>,
         data: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, data)
+        let written = Pin::new(&mut self.inner).poll_write(cx, data);
+        if matches!(written, Poll::Ready(Ok(n)) if n > 0) {
+            self.wrote = true;
+        }
+        written
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -154,7 +189,11 @@ impl<Io: AsyncWrite + Unpin> AsyncWrite for LimitedConnection<Io> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+        let written = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        if matches!(written, Poll::Ready(Ok(n)) if n > 0) {
+            self.wrote = true;
+        }
+        written
     }
 
     fn is_write_vectored(&self) -> bool {

@@ -4,7 +4,7 @@
 //! what comes next); each follower gets the part of the history it lacks, then the live events.
 //! The consumer is dropped with the last follower.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
 use futures::{Stream, StreamExt};
@@ -14,8 +14,7 @@ use tokio_util::sync::{CancellationToken, DropGuard};
 use tracing::warn;
 use uuid::Uuid;
 
-/// Live events a follower may fall behind by before its stream ends (an SSE client then
-/// reconnects with Last-Event-ID and loses nothing).
+/// Live events a follower may fall behind by before it catches up from the history.
 const LIVE_BACKLOG: usize = 256;
 
 /// The feeds of the jobs being followed.
@@ -47,45 +46,33 @@ fn locked<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl JobFollowers {
     /// The events of `job_id` after sequence `after` (all without), stored then live; the stream
-    /// ends after the final event, or early if the feed fails or the follower falls behind.
+    /// ends after the final event, or early if the feed fails.
     pub(crate) async fn follow(
         &self,
         pipeline: &Pipeline,
         job_id: Uuid,
         after: Option<u64>,
     ) -> Result<impl Stream<Item = StoredEvent> + Send + 'static + use<>, PipelineError> {
-        let feed = self.feed(pipeline, job_id).await?;
-        let (missed, live) = {
-            let state = locked(&feed.state);
-            let missed: Vec<StoredEvent> = (state.history.iter())
-                .filter(|stored| after.is_none_or(|after| stored.sequence > after))
-                .cloned()
-                .collect();
-            // Subscribed under the same lock the reader appends under: nothing falls between.
-            (
-                missed,
-                state.live.as_ref().map(broadcast::Sender::subscribe),
-            )
+        let mut feed = self.feed(pipeline, job_id).await?;
+        if feed.failed() {
+            // It failed before this follower came: one fresh try.
+            self.forget(job_id, &Arc::downgrade(&feed));
+            feed = self.feed(pipeline, job_id).await?;
+        }
+        let mut follower = Follower {
+            feed,
+            last_seen: after,
+            backlog: VecDeque::new(),
+            live: None,
         };
-        let last_seen = missed.last().map(|stored| stored.sequence).or(after);
-        let live = futures::stream::unfold(
-            (live, last_seen, feed),
-            |(mut live, last_seen, feed)| async move {
-                let receiver = live.as_mut()?;
-                loop {
-                    match receiver.recv().await {
-                        Ok(stored) if last_seen.is_some_and(|last| stored.sequence <= last) => {}
-                        Ok(stored) => {
-                            let sequence = Some(stored.sequence);
-                            return Some((stored, (live, sequence, feed)));
-                        }
-                        // Closed (the feed ended) or lagged (the follower fell behind).
-                        Err(_) => return None,
-                    }
-                }
+        follower.catch_up();
+        Ok(futures::stream::unfold(
+            follower,
+            |mut follower| async move {
+                let next = follower.next().await?;
+                Some((next, follower))
             },
-        );
-        Ok(futures::stream::iter(missed).chain(live))
+        ))
     }
 
     /// The feed of `job_id`: the one already read for other followers, or a new one.
@@ -121,6 +108,57 @@ impl JobFollowers {
         let mut feeds = locked(&self.feeds);
         if feeds.get(&job_id).is_some_and(|known| known.ptr_eq(feed)) {
             feeds.remove(&job_id);
+        }
+    }
+}
+
+impl Feed {
+    /// The reader stopped before the job's final event.
+    fn failed(&self) -> bool {
+        let state = locked(&self.state);
+        let ended = (state.history.last()).is_some_and(|stored| stored.event.kind.is_final());
+        state.live.is_none() && !ended
+    }
+}
+
+/// One follower's place in a feed.
+struct Follower {
+    feed: Arc<Feed>,
+    last_seen: Option<u64>,
+    /// Stored events not yet handed on.
+    backlog: VecDeque<StoredEvent>,
+    live: Option<broadcast::Receiver<StoredEvent>>,
+}
+
+impl Follower {
+    /// Copies what the feed holds after `last_seen` and subscribes to what comes next, under
+    /// the lock the reader appends under: nothing falls between.
+    fn catch_up(&mut self) {
+        let state = locked(&self.feed.state);
+        let last_seen = self.last_seen;
+        let missed = (state.history.iter())
+            .filter(|stored| last_seen.is_none_or(|last| stored.sequence > last))
+            .cloned();
+        self.backlog.extend(missed);
+        self.live = state.live.as_ref().map(broadcast::Sender::subscribe);
+    }
+
+    async fn next(&mut self) -> Option<StoredEvent> {
+        loop {
+            if let Some(stored) = self.backlog.pop_front() {
+                self.last_seen = Some(stored.sequence);
+                return Some(stored);
+            }
+            let live = self.live.as_mut()?;
+            match live.recv().await {
+                Ok(stored) if self.last_seen.is_some_and(|last| stored.sequence <= last) => {}
+                Ok(stored) => {
+                    self.last_seen = Some(stored.sequence);
+                    return Some(stored);
+                }
+                // Fallen behind, or the feed ended: what was missed is in the history.
+                Err(_) => self.catch_up(),
+            }
         }
     }
 }

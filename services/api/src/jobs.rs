@@ -19,6 +19,9 @@ const DEFAULT_PAGE: usize = 20;
 const MAX_PAGE: usize = 100;
 /// The most jobs `/jobs/processing` lists (the newest).
 const MAX_ACTIVE_LISTED: usize = 1000;
+/// The most index entries one request looks at (one job record read each): a page that is not
+/// full by then ends there, with a cursor to go on from.
+const MAX_SCANNED: usize = 10_000;
 
 /// `?status=&limit=&cursor=` of `GET /jobs`.
 #[derive(Debug, Default, Deserialize)]
@@ -99,15 +102,17 @@ pub(crate) async fn list_jobs(
         .submissions_newest_first(submitters(caller), filter.before);
     let mut index = std::pin::pin!(index.await.map_err(|err| index_unavailable(&err))?);
     let (mut page, mut next_cursor) = (Vec::new(), None);
+    let mut scanned = 0;
     while let Some(indexed) = index.next().await {
         let indexed = indexed.map_err(|err| index_unavailable(&err))?;
-        let Some(record) = visible_record(state, caller, indexed.job_id).await? else {
-            continue;
-        };
-        if filter.status.is_none_or(|status| record.status == status) {
+        scanned += 1;
+        let record = visible_record(state, caller, indexed.job_id).await?;
+        if let Some(record) = record
+            && filter.status.is_none_or(|status| record.status == status)
+        {
             page.push(record);
         }
-        if page.len() == filter.limit {
+        if page.len() == filter.limit || scanned == MAX_SCANNED {
             next_cursor = Some(indexed.sequence.to_string());
             break;
         }
@@ -130,8 +135,8 @@ async fn visible_record(
     Ok(record.filter(|record| caller.may_see(record.owner.as_deref())))
 }
 
-/// `GET /jobs/processing`: the caller's pending and processing jobs (at most the newest
-/// [`MAX_ACTIVE_LISTED`]), oldest first, and the queues of the stages.
+/// `GET /jobs/processing`: the caller's pending and processing jobs among its newest
+/// [`MAX_SCANNED`] (at most [`MAX_ACTIVE_LISTED`]), oldest first, and the queues of the stages.
 #[handler]
 pub(crate) async fn active_jobs(
     Data(state): Data<&ApiState>,
@@ -142,6 +147,7 @@ pub(crate) async fn active_jobs(
         .submissions_newest_first(submitters(caller), None);
     let mut index = std::pin::pin!(index.await.map_err(|err| index_unavailable(&err))?);
     let mut active = Vec::new();
+    let mut index = index.take(MAX_SCANNED);
     while let Some(indexed) = index.next().await {
         let indexed = indexed.map_err(|err| index_unavailable(&err))?;
         let Some(record) = visible_record(state, caller, indexed.job_id).await? else {

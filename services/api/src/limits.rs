@@ -67,14 +67,23 @@ fn take(bucket: &mut Bucket, limit: RateLimit, now: Instant) -> Result<(), Durat
     }
 }
 
-/// Past this many clients, buckets that have refilled (and so hold nothing) are forgotten.
+/// The most clients tracked at once. When the table is full, buckets that have refilled (and so
+/// hold nothing) are forgotten, at most once a second; a new client that still finds it full is
+/// not tracked (it would start with a full bucket anyway).
 const MAX_TRACKED_CLIENTS: usize = 10_000;
+const SWEEP_EVERY: Duration = Duration::from_secs(1);
 
 /// Per-client submission rates (RATE_LIMIT).
 #[derive(Clone, Debug)]
 pub(crate) struct RateLimiter {
     limit: Option<RateLimit>,
-    buckets: Arc<Mutex<HashMap<String, Bucket>>>,
+    buckets: Arc<Mutex<Buckets>>,
+}
+
+#[derive(Debug, Default)]
+struct Buckets {
+    by_client: HashMap<String, Bucket>,
+    last_sweep: Option<Instant>,
 }
 
 impl RateLimiter {
@@ -96,10 +105,21 @@ impl RateLimiter {
             .buckets
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        if buckets.len() >= MAX_TRACKED_CLIENTS && !buckets.contains_key(client) {
-            buckets.retain(|_, bucket| now.saturating_duration_since(bucket.updated) < limit.per);
+        let Buckets {
+            by_client,
+            last_sweep,
+        } = &mut *buckets;
+        if by_client.len() >= MAX_TRACKED_CLIENTS && !by_client.contains_key(client) {
+            if last_sweep.is_none_or(|at| now.saturating_duration_since(at) >= SWEEP_EVERY) {
+                *last_sweep = Some(now);
+                by_client
+                    .retain(|_, bucket| now.saturating_duration_since(bucket.updated) < limit.per);
+            }
+            if by_client.len() >= MAX_TRACKED_CLIENTS {
+                return Ok(());
+            }
         }
-        let bucket = buckets.entry(client.to_owned()).or_insert(Bucket {
+        let bucket = by_client.entry(client.to_owned()).or_insert(Bucket {
             tokens: f64::from(limit.requests),
             updated: now,
         });
@@ -112,6 +132,21 @@ impl RateLimiter {
             );
             ApiError::new(StatusCode::TOO_MANY_REQUESTS, detail).retry_after(wait)
         })
+    }
+}
+
+/// The rate-limited unit of a client without a key: its IPv4 address, or its IPv6 /64 (one
+/// host commonly holds a whole /64).
+pub(crate) fn client_network(ip: std::net::IpAddr) -> String {
+    match ip {
+        std::net::IpAddr::V4(v4) => v4.to_string(),
+        std::net::IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => v4.to_string(),
+            None => {
+                let [a, b, c, d, ..] = v6.segments();
+                format!("{a:x}:{b:x}:{c:x}:{d:x}::/64")
+            }
+        },
     }
 }
 
@@ -260,6 +295,20 @@ mod tests {
                 expected.map_err(|wait: Duration| wait.as_millis()),
                 "step {i}"
             );
+        }
+    }
+
+    #[test]
+    fn clients_without_keys_are_counted_by_address_or_ipv6_network() {
+        let cases = [
+            ("192.0.2.7", "192.0.2.7"),
+            ("::ffff:192.0.2.7", "192.0.2.7"),
+            ("2001:db8:1:2:3:4:5:6", "2001:db8:1:2::/64"),
+            ("2001:db8:1:2:ffff::1", "2001:db8:1:2::/64"),
+        ];
+        for (ip, network) in cases {
+            let ip: std::net::IpAddr = ip.parse().expect("an address");
+            assert_eq!(client_network(ip), network);
         }
     }
 

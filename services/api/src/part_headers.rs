@@ -88,26 +88,47 @@ pub(crate) fn guard_part_headers(
 #[derive(Debug, PartialEq)]
 pub(crate) struct HeaderTooLong;
 
-/// Where the body is: in a part's header section (which ends at a blank line) or in data and
-/// preamble (which end at the next delimiter, `CRLF--boundary`).
+/// Where the body is, as multer reads it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Section {
+    /// Before the first `--boundary`, which multer looks for anywhere.
+    Preamble,
+    /// The rest of a delimiter's line: `--` ends the body, else padding and CRLF.
+    BoundaryLine,
+    /// A part's headers, up to the blank line.
+    Header,
+    /// A part's data, up to the next `CRLF--boundary`.
+    Data,
+    /// After the closing delimiter: multer reads no further.
+    Epilogue,
+}
+
+/// Follows a multipart body the way multer reads it, counting what multer buffers whole: the
+/// preamble, a delimiter's line and a part's headers (data is streamed, not buffered).
 #[derive(Debug)]
 pub(crate) struct Framing {
+    section: Section,
+    first_delimiter: StreamMatcher,
     delimiter: StreamMatcher,
+    line_end: StreamMatcher,
     blank_line: StreamMatcher,
-    in_header: bool,
-    header_len: usize,
+    /// Bytes since the last delimiter (or the start), while not in data.
+    buffered: usize,
+    /// The first bytes of a delimiter's line.
+    line_start: Vec<u8>,
     limit: usize,
 }
 
 impl Framing {
     pub(crate) fn new(boundary: &str, limit: usize) -> Self {
-        // The first delimiter opens the body, without the line break before the others.
-        let delimiter = StreamMatcher::after_prefix(format!("\r\n--{boundary}").into_bytes(), 2);
         Self {
-            delimiter,
+            section: Section::Preamble,
+            first_delimiter: StreamMatcher::new(format!("--{boundary}").into_bytes()),
+            delimiter: StreamMatcher::new(format!("\r\n--{boundary}").into_bytes()),
+            line_end: StreamMatcher::new(b"\r\n".to_vec()),
             blank_line: StreamMatcher::new(b"\r\n\r\n".to_vec()),
-            in_header: false,
-            header_len: 0,
+            buffered: 0,
+            line_start: Vec::with_capacity(2),
             limit,
         }
     }
@@ -115,24 +136,41 @@ impl Framing {
     /// Follows `chunk`, the next bytes of the body.
     pub(crate) fn scan(&mut self, mut chunk: &[u8]) -> Result<(), HeaderTooLong> {
         while !chunk.is_empty() {
-            if self.in_header {
-                let (consumed, found) = self.blank_line.feed(chunk);
-                self.header_len += consumed;
-                if self.header_len > self.limit {
+            let (consumed, found) = match self.section {
+                Section::Epilogue => return Ok(()),
+                Section::Preamble => self.first_delimiter.feed(chunk),
+                Section::BoundaryLine => self.line_end.feed(chunk),
+                Section::Header => self.blank_line.feed(chunk),
+                Section::Data => self.delimiter.feed(chunk),
+            };
+            if self.section == Section::BoundaryLine {
+                let wanted = 2 - self.line_start.len().min(2);
+                self.line_start
+                    .extend_from_slice(&chunk[..consumed.min(wanted)]);
+                if self.line_start == b"--" {
+                    self.section = Section::Epilogue;
+                    return Ok(());
+                }
+            }
+            if self.section != Section::Data {
+                self.buffered += consumed;
+                if self.buffered > self.limit {
                     return Err(HeaderTooLong);
                 }
-                if found {
-                    self.in_header = false;
-                }
-                chunk = &chunk[consumed..];
-            } else {
-                let (consumed, found) = self.delimiter.feed(chunk);
-                if found {
-                    self.in_header = true;
-                    self.header_len = 0;
-                }
-                chunk = &chunk[consumed..];
             }
+            if found {
+                self.section = match self.section {
+                    Section::Preamble | Section::Data => {
+                        self.buffered = 0;
+                        self.line_start.clear();
+                        Section::BoundaryLine
+                    }
+                    Section::BoundaryLine => Section::Header,
+                    Section::Header => Section::Data,
+                    Section::Epilogue => Section::Epilogue,
+                };
+            }
+            chunk = &chunk[consumed..];
         }
         Ok(())
     }
@@ -162,7 +200,7 @@ mod tests {
                 header(len)
             )
         };
-        // The header section is "\r\n" + header + "\r\n\r\n".
+        // Counted from the delimiter: "\r\n" + header + "\r\n\r\n".
         let section = |len: usize| header(len).len() + 6;
         let cases = [
             (body(100), section(100), Ok(())),
@@ -176,6 +214,30 @@ mod tests {
                     expected,
                     "limit {limit}, pieces of {piece}"
                 );
+            }
+        }
+    }
+
+    #[test]
+    fn what_multer_buffers_whole_is_bounded_and_an_epilogue_is_not() {
+        let endless = "x".repeat(9000);
+        let cases = [
+            // A preamble before the first delimiter (multer finds it anywhere).
+            (format!("preamble--XyZ\r\n{endless}"), Err(HeaderTooLong)),
+            (format!("{endless}--XyZ\r\n\r\n"), Err(HeaderTooLong)),
+            // The delimiter's own line break is not the start of the blank line.
+            (format!("--XyZ\r\n\r\n{endless}"), Err(HeaderTooLong)),
+            // Padding after a delimiter is part of its line.
+            (format!("--XyZ{endless}\r\n\r\n"), Err(HeaderTooLong)),
+            (
+                format!("--XyZ\r\nName: a\r\n\r\ndata\r\n--XyZ--\r\n{endless}"),
+                Ok(()),
+            ),
+        ];
+        for (body, expected) in cases {
+            for piece in [1, 5, 4096, body.len()] {
+                let got = scan_in_pieces(body.as_bytes(), piece, 8192);
+                assert_eq!(got, expected, "{}…, pieces of {piece}", &body[..24]);
             }
         }
     }

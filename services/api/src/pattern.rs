@@ -29,13 +29,6 @@ impl StreamMatcher {
         }
     }
 
-    /// A matcher that has already seen the first `seen` bytes of `pattern`.
-    pub(crate) fn after_prefix(pattern: Vec<u8>, seen: usize) -> Self {
-        let mut matcher = Self::new(pattern);
-        matcher.matched = seen.min(matcher.pattern.len() - 1);
-        matcher
-    }
-
     /// Reads `bytes` up to the end of the first match: returns how many bytes it read and
     /// whether the pattern ended there.
     pub(crate) fn feed(&mut self, bytes: &[u8]) -> (usize, bool) {

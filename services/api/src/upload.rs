@@ -93,10 +93,10 @@ fn admit(
 ) -> Result<OwnedSemaphorePermit, ApiError> {
     limits::check_free_space(state.blobs.free_space(), state.settings.min_free_space)?;
     let slot = state.limits.uploads.take()?;
-    // Without keys, each address has its own allowance.
+    // Without keys, each address has its own allowance (an IPv6 client, its /64).
     let client = caller.owner().unwrap_or_else(|| {
         let address = request.remote_addr().as_socket_addr().map(|addr| addr.ip());
-        address.map_or_else(|| "anonymous".to_owned(), |ip| ip.to_string())
+        address.map_or_else(|| "anonymous".to_owned(), limits::client_network)
     });
     state.limits.submissions.check(&client)?;
     Ok(slot)
