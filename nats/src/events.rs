@@ -2,7 +2,7 @@
 //! late subscriber can replay a job's history.
 
 use async_nats::jetstream;
-use proto_msgs::{EventKind, JobEvent, JobRecord, Stage};
+use proto_msgs::{EventKind, JobEvent, JobRecord, JobStatus, Stage};
 use time::OffsetDateTime;
 
 use crate::PipelineError;
@@ -34,6 +34,24 @@ impl EventPublisher {
             .await
             .map_err(|err| PipelineError::publish(&subject, err))?;
         Ok(())
+    }
+
+    /// Publishes the final event of a job that has ended (`completed` or `failed`, as its record
+    /// says) unless it is the last event stored: a stage that died, or failed to publish, after
+    /// writing the final record left the job's followers waiting for it.
+    pub async fn publish_end_if_missing(&self, record: &JobRecord) -> Result<(), PipelineError> {
+        let kind = match record.status {
+            JobStatus::Completed => EventKind::Completed,
+            JobStatus::Failed => EventKind::Failed,
+            JobStatus::Pending | JobStatus::Processing => return Ok(()),
+        };
+        if let Some(last) = last_event(&self.js, record.job_id).await? {
+            let last: JobEvent = proto_msgs::decode(&last.payload)?;
+            if last.kind.is_final() {
+                return Ok(());
+            }
+        }
+        self.publish_for(record, kind, None).await
     }
 
     /// Publishes an event describing `record` as it now is.
@@ -122,12 +140,22 @@ pub async fn last_sequence(
     js: &jetstream::Context,
     job_id: uuid::Uuid,
 ) -> Result<Option<u64>, PipelineError> {
+    Ok(last_event(js, job_id)
+        .await?
+        .map(|message| message.sequence))
+}
+
+/// The last event stored for `job_id`, raw, if any.
+async fn last_event(
+    js: &jetstream::Context,
+    job_id: uuid::Uuid,
+) -> Result<Option<jetstream::message::StreamMessage>, PipelineError> {
     let stream = events_stream(js).await?;
     match stream
         .get_last_raw_message_by_subject(&proto_msgs::events_subject(job_id))
         .await
     {
-        Ok(message) => Ok(Some(message.sequence)),
+        Ok(message) => Ok(Some(message)),
         Err(err) if err.kind() == jetstream::stream::LastRawMessageErrorKind::NoMessageFound => {
             Ok(None)
         }

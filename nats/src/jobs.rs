@@ -68,6 +68,14 @@ impl JobStore {
         }
     }
 
+    /// Removes a record (and its history): the job is as if it had never been submitted.
+    pub async fn remove(&self, job_id: Uuid) -> Result<(), JobStoreError> {
+        self.kv
+            .purge(job_id.to_string())
+            .await
+            .map_err(|err| JobStoreError::kv("removing a record", err))
+    }
+
     /// The record and its revision, or `None` for an unknown (or expired) job.
     async fn entry(&self, job_id: Uuid) -> Result<Option<(JobRecord, u64)>, JobStoreError> {
         let entry = self

@@ -9,7 +9,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::codec::{CodecError, encode};
-use crate::record::JobRecord;
+use crate::record::{JobRecord, JobStatus};
 use crate::stage::Stage;
 
 /// A message of the pipeline: the payload of one stage's subject.
@@ -82,6 +82,18 @@ impl Stage {
             Stage::Transcribe => build::<TranscribeRequest>(record),
             Stage::Analyze => build::<AnalyzeRequest>(record),
             Stage::Notify => build::<NotifyRequest>(record),
+        }
+    }
+
+    /// Whether this stage still handles a message of the job `record`: always while it runs;
+    /// once completed, only the last stage (it completes jobs and delivers their webhooks);
+    /// once failed, the stages that want failed jobs. Any other message (a late or redelivered
+    /// one) is dropped: it would redo work and publish events after the job's end.
+    pub fn wanted_for(self, record: &JobRecord) -> bool {
+        match record.status {
+            JobStatus::Pending | JobStatus::Processing => true,
+            JobStatus::Completed => self.next().is_none(),
+            JobStatus::Failed => self.wanted_after_failure(record),
         }
     }
 
@@ -273,6 +285,30 @@ mod tests {
         let request: TranscribeRequest = crate::decode(&message.payload).expect("decodes");
         assert_eq!(request.language.as_deref(), Some("de"));
         assert!(request.word_timestamps);
+    }
+
+    #[test]
+    fn once_a_job_has_ended_only_the_last_stage_and_the_webhook_see_its_messages() {
+        use JobStatus::*;
+        let cases = [
+            (Stage::Decode, Pending, false, true),
+            (Stage::Transcribe, Processing, false, true),
+            (Stage::Decode, Completed, true, false),
+            (Stage::Analyze, Completed, true, false),
+            (Stage::Notify, Completed, false, true),
+            (Stage::Transcribe, Failed, true, false),
+            (Stage::Notify, Failed, true, true),
+            (Stage::Notify, Failed, false, false),
+        ];
+        for (stage, status, webhook, wanted) in cases {
+            let mut job = record(webhook);
+            job.status = status;
+            assert_eq!(
+                stage.wanted_for(&job),
+                wanted,
+                "{stage} {status:?} {webhook}"
+            );
+        }
     }
 
     #[test]

@@ -162,3 +162,120 @@ async fn a_job_failed_by_internal_errors_tells_its_owner_what_failed_but_not_the
         .expect("joined")
         .expect("stage loop ends cleanly");
 }
+
+/// A decode stage that counts the messages it is given.
+struct CountsCalls(std::sync::atomic::AtomicUsize);
+
+impl StageHandler for CountsCalls {
+    type Input = DecodeRequest;
+
+    async fn handle(&self, _: DecodeRequest, _: &JobContext) -> Result<Outcome, StageError> {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Ok(Outcome::Done)
+    }
+}
+
+/// A record of `status`, stored.
+async fn stored_job(pipeline: &jetscribe_nats::Pipeline, status: JobStatus) -> JobRecord {
+    let mut record = JobRecord::new_pending(
+        Uuid::now_v7(),
+        "a.wav".into(),
+        1,
+        JobOptions::default(),
+        OffsetDateTime::now_utc(),
+    );
+    record.status = status;
+    pipeline.jobs().create(&record).await.expect("job");
+    record
+}
+
+#[tokio::test]
+async fn a_late_message_of_a_completed_job_is_dropped_without_work_or_events() {
+    let (_server, pipeline) = private_pipeline(|_| {}).await;
+    let job = stored_job(&pipeline, JobStatus::Completed).await;
+    let request = DecodeRequest {
+        job_id: job.job_id,
+        input_blob: "jobs/x/input".into(),
+        filename: "a.wav".into(),
+    };
+    pipeline.publish(&request).await.expect("published");
+    let handler = Arc::new(CountsCalls(Default::default()));
+    let shutdown = CancellationToken::new();
+    let stage = tokio::spawn(run_stage(
+        pipeline.clone(),
+        handler.clone(),
+        StageLoopSettings::default(),
+        shutdown.clone(),
+    ));
+    wait_for("the message to be settled", Duration::from_secs(30), || {
+        let pipeline = pipeline.clone();
+        async move {
+            let queues = pipeline.queues().await.ok()?;
+            let decode = queues
+                .iter()
+                .find(|q| q.stage == proto_msgs::Stage::Decode)?;
+            (decode.pending == 0 && decode.in_progress == 0).then_some(())
+        }
+    })
+    .await;
+    shutdown.cancel();
+    stage
+        .await
+        .expect("joined")
+        .expect("stage loop ends cleanly");
+    assert_eq!(handler.0.load(std::sync::atomic::Ordering::SeqCst), 0);
+    let record = pipeline
+        .jobs()
+        .get(job.job_id)
+        .await
+        .expect("read")
+        .expect("job");
+    assert_eq!(record.status, JobStatus::Completed);
+    assert!(record.stages.is_empty(), "{:?}", record.stages);
+    let events = pipeline
+        .last_event_sequence(job.job_id)
+        .await
+        .expect("events");
+    assert_eq!(events, None, "no event after the job's end");
+}
+
+#[tokio::test]
+async fn a_job_that_ended_without_its_final_event_gets_it_from_the_notifier() {
+    let (_server, pipeline) = private_pipeline(|_| {}).await;
+    // Completed by a notifier that died before publishing `completed`.
+    let job = stored_job(&pipeline, JobStatus::Completed).await;
+    let blobs_dir = tempfile::tempdir().expect("tempdir");
+    let blobs =
+        jetscribe_blobstore::BlobStore::open(&format!("file://{}", blobs_dir.path().display()))
+            .expect("store");
+    let settings = jetscribe_notifier::WebhookSettings {
+        timeout: Duration::from_secs(5),
+        max_retries: 0,
+        retry_delay: Duration::from_secs(1),
+        secret: None,
+        allow_private: true,
+    };
+    let notifier = jetscribe_notifier::Notifier::new(blobs, settings).expect("notifier");
+    let request = proto_msgs::NotifyRequest::first(job.job_id);
+    pipeline.publish(&request).await.expect("published");
+    let shutdown = CancellationToken::new();
+    let stage = tokio::spawn(run_stage(
+        pipeline.clone(),
+        Arc::new(notifier),
+        StageLoopSettings::default(),
+        shutdown.clone(),
+    ));
+    let events = pipeline
+        .follow_job_events(job.job_id, None)
+        .await
+        .expect("follow");
+    let mut events = std::pin::pin!(events);
+    let first = tokio::time::timeout(Duration::from_secs(30), events.next()).await;
+    let first = first.expect("an event").expect("stored").expect("readable");
+    assert_eq!(first.event.kind, proto_msgs::EventKind::Completed);
+    shutdown.cancel();
+    stage
+        .await
+        .expect("joined")
+        .expect("stage loop ends cleanly");
+}

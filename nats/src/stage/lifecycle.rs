@@ -34,6 +34,10 @@ impl JobLifecycle<'_> {
             .pipeline
             .jobs()
             .update(self.job_id, |record| {
+                if !stage.wanted_for(record) {
+                    // A late message of a job that has ended: dropped, its record left as is.
+                    return;
+                }
                 let run = record.stage_run(stage);
                 run.attempts = run.attempts.max(attempt);
                 run.started_at.get_or_insert(now);

@@ -8,7 +8,7 @@ use std::time::Duration;
 use async_nats::jetstream::consumer::PullConsumer;
 use async_nats::jetstream::{AckKind, Message};
 use futures::StreamExt;
-use proto_msgs::{JobStatus, PipelineMessage};
+use proto_msgs::PipelineMessage;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -173,8 +173,8 @@ async fn handle<S: StageHandler>(
             return Settle::Nak(Some(retry_delay(attempt)));
         }
     };
-    if record.status == JobStatus::Failed && !stage.wanted_after_failure(&record) {
-        info!("job already failed; message dropped");
+    if !stage.wanted_for(&record) {
+        info!(status = ?record.status, "the job has ended; message dropped");
         return Settle::Ack;
     }
     let context = JobContext::new(

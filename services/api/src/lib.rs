@@ -166,8 +166,11 @@ impl ApiServer {
     }
 }
 
-/// Removes the files of jobs older than `max_age` (JOB_CLEANUP_DAYS), once at start and then
-/// every hour, until `shutdown`.
+/// An upload's staging file not written for this long belongs to an upload that died.
+const STAGING_MAX_AGE: Duration = Duration::from_secs(3600);
+
+/// Removes the files of jobs older than `max_age` (JOB_CLEANUP_DAYS), and staging files of
+/// uploads that died, once at start and then every hour, until `shutdown`.
 pub async fn run_blob_cleanup(blobs: BlobStore, max_age: Duration, shutdown: CancellationToken) {
     let mut every_hour = tokio::time::interval(Duration::from_secs(3600));
     loop {
@@ -179,6 +182,12 @@ pub async fn run_blob_cleanup(blobs: BlobStore, max_age: Duration, shutdown: Can
             Ok(0) => {}
             Ok(removed) => info!(removed, "expired job files removed"),
             Err(err) => error!(error = %ErrorChain(&err), "job file cleanup failed"),
+        }
+        let store = blobs.clone();
+        match tokio::task::spawn_blocking(move || store.sweep_staging(STAGING_MAX_AGE)).await {
+            Ok(0) => {}
+            Ok(removed) => info!(removed, "staging files of dead uploads removed"),
+            Err(err) => error!(error = %err, "staging file sweep panicked"),
         }
     }
 }

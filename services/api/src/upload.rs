@@ -442,6 +442,12 @@ async fn queue(state: ApiState, record: JobRecord, cleanup: UploadCleanup) -> Re
         }
         Err(err) => {
             error!(job_id = %record.job_id, error = %ErrorChain(&err), "cannot queue the job");
+            // The client hears that there is no job: none may run later (a queued message whose
+            // ack was lost), nor fire its webhook. Without a record, a stage drops its message.
+            if let Err(err) = pipeline.jobs().remove(record.job_id).await {
+                let error = ErrorChain(&err);
+                error!(job_id = %record.job_id, %error, "cannot remove the unqueued job's record");
+            }
             Err(ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "the job queue is unavailable; try again",

@@ -58,6 +58,36 @@ const PART_SIZE: usize = 8 * 1024 * 1024;
 /// Parts uploaded at once by one writer: memory per writer ≤ PART_SIZE × (1 + this).
 const PARTS_IN_FLIGHT: usize = 2;
 
+/// `<name>#<digits>`: object_store's file for a blob being written.
+fn is_staging_name(name: &str) -> bool {
+    name.rsplit_once('#').is_some_and(|(blob, number)| {
+        !blob.is_empty() && !number.is_empty() && number.bytes().all(|b| b.is_ascii_digit())
+    })
+}
+
+/// Whether `path` was last modified at least `max_age` ago.
+fn untouched_for(path: &std::path::Path, max_age: std::time::Duration) -> bool {
+    let modified = std::fs::metadata(path).and_then(|meta| meta.modified());
+    modified.is_ok_and(|at| at.elapsed().is_ok_and(|age| age >= max_age))
+}
+
+/// Removes the entries right under `dir` (files or folders) not modified for `max_age`: the
+/// staging copies a decoder that died left in its work folder. Returns how many.
+pub fn remove_stale_entries(dir: &std::path::Path, max_age: std::time::Duration) -> usize {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    let stale = entries
+        .flatten()
+        .map(|entry| entry.path())
+        .filter(|path| untouched_for(path, max_age));
+    let removed = stale.filter(|path| match path.is_dir() {
+        true => std::fs::remove_dir_all(path).is_ok(),
+        false => std::fs::remove_file(path).is_ok(),
+    });
+    removed.count()
+}
+
 /// OBJECT_STORE_URL as it is printed (errors, logs): without a user or password.
 fn shown_url(url: &str) -> String {
     match url::Url::parse(url) {
@@ -331,6 +361,35 @@ impl BlobStore {
         Ok(expired.len())
     }
 
+    /// Removes the staging files of a local store's writes that were never finished (a killed
+    /// upload or decode) and not written for `max_age`; returns how many. object_store writes a
+    /// blob as `<name>#<n>` and renames it when done, and hides such files from listings, so
+    /// [`BlobStore::delete_older_than`] never sees them.
+    pub fn sweep_staging(&self, max_age: std::time::Duration) -> usize {
+        let Some(dir) = &self.local_dir else {
+            return 0;
+        };
+        let mut removed = 0;
+        let mut pending = vec![dir.clone()];
+        while let Some(dir) = pending.pop() {
+            let Ok(entries) = std::fs::read_dir(&dir) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                let path = entry.path();
+                if path.is_dir() {
+                    pending.push(path);
+                } else if is_staging_name(&entry.file_name().to_string_lossy())
+                    && untouched_for(&path, max_age)
+                    && std::fs::remove_file(&path).is_ok()
+                {
+                    removed += 1;
+                }
+            }
+        }
+        removed
+    }
+
     /// Whether the store answers (for `/health`).
     pub async fn check(&self) -> Result<(), BlobError> {
         let probe = Path::from("health");
@@ -415,6 +474,44 @@ impl Drop for BlobWriter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unfinished_staging_files_are_swept_once_stale_and_blobs_are_not() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = BlobStore::open(&format!("file://{}", dir.path().display())).expect("open");
+        let write = |name: &str, age_s: u64| {
+            let path = dir.path().join(name);
+            std::fs::create_dir_all(path.parent().expect("parent")).expect("dirs");
+            let file = std::fs::File::create(&path).expect("file");
+            let at = std::time::SystemTime::now() - std::time::Duration::from_secs(age_s);
+            file.set_modified(at).expect("mtime");
+            path
+        };
+        let orphan = write("jobs/a/input#3", 7200);
+        let writing = write("jobs/b/input#1", 10);
+        let blob = write("jobs/c/input", 7200);
+        let odd = write("jobs/c/notes#draft", 7200);
+        assert_eq!(store.sweep_staging(std::time::Duration::from_secs(3600)), 1);
+        assert!(!orphan.exists());
+        assert!(writing.exists() && blob.exists() && odd.exists());
+
+        let work = tempfile::tempdir().expect("tempdir");
+        let stale = work.path().join(".tmpOld");
+        std::fs::create_dir(&stale).expect("dir");
+        std::fs::File::create(stale.join("input")).expect("file");
+        let old = std::time::SystemTime::now() - std::time::Duration::from_secs(90_000);
+        std::fs::File::open(&stale)
+            .expect("dir")
+            .set_modified(old)
+            .expect("mtime");
+        let fresh = work.path().join(".tmpNew");
+        std::fs::create_dir(&fresh).expect("dir");
+        assert_eq!(
+            remove_stale_entries(work.path(), std::time::Duration::from_secs(86_400)),
+            1
+        );
+        assert!(!stale.exists() && fresh.exists());
+    }
 
     #[test]
     fn a_store_url_is_printed_without_its_credentials() {

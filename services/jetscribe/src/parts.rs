@@ -1,7 +1,9 @@
 //! The table of parts: everything the binary can run. `jetscribe <part>` runs one of them;
 //! `jetscribe up` runs them all in one process. Adding a stage adds one row here.
 
+use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use futures::future::BoxFuture;
@@ -13,7 +15,7 @@ use jetscribe_nats::{Pipeline, StageHandler, StageLoopSettings, run_stage};
 use jetscribe_notifier::{Notifier, WebhookSettings};
 use jetscribe_transcriber::{Transcriber, TranscriberSettings};
 use tokio_util::sync::CancellationToken;
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::Settings;
 
@@ -129,9 +131,35 @@ async fn decoder(shared: Shared) -> anyhow::Result<()> {
         max_duration: shared.settings.max_duration,
         min_free_space: shared.settings.min_free_space,
     };
+    tokio::spawn(sweep_work_dir(
+        settings.work_dir.clone(),
+        shared.shutdown.clone(),
+    ));
     shared
         .run_stage(Decoder::new(shared.blobs.clone(), settings))
         .await
+}
+
+/// No decode takes this long: a staging copy older than this belongs to a decoder that died.
+const STAGING_MAX_AGE: Duration = Duration::from_secs(24 * 3600);
+
+/// Removes staging copies left in the decoder's work folder by a process that died, at start
+/// and then every hour, until `shutdown`.
+async fn sweep_work_dir(work_dir: PathBuf, shutdown: CancellationToken) {
+    let mut every_hour = tokio::time::interval(Duration::from_secs(3600));
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = every_hour.tick() => {}
+        }
+        let dir = work_dir.clone();
+        let sweep = move || jetscribe_blobstore::remove_stale_entries(&dir, STAGING_MAX_AGE);
+        match tokio::task::spawn_blocking(sweep).await {
+            Ok(0) => {}
+            Ok(removed) => info!(removed, "stale staging copies removed"),
+            Err(err) => warn!(error = %err, "work folder sweep panicked"),
+        }
+    }
 }
 
 async fn transcriber(shared: Shared) -> anyhow::Result<()> {

@@ -21,8 +21,7 @@ use std::time::Duration;
 use jetscribe_blobstore::BlobStore;
 use jetscribe_nats::{JobContext, Outcome, StageError, StageHandler};
 use proto_msgs::{
-    EndedJobBody, EventKind, JobRecord, JobResult, JobStatus, JobStep, NotifyRequest,
-    WebhookDelivery,
+    EndedJobBody, JobRecord, JobResult, JobStatus, JobStep, NotifyRequest, WebhookDelivery,
 };
 use time::OffsetDateTime;
 use tracing::{info, warn};
@@ -117,30 +116,29 @@ impl StageHandler for Notifier {
     }
 }
 
-/// Marks a job that has not ended as completed and publishes `completed`; returns the record.
+/// Marks a job that has not ended as completed; publishes its final event unless stored (also
+/// for a job completed or failed by an earlier delivery that could not publish it); returns the
+/// record.
 async fn complete(job: &JobContext) -> Result<JobRecord, StageError> {
-    let record = job.record().await?;
-    if record.status.is_final() {
-        return Ok(record);
+    let mut record = job.record().await?;
+    if !record.status.is_final() {
+        let now = OffsetDateTime::now_utc();
+        record = job
+            .update("completing the job", |record| {
+                if !record.status.is_final() {
+                    record.status = JobStatus::Completed;
+                    record.step = JobStep::Completed;
+                    record.raise_progress(100);
+                    record.completed_at = Some(now);
+                }
+            })
+            .await?;
+        info!(status = ?record.status, "job ended");
     }
-    let now = OffsetDateTime::now_utc();
-    let record = job
-        .update("completing the job", |record| {
-            if !record.status.is_final() {
-                record.status = JobStatus::Completed;
-                record.step = JobStep::Completed;
-                record.raise_progress(100);
-                record.completed_at = Some(now);
-            }
-        })
-        .await?;
-    if record.status == JobStatus::Completed {
-        job.events()
-            .publish_for(&record, EventKind::Completed, None)
-            .await
-            .map_err(|err| StageError::transient("publishing the completed event", err))?;
-        info!("job completed");
-    }
+    job.events()
+        .publish_end_if_missing(&record)
+        .await
+        .map_err(|err| StageError::transient("publishing the job's final event", err))?;
     Ok(record)
 }
 
