@@ -310,18 +310,24 @@ async fn connect_with_retry(
     }
 }
 
-/// Makes sure the streams, the consumers and the bucket exist; returns the bucket.
+/// Makes sure the streams, the consumers and the bucket exist, with this process's settings
+/// (JOB_ACK_WAIT, JOB_CLEANUP_DAYS): ones made by an earlier start with other settings are
+/// updated, so that the server's redelivery follows the heartbeats this process sends and
+/// retention follows the current setting. Returns the bucket.
 async fn ensure_topology(
     js: &jetstream::Context,
     settings: &PipelineSettings,
 ) -> Result<kv::Store, PipelineError> {
+    js.create_or_update_stream(work_stream_config())
+        .await
+        .map_err(|err| PipelineError::setup(proto_msgs::PIPELINE_STREAM, err))?;
     let work_stream = js
-        .get_or_create_stream(work_stream_config())
+        .get_stream(proto_msgs::PIPELINE_STREAM)
         .await
         .map_err(|err| PipelineError::setup(proto_msgs::PIPELINE_STREAM, err))?;
     for stage in Stage::ALL {
         work_stream
-            .get_or_create_consumer(&stage.consumer_name(), consumer_config(stage, settings))
+            .create_consumer(consumer_config(stage, settings))
             .await
             .map_err(|err| {
                 PipelineError::setup(format!("consumer {}", stage.consumer_name()), err)
@@ -336,7 +342,7 @@ async fn ensure_topology(
     let bucket = || format!("bucket {}", proto_msgs::JOBS_BUCKET);
     // The bucket's stream is created directly: async-nats's `create_key_value` first asks for the
     // account info, whose 2.9 reply it cannot parse.
-    js.get_or_create_stream(bucket_stream_config(settings))
+    js.create_or_update_stream(bucket_stream_config(settings))
         .await
         .map_err(|err| PipelineError::setup(bucket(), err))?;
     let kv = js

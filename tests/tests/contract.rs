@@ -234,3 +234,42 @@ async fn the_submissions_index_lists_one_owner_newest_first_among_many_others() 
             .is_empty()
     );
 }
+
+#[tokio::test]
+async fn setup_brings_streams_and_consumers_made_earlier_to_the_current_settings() {
+    let (server, _first) = private_pipeline(|settings| {
+        settings.ack_wait = Duration::from_secs(60);
+        settings.retention = Duration::from_secs(7 * 86_400);
+    })
+    .await;
+    let mut settings = PipelineSettings::new(server.url());
+    settings.ack_wait = Duration::from_secs(300);
+    settings.retention = Duration::from_secs(86_400);
+    let pipeline = Pipeline::connect(settings).await.expect("connects");
+    let js = pipeline.jetstream();
+    let work = js
+        .get_stream(proto_msgs::PIPELINE_STREAM)
+        .await
+        .expect("work stream");
+    for stage in proto_msgs::Stage::ALL {
+        let consumer = work
+            .consumer_info(stage.consumer_name())
+            .await
+            .expect("consumer");
+        assert_eq!(
+            consumer.config.ack_wait,
+            Duration::from_secs(300),
+            "{stage}"
+        );
+    }
+    let bucket_stream = format!("KV_{}", proto_msgs::JOBS_BUCKET);
+    for name in [
+        proto_msgs::EVENTS_STREAM,
+        proto_msgs::SUBMISSIONS_STREAM,
+        bucket_stream.as_str(),
+    ] {
+        let mut stream = js.get_stream(name).await.expect("stream");
+        let info = stream.info().await.expect("info");
+        assert_eq!(info.config.max_age, Duration::from_secs(86_400), "{name}");
+    }
+}

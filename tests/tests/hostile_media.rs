@@ -133,3 +133,32 @@ async fn media_longer_than_max_duration_is_refused_even_when_its_header_lies() {
         assert!(!audio.exists(), "{reason}: audio was kept");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_ffprobe_fails_the_job_with_a_timeout_and_the_stage_takes_the_next() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let hung = dir.path().join("ffprobe");
+    std::fs::write(&hung, "#!/bin/sh\nexec sleep 600\n").expect("script");
+    let mut permissions = std::fs::metadata(&hung).expect("meta").permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut permissions, 0o755);
+    std::fs::set_permissions(&hung, permissions).expect("chmod");
+    let hung = hung.display().to_string();
+    let settings = [
+        ("FFPROBE_PATH", hung.as_str()),
+        ("PROBE_TIMEOUT", "2"),
+        ("MAX_CONCURRENT_JOBS", "1"),
+    ];
+    let app = TestApp::spawn_parts(&["api", "decoder"], &settings).await;
+    let jfk = fixture("jfk.flac");
+    let first = app.submit_job(&jfk, "").await;
+    let second = app.submit_job(&jfk, "").await;
+    for job_id in [first, second] {
+        let ended = app.wait_until_ended(&job_id).await;
+        assert_eq!(ended["status"], "failed", "{ended}");
+        let reason = ended["error_message"].as_str().unwrap_or_default();
+        assert!(
+            reason.contains("ffprobe did not finish within 2 s"),
+            "{reason}"
+        );
+    }
+}

@@ -35,6 +35,8 @@ pub struct DecoderSettings {
     pub max_duration: Duration,
     /// Free bytes the decoded audio must leave on a local store's disk (MIN_FREE_SPACE).
     pub min_free_space: u64,
+    /// How long ffprobe may look at an upload (PROBE_TIMEOUT).
+    pub probe_timeout: Duration,
 }
 
 /// The decode stage.
@@ -54,9 +56,13 @@ impl StageHandler for Decoder {
 
     async fn handle(&self, input: DecodeRequest, job: &JobContext) -> Result<Outcome, StageError> {
         let media = self.media_file(&input.input_blob).await?;
-        let probe = probe(&self.settings.ffprobe, media.path())
-            .await
-            .map_err(|err| err.into_stage_error(&input.filename))?;
+        let probe = probe(
+            &self.settings.ffprobe,
+            media.path(),
+            self.settings.probe_timeout,
+        )
+        .await
+        .map_err(|err| err.into_stage_error(&input.filename))?;
         let (format, seconds) = (&probe.format, probe.duration_s);
         debug!(%format, stream = probe.audio_stream, duration_s = ?seconds, "probed");
         if let Some(refused) =

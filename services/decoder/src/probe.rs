@@ -40,6 +40,8 @@ pub enum ProbeError {
     /// A format that is not an audio or video container (named, when ffprobe told).
     Unsupported(Option<String>),
     NoAudio,
+    /// ffprobe did not finish in time (a damaged or hostile file): it was killed.
+    TimedOut(Duration),
     /// ffprobe itself could not be run.
     Run(std::io::Error),
 }
@@ -58,14 +60,19 @@ impl ProbeError {
                     .unwrap_or("(not an audio or video container)")
             )),
             ProbeError::NoAudio => StageError::Permanent(format!("no audio stream in {filename}")),
+            ProbeError::TimedOut(limit) => StageError::Permanent(format!(
+                "cannot decode {filename}: ffprobe did not finish within {} s (PROBE_TIMEOUT)",
+                limit.as_secs_f64()
+            )),
             ProbeError::Run(err) => StageError::transient("running ffprobe", err),
         }
     }
 }
 
-/// Probes `media` with `ffprobe`, through the allowed demuxers only.
-pub async fn probe(ffprobe: &Path, media: &Path) -> Result<Probe, ProbeError> {
-    let output = tokio::process::Command::new(ffprobe)
+/// Probes `media` with `ffprobe`, through the allowed demuxers only; an ffprobe still running
+/// after `timeout` is killed.
+pub async fn probe(ffprobe: &Path, media: &Path, timeout: Duration) -> Result<Probe, ProbeError> {
+    let probed = tokio::process::Command::new(ffprobe)
         // Debug level for the line that names the format ffprobe detected (also when it is not
         // allowed); level prefixes to tell the errors apart.
         .args(["-loglevel", "repeat+level+debug", "-of", "json"])
@@ -77,8 +84,10 @@ pub async fn probe(ffprobe: &Path, media: &Path) -> Result<Probe, ProbeError> {
         ])
         .arg(media)
         .kill_on_drop(true)
-        .output()
+        .output();
+    let output = tokio::time::timeout(timeout, probed)
         .await
+        .map_err(|_| ProbeError::TimedOut(timeout))?
         .map_err(ProbeError::Run)?;
     if !output.status.success() {
         return Err(probe_failure(&String::from_utf8_lossy(&output.stderr)));

@@ -130,6 +130,7 @@ async fn decoder(shared: Shared) -> anyhow::Result<()> {
         work_dir: shared.settings.data_dir.join("work"),
         max_duration: shared.settings.max_duration,
         min_free_space: shared.settings.min_free_space,
+        probe_timeout: shared.settings.probe_timeout,
     };
     tokio::spawn(sweep_work_dir(
         settings.work_dir.clone(),

@@ -39,6 +39,9 @@ pub struct Settings {
     pub ffmpeg_path: PathBuf,
     /// FFPROBE_PATH (default: `ffprobe` beside FFMPEG_PATH, else from PATH).
     pub ffprobe_path: PathBuf,
+    /// PROBE_TIMEOUT in seconds (default 60): ffprobe still running after it is killed and the
+    /// job fails.
+    pub probe_timeout: Duration,
     /// BIND_ADDR (default `0.0.0.0:8000` with API keys, `127.0.0.1:8000` without); port 0 lets
     /// the system pick one.
     pub bind_addr: String,
@@ -120,6 +123,7 @@ impl Settings {
             whisper_beam_size: vars.number("WHISPER_BEAM_SIZE", 5, 1..=10, "beams")?,
             ffprobe_path: default_ffprobe(vars.text("FFPROBE_PATH"), vars.text("FFMPEG_PATH")),
             ffmpeg_path: PathBuf::from(vars.text_or("FFMPEG_PATH", "ffmpeg")),
+            probe_timeout: vars.seconds("PROBE_TIMEOUT", 60.0)?,
             bind_addr: vars.socket_addr("BIND_ADDR", default_bind)?,
             api_keys,
             allow_anonymous: vars.boolean("ALLOW_ANONYMOUS", false)?,
