@@ -29,7 +29,7 @@ pub enum JobStoreError {
 }
 
 impl JobStoreError {
-    fn kv(what: &'static str, source: impl Into<BoxError>) -> Self {
+    pub(crate) fn kv(what: &'static str, source: impl Into<BoxError>) -> Self {
         JobStoreError::Kv {
             what,
             source: source.into(),

@@ -12,6 +12,7 @@
 
 mod error_chain;
 mod events;
+mod idempotency;
 mod jobs;
 mod pipeline;
 mod redact;
@@ -22,6 +23,7 @@ pub mod trace_context;
 
 pub use error_chain::{BoxError, ErrorChain};
 pub use events::{EventPublisher, StoredEvent};
+pub use idempotency::IdempotencyKeys;
 pub use jobs::{JobStore, JobStoreError};
 pub use pipeline::{JobEvents, Pipeline, PipelineError, PipelineSettings, StageQueue};
 pub use redact::redact_url;

@@ -12,7 +12,10 @@ use proto_msgs::{CodecError, EncodedMessage, InputError, JobRecord, PipelineMess
 use tracing::{info, warn};
 
 use crate::error_chain::{BoxError, ErrorChain};
-use crate::{EventPublisher, JobStore, JobStoreError, StoredEvent, redact_url, trace_context};
+use crate::{
+    EventPublisher, IdempotencyKeys, JobStore, JobStoreError, StoredEvent, redact_url,
+    trace_context,
+};
 
 /// A JetStream operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -126,6 +129,7 @@ pub struct Pipeline {
     client: async_nats::Client,
     js: jetstream::Context,
     jobs: JobStore,
+    idempotency: IdempotencyKeys,
     events: EventPublisher,
     settings: PipelineSettings,
 }
@@ -139,9 +143,9 @@ impl Pipeline {
         // Processes of every stage start together and set up the same streams at once; the
         // server may then answer some of these requests late. Setup is idempotent: try again.
         let mut attempt = 1;
-        let kv = loop {
+        let (kv, idempotency) = loop {
             match ensure_topology(&js, &settings).await {
-                Ok(kv) => break kv,
+                Ok(buckets) => break buckets,
                 Err(err) if attempt < SETUP_ATTEMPTS => {
                     let error = ErrorChain(&err);
                     warn!(%error, attempt, "JetStream setup not done yet; retrying");
@@ -154,6 +158,7 @@ impl Pipeline {
         Ok(Self {
             client,
             jobs: JobStore::new(kv),
+            idempotency: IdempotencyKeys::new(idempotency),
             events: EventPublisher::new(js.clone()),
             js,
             settings,
@@ -166,6 +171,10 @@ impl Pipeline {
 
     pub fn events(&self) -> &EventPublisher {
         &self.events
+    }
+
+    pub fn idempotency_keys(&self) -> &IdempotencyKeys {
+        &self.idempotency
     }
 
     /// One job's events: the stored history (after `after_sequence`, or from the start), then
@@ -313,11 +322,11 @@ async fn connect_with_retry(
 /// Makes sure the streams, the consumers and the bucket exist, with this process's settings
 /// (JOB_ACK_WAIT, JOB_CLEANUP_DAYS): ones made by an earlier start with other settings are
 /// updated, so that the server's redelivery follows the heartbeats this process sends and
-/// retention follows the current setting. Returns the bucket.
+/// retention follows the current setting. Returns the job bucket and the idempotency bucket.
 async fn ensure_topology(
     js: &jetstream::Context,
     settings: &PipelineSettings,
-) -> Result<kv::Store, PipelineError> {
+) -> Result<(kv::Store, kv::Store), PipelineError> {
     js.create_or_update_stream(work_stream_config())
         .await
         .map_err(|err| PipelineError::setup(proto_msgs::PIPELINE_STREAM, err))?;
@@ -349,9 +358,21 @@ async fn ensure_topology(
         .get_key_value(proto_msgs::JOBS_BUCKET)
         .await
         .map_err(|err| PipelineError::setup(bucket(), err))?;
+    let idempotency = || format!("bucket {}", proto_msgs::IDEMPOTENCY_BUCKET);
+    let config = bucket_config(proto_msgs::IDEMPOTENCY_BUCKET, IDEMPOTENCY_KEPT);
+    js.create_or_update_stream(config)
+        .await
+        .map_err(|err| PipelineError::setup(idempotency(), err))?;
+    let idempotency_kv = js
+        .get_key_value(proto_msgs::IDEMPOTENCY_BUCKET)
+        .await
+        .map_err(|err| PipelineError::setup(idempotency(), err))?;
     info!("JetStream topology ready");
-    Ok(kv)
+    Ok((kv, idempotency_kv))
 }
+
+/// How long an idempotency key names its job.
+const IDEMPOTENCY_KEPT: Duration = Duration::from_secs(24 * 3600);
 
 /// A message retried by a stage is published with the same Nats-Msg-Id; the duplicate window
 /// must outlast a stage's retries.
@@ -418,15 +439,20 @@ fn submissions_stream_config(settings: &PipelineSettings) -> stream::Config {
     }
 }
 
-/// The stream behind the job bucket, as async-nats's `create_key_value` would make it.
+/// The stream behind the job bucket.
 fn bucket_stream_config(settings: &PipelineSettings) -> stream::Config {
+    bucket_config(proto_msgs::JOBS_BUCKET, settings.retention)
+}
+
+/// The stream behind a KV bucket, as async-nats's `create_key_value` would make it.
+fn bucket_config(bucket: &str, max_age: Duration) -> stream::Config {
     stream::Config {
-        name: format!("KV_{}", proto_msgs::JOBS_BUCKET),
-        subjects: vec![format!("$KV.{}.>", proto_msgs::JOBS_BUCKET)],
+        name: format!("KV_{bucket}"),
+        subjects: vec![format!("$KV.{bucket}.>")],
         max_messages_per_subject: 1,
         max_bytes: -1,
         max_message_size: -1,
-        max_age: settings.retention,
+        max_age,
         storage: stream::StorageType::File,
         allow_rollup: true,
         deny_delete: true,

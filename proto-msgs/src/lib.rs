@@ -61,6 +61,8 @@ pub const EVENTS_STREAM: &str = "JETSCRIBE_EVENTS";
 pub const EVENTS_SUBJECT_PREFIX: &str = "jetscribe.events";
 /// KV bucket of job records, keyed by job id.
 pub const JOBS_BUCKET: &str = "jetscribe_jobs";
+/// KV bucket of idempotency keys (per API key) and the job each created, kept 24 h.
+pub const IDEMPOTENCY_BUCKET: &str = "jetscribe_idempotency";
 /// Header that carries the deduplication id of a message (`<job_id>:<stage>`).
 pub const MSG_ID_HEADER: &str = "Nats-Msg-Id";
 

@@ -181,3 +181,49 @@ async fn jobs_are_listed_newest_first_a_page_at_a_time_and_only_to_their_owner()
     assert_eq!(everyone[0], bobs);
     assert_eq!(app.get_json("/jobs/processing").await.1["count"], 4);
 }
+
+/// POSTs jfk.flac to /process with `Idempotency-Key: idempotency_key`.
+async fn submit_once(app: &TestApp, idempotency_key: &str) -> (u16, serde_json::Value) {
+    let bytes = std::fs::read(fixture("jfk.flac")).expect("fixture");
+    let part = reqwest::multipart::Part::bytes(bytes).file_name("jfk.flac");
+    let response = app
+        .http
+        .post(app.url("/process"))
+        .header("Idempotency-Key", idempotency_key)
+        .multipart(reqwest::multipart::Form::new().part("file", part))
+        .send()
+        .await
+        .expect("POST");
+    let status = response.status().as_u16();
+    (status, response.json().await.expect("json"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_submission_repeated_with_its_idempotency_key_gets_the_same_job_once() {
+    let inline = format!("alice={ALICE},bob={BOB}");
+    let mut app = TestApp::spawn_parts(&["api"], &[("API_KEYS", inline.as_str())]).await;
+    app.set_api_key(Some(ALICE));
+    let (status, first) = submit_once(&app, "upload-1").await;
+    assert_eq!(status, 202, "{first}");
+    let (status, again) = submit_once(&app, "upload-1").await;
+    assert_eq!(status, 200, "{again}");
+    assert_eq!(again["job_id"], first["job_id"]);
+    let (status, other) = submit_once(&app, "upload-2").await;
+    assert_eq!(status, 202);
+    assert_ne!(other["job_id"], first["job_id"]);
+    let (status, refused) = submit_once(&app, &"k".repeat(300)).await;
+    assert_eq!(status, 400, "{refused}");
+    assert!(
+        refused["detail"]
+            .as_str()
+            .is_some_and(|d| d.starts_with("Idempotency-Key"))
+    );
+    let (_, listed) = app.get_json("/jobs").await;
+    assert_eq!(listed["jobs"].as_array().map(Vec::len), Some(2), "{listed}");
+
+    // The same key from another API key is another submission.
+    app.set_api_key(Some(BOB));
+    let (status, bobs) = submit_once(&app, "upload-1").await;
+    assert_eq!(status, 202);
+    assert_ne!(bobs["job_id"], first["job_id"]);
+}

@@ -11,6 +11,7 @@ use poem::web::{Field, Multipart, Query};
 use poem::{FromRequest, Request, RequestBody, Response, handler};
 use proto_msgs::{EventKind, JobBlobs, JobOptions, JobRecord, JobStatus, Submission};
 use serde::Deserialize;
+use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::io::ReaderStream;
@@ -21,6 +22,7 @@ use crate::part_headers::{BodyGuard, MAX_PART_HEADER, guard_part_headers};
 use crate::views::AcceptedJob;
 use crate::{
     ApiError, ApiState, Caller, DISCARD_LIMIT, DISCARD_TIME, discard_body, json_response, limits,
+    load_record,
 };
 
 /// Read size of the upload stream: the unit of memory one upload holds before the store's parts.
@@ -36,24 +38,51 @@ pub(crate) struct ProcessParams {
 
 #[handler]
 pub(crate) async fn process(job: SubmittedJob) -> Response {
+    let (status, message) = match job.replayed {
+        false => (
+            StatusCode::ACCEPTED,
+            "File uploaded; processing has started",
+        ),
+        true => (
+            StatusCode::OK,
+            "Submitted earlier with this Idempotency-Key",
+        ),
+    };
     let accepted = AcceptedJob {
         job_id: job.job_id,
-        status: JobStatus::Pending,
+        status: job.status,
         created_at: job.created_at,
         filename: job.filename,
         size_bytes: job.size_bytes,
-        message: "File uploaded; processing has started",
+        message,
     };
-    json_response(StatusCode::ACCEPTED, &accepted)
+    json_response(status, &accepted)
 }
 
 /// A job accepted and queued. As an extractor, the request's upload is stored and its job
-/// queued ([`submit`]) before the handler runs: the submission routes share it.
+/// queued ([`submit`]) before the handler runs: the submission routes share it. With an
+/// `Idempotency-Key` seen before, it is the job submitted then (`replayed`), and the body is
+/// not stored again.
 pub(crate) struct SubmittedJob {
     pub job_id: Uuid,
+    pub status: JobStatus,
     pub created_at: OffsetDateTime,
     pub filename: String,
     pub size_bytes: u64,
+    pub replayed: bool,
+}
+
+impl SubmittedJob {
+    fn replayed(record: &JobRecord) -> Self {
+        Self {
+            job_id: record.job_id,
+            status: record.status,
+            created_at: record.created_at,
+            filename: record.filename.clone(),
+            size_bytes: record.size_bytes,
+            replayed: true,
+        }
+    }
 }
 
 impl<'a> FromRequest<'a> for SubmittedJob {
@@ -66,21 +95,100 @@ impl<'a> FromRequest<'a> for SubmittedJob {
             .get::<Caller>()
             .expect("authentication runs before every route");
         let Query(params) = Query::<ProcessParams>::from_request(request, body).await?;
-        let admitted = admit(state, caller, request);
-        let (_upload_slot, mut form) = match admitted {
-            Ok(slot) => match UploadForm::from_request(request, body).await {
-                Ok(form) => (slot, form),
-                Err(refused) => return Err(refused.into()),
-            },
-            Err(refused) => {
-                // Refused before a byte is stored: the body is drained so the client sees why.
-                if let Ok(body) = body.take() {
-                    discard_body(body).await;
-                }
-                return Err(refused.into());
-            }
+        let replay_key = match idempotency_key(caller, request) {
+            Ok(key) => key,
+            Err(refused) => return refuse(body, refused).await,
         };
-        Ok(submit(state, caller, params, &mut form).await?)
+        if let Some(key) = &replay_key {
+            match earlier_job(state, caller, key).await {
+                Ok(Some(job)) => return drain_then(body, Ok(job)).await,
+                Ok(None) => {}
+                Err(refused) => return refuse(body, refused).await,
+            }
+        }
+        let _upload_slot = match admit(state, caller, request) {
+            Ok(slot) => slot,
+            Err(refused) => return refuse(body, refused).await,
+        };
+        let mut form = UploadForm::from_request(request, body).await?;
+        let job = submit(state, caller, params, &mut form).await?;
+        if let Some(key) = replay_key {
+            remember(state, &key, job.job_id).await;
+        }
+        Ok(job)
+    }
+}
+
+/// Refused before a byte is stored: the body is drained so that the client sees why.
+async fn refuse(body: &mut RequestBody, refused: ApiError) -> poem::Result<SubmittedJob> {
+    drain_then(body, Err(refused)).await
+}
+
+async fn drain_then(
+    body: &mut RequestBody,
+    answer: Result<SubmittedJob, ApiError>,
+) -> poem::Result<SubmittedJob> {
+    if let Ok(body) = body.take() {
+        discard_body(body).await;
+    }
+    answer.map_err(Into::into)
+}
+
+/// The longest `Idempotency-Key`.
+const MAX_IDEMPOTENCY_KEY: usize = 255;
+
+/// The caller's `Idempotency-Key`, as the bucket keeps it: per API key (another key's same
+/// value is another submission), hashed (any characters, fixed length).
+fn idempotency_key(caller: &Caller, request: &Request) -> Result<Option<String>, ApiError> {
+    let Some(value) = request.headers().get("idempotency-key") else {
+        return Ok(None);
+    };
+    let key = (value.to_str().ok().map(str::trim))
+        .filter(|key| !key.is_empty() && key.len() <= MAX_IDEMPOTENCY_KEY)
+        .ok_or_else(|| {
+            let detail = format!("Idempotency-Key: expected 1 to {MAX_IDEMPOTENCY_KEY} characters");
+            ApiError::new(StatusCode::BAD_REQUEST, detail)
+        })?;
+    let owner = caller.owner().unwrap_or_default();
+    let digest = Sha256::digest(format!("{owner}\n{key}").as_bytes());
+    Ok(Some(
+        digest.iter().map(|byte| format!("{byte:02x}")).collect(),
+    ))
+}
+
+/// The job submitted earlier under `key`, if the caller may still see it.
+async fn earlier_job(
+    state: &ApiState,
+    caller: &Caller,
+    key: &str,
+) -> Result<Option<SubmittedJob>, ApiError> {
+    let keys = state.pipeline.idempotency_keys();
+    let job_id = keys.job_for(key).await;
+    let Some(job_id) = job_id.map_err(|err| ApiError::unavailable("job store", &err))? else {
+        return Ok(None);
+    };
+    match load_record(state, caller, job_id).await {
+        Ok(record) => Ok(Some(SubmittedJob::replayed(&record))),
+        Err(err) if err.status == StatusCode::NOT_FOUND => Ok(None),
+        Err(err) => Err(err),
+    }
+}
+
+/// Remembers the job `key` created. The job exists either way: a failure is only logged.
+async fn remember(state: &ApiState, key: &str, job_id: Uuid) {
+    match state
+        .pipeline
+        .idempotency_keys()
+        .remember(key, job_id)
+        .await
+    {
+        Ok(named) if named == job_id => {}
+        Ok(named) => {
+            warn!(job_id = %job_id, first = %named, "two submissions raced on one Idempotency-Key")
+        }
+        Err(err) => {
+            error!(job_id = %job_id, error = %ErrorChain(&err), "cannot store the Idempotency-Key")
+        }
     }
 }
 
@@ -216,9 +324,11 @@ async fn accept_upload(
     info!(job_id = %job_id, filename = %record.filename, size, "job submitted");
     Ok(SubmittedJob {
         job_id,
+        status: JobStatus::Pending,
         created_at: record.created_at,
         filename: record.filename,
         size_bytes: size,
+        replayed: false,
     })
 }
 
