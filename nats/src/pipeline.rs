@@ -322,53 +322,82 @@ async fn connect_with_retry(
 /// Makes sure the streams, the consumers and the bucket exist, with this process's settings
 /// (JOB_ACK_WAIT, JOB_CLEANUP_DAYS): ones made by an earlier start with other settings are
 /// updated, so that the server's redelivery follows the heartbeats this process sends and
-/// retention follows the current setting. Returns the job bucket and the idempotency bucket.
+/// retention follows the current setting. What already matches is only read: every process
+/// of a deployment starts at once, and a burst of updates makes the server time out. Returns
+/// the job bucket and the idempotency bucket.
 async fn ensure_topology(
     js: &jetstream::Context,
     settings: &PipelineSettings,
 ) -> Result<(kv::Store, kv::Store), PipelineError> {
-    js.create_or_update_stream(work_stream_config())
-        .await
-        .map_err(|err| PipelineError::setup(proto_msgs::PIPELINE_STREAM, err))?;
-    let work_stream = js
-        .get_stream(proto_msgs::PIPELINE_STREAM)
-        .await
-        .map_err(|err| PipelineError::setup(proto_msgs::PIPELINE_STREAM, err))?;
+    let work_stream = ensure_stream(js, work_stream_config()).await?;
     for stage in Stage::ALL {
-        work_stream
-            .create_consumer(consumer_config(stage, settings))
-            .await
-            .map_err(|err| {
-                PipelineError::setup(format!("consumer {}", stage.consumer_name()), err)
-            })?;
+        ensure_consumer(&work_stream, consumer_config(stage, settings)).await?;
     }
-    js.create_or_update_stream(events_stream_config(settings))
-        .await
-        .map_err(|err| PipelineError::setup(proto_msgs::EVENTS_STREAM, err))?;
-    js.create_or_update_stream(submissions_stream_config(settings))
-        .await
-        .map_err(|err| PipelineError::setup(proto_msgs::SUBMISSIONS_STREAM, err))?;
-    let bucket = || format!("bucket {}", proto_msgs::JOBS_BUCKET);
-    // The bucket's stream is created directly: async-nats's `create_key_value` first asks for the
+    ensure_stream(js, events_stream_config(settings)).await?;
+    ensure_stream(js, submissions_stream_config(settings)).await?;
+    // The buckets' streams are made directly: async-nats's `create_key_value` first asks for the
     // account info, whose 2.9 reply it cannot parse.
-    js.create_or_update_stream(bucket_stream_config(settings))
-        .await
-        .map_err(|err| PipelineError::setup(bucket(), err))?;
-    let kv = js
-        .get_key_value(proto_msgs::JOBS_BUCKET)
-        .await
-        .map_err(|err| PipelineError::setup(bucket(), err))?;
-    let idempotency = || format!("bucket {}", proto_msgs::IDEMPOTENCY_BUCKET);
-    let config = bucket_config(proto_msgs::IDEMPOTENCY_BUCKET, IDEMPOTENCY_KEPT);
-    js.create_or_update_stream(config)
-        .await
-        .map_err(|err| PipelineError::setup(idempotency(), err))?;
-    let idempotency_kv = js
-        .get_key_value(proto_msgs::IDEMPOTENCY_BUCKET)
-        .await
-        .map_err(|err| PipelineError::setup(idempotency(), err))?;
+    let mut buckets = Vec::new();
+    for (bucket, max_age) in [
+        (proto_msgs::JOBS_BUCKET, settings.retention),
+        (proto_msgs::IDEMPOTENCY_BUCKET, IDEMPOTENCY_KEPT),
+    ] {
+        ensure_stream(js, bucket_config(bucket, max_age)).await?;
+        let store = js
+            .get_key_value(bucket)
+            .await
+            .map_err(|err| PipelineError::setup(format!("bucket {bucket}"), err))?;
+        buckets.push(store);
+    }
+    let (Some(idempotency), Some(jobs)) = (buckets.pop(), buckets.pop()) else {
+        unreachable!("two buckets were made");
+    };
     info!("JetStream topology ready");
-    Ok((kv, idempotency_kv))
+    Ok((jobs, idempotency))
+}
+
+/// The stream of `config`: made if missing, updated if its retention or duplicate window
+/// differ.
+async fn ensure_stream(
+    js: &jetstream::Context,
+    config: stream::Config,
+) -> Result<jetstream::stream::Stream, PipelineError> {
+    let name = config.name.clone();
+    let setup = |err| PipelineError::setup(name.clone(), err);
+    let stream = js
+        .get_or_create_stream(config.clone())
+        .await
+        .map_err(|err| setup(Box::new(err)))?;
+    let current = &stream.cached_info().config;
+    if current.max_age != config.max_age || current.duplicate_window != config.duplicate_window {
+        js.update_stream(config)
+            .await
+            .map_err(|err| setup(Box::new(err)))?;
+        info!(stream = %name, "stream updated to the current settings");
+    }
+    Ok(stream)
+}
+
+/// The consumer of `config`: made if missing, updated if its ack wait or deliveries differ.
+async fn ensure_consumer(
+    stream: &jetstream::stream::Stream,
+    config: consumer::pull::Config,
+) -> Result<(), PipelineError> {
+    let name = config.durable_name.clone().unwrap_or_default();
+    let setup = |err| PipelineError::setup(format!("consumer {name}"), err);
+    let consumer = stream
+        .get_or_create_consumer(&name, config.clone())
+        .await
+        .map_err(|err| setup(Box::new(err)))?;
+    let current = &consumer.cached_info().config;
+    if current.ack_wait != config.ack_wait || current.max_deliver != config.max_deliver {
+        stream
+            .create_consumer(config)
+            .await
+            .map_err(|err| setup(Box::new(err)))?;
+        info!(consumer = %name, "consumer updated to the current settings");
+    }
+    Ok(())
 }
 
 /// How long an idempotency key names its job.
@@ -437,11 +466,6 @@ fn submissions_stream_config(settings: &PipelineSettings) -> stream::Config {
         duplicate_window: DUPLICATE_WINDOW.min(settings.retention),
         ..Default::default()
     }
-}
-
-/// The stream behind the job bucket.
-fn bucket_stream_config(settings: &PipelineSettings) -> stream::Config {
-    bucket_config(proto_msgs::JOBS_BUCKET, settings.retention)
 }
 
 /// The stream behind a KV bucket, as async-nats's `create_key_value` would make it.
