@@ -1,6 +1,7 @@
 //! The only crate that knows JetStream. It owns:
 //! - [`Pipeline`]: the connection (with retry), the idempotent creation of the work stream, the
 //!   events stream, one durable consumer per stage and the job bucket; publishing to a stage;
+//!   dead letters (`JETSCRIBE_DLQ`);
 //!   queue statistics and health;
 //! - [`JobStore`]: job records in the `jetscribe_jobs` bucket, updated by compare-and-set;
 //! - [`EventPublisher`]: job events on `jetscribe.events.<job_id>`;

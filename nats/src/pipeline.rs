@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer, kv, stream};
 use async_nats::{ConnectOptions, HeaderMap};
-use proto_msgs::{CodecError, EncodedMessage, InputError, JobRecord, PipelineMessage, Stage};
+use proto_msgs::{
+    CodecError, DeadLetter, EncodedMessage, InputError, JobRecord, PipelineMessage, Stage,
+};
 use tracing::{info, warn};
 
 use crate::error_chain::{BoxError, ErrorChain};
@@ -84,8 +86,10 @@ pub struct PipelineSettings {
     pub client_name: String,
     /// How long the server waits for an ack (or an in-progress ack) before redelivering.
     pub ack_wait: Duration,
-    /// Deliveries of one stage message before the job is failed.
-    pub max_deliver: i64,
+    /// Failed tries of one stage before the job is failed and its message dead-lettered
+    /// (JOB_MAX_ATTEMPTS). Counted on the job record by the stages, not by the server: a message
+    /// handed back by a process shutting down is not a failed try.
+    pub max_attempts: u32,
     /// How long job records and events are kept (JOB_CLEANUP_DAYS).
     pub retention: Duration,
     /// How long a connection attempt may keep retrying at start-up before giving up.
@@ -98,7 +102,7 @@ impl PipelineSettings {
             nats_url: nats_url.into(),
             client_name: "jetscribe".to_owned(),
             ack_wait: Duration::from_secs(60),
-            max_deliver: 5,
+            max_attempts: 5,
             retention: Duration::from_secs(7 * 24 * 3600),
             connect_timeout: Duration::from_secs(30),
         }
@@ -235,6 +239,40 @@ impl Pipeline {
         Ok(())
     }
 
+    /// Stores `letter` in the dead-letter stream (once per job and stage: `Nats-Msg-Id`).
+    pub async fn publish_dead_letter(&self, letter: &DeadLetter) -> Result<(), PipelineError> {
+        let subject = proto_msgs::dead_letter_subject(letter.job_id);
+        let payload = proto_msgs::encode(letter)?;
+        let mut headers = HeaderMap::new();
+        let message_id = format!("{}:{}:dead", letter.job_id, letter.stage);
+        headers.insert(proto_msgs::MSG_ID_HEADER, message_id.as_str());
+        self.js
+            .publish_with_headers(subject.clone(), headers, payload.into())
+            .await
+            .map_err(|err| PipelineError::publish(&subject, err))?
+            .await
+            .map_err(|err| PipelineError::publish(&subject, err))?;
+        Ok(())
+    }
+
+    /// The last dead letter of `job_id`, if the pipeline gave up on one of its messages.
+    pub async fn dead_letter(
+        &self,
+        job_id: uuid::Uuid,
+    ) -> Result<Option<DeadLetter>, PipelineError> {
+        let stream = self
+            .js
+            .get_stream(proto_msgs::DEAD_LETTER_STREAM)
+            .await
+            .map_err(|err| PipelineError::request("reading the dead-letter stream", err))?;
+        let subject = proto_msgs::dead_letter_subject(job_id);
+        match stream.get_last_raw_message_by_subject(&subject).await {
+            Ok(message) => Ok(Some(proto_msgs::decode(&message.payload)?)),
+            Err(err) if err.kind() == stream::LastRawMessageErrorKind::NoMessageFound => Ok(None),
+            Err(err) => Err(PipelineError::request("reading a dead letter", err)),
+        }
+    }
+
     pub(crate) async fn consumer(
         &self,
         stage: Stage,
@@ -335,6 +373,7 @@ async fn ensure_topology(
     }
     ensure_stream(js, events_stream_config(settings)).await?;
     ensure_stream(js, submissions_stream_config(settings)).await?;
+    ensure_stream(js, dead_letter_stream_config(settings)).await?;
     // The buckets' streams are made directly: async-nats's `create_key_value` first asks for the
     // account info, whose 2.9 reply it cannot parse.
     let mut buckets = Vec::new();
@@ -428,7 +467,10 @@ fn consumer_config(stage: Stage, settings: &PipelineSettings) -> consumer::pull:
         filter_subject: stage.subject(),
         ack_policy: consumer::AckPolicy::Explicit,
         ack_wait: settings.ack_wait,
-        max_deliver: settings.max_deliver,
+        // Unlimited: the stages count failed tries on the job record and give up themselves.
+        // A server-side limit also counts hand-backs on shutdown, and the job of a message it
+        // drops is left unfinished when no process of the stage hears the advisory.
+        max_deliver: -1,
         // A webhook retry waits for its time as an unacknowledged message (a nak with a delay):
         // with the server's default of 1000, a receiver that is down for 1000 jobs would stop
         // the notifier from completing any other job.
@@ -468,6 +510,19 @@ fn submissions_stream_config(settings: &PipelineSettings) -> stream::Config {
     }
 }
 
+/// Dead letters, kept as long as job records.
+fn dead_letter_stream_config(settings: &PipelineSettings) -> stream::Config {
+    stream::Config {
+        name: proto_msgs::DEAD_LETTER_STREAM.to_owned(),
+        subjects: vec![format!("{}.*", proto_msgs::DEAD_LETTER_SUBJECT_PREFIX)],
+        retention: stream::RetentionPolicy::Limits,
+        storage: stream::StorageType::File,
+        max_age: settings.retention,
+        duplicate_window: DUPLICATE_WINDOW.min(settings.retention),
+        ..Default::default()
+    }
+}
+
 /// The stream behind a KV bucket, as async-nats's `create_key_value` would make it.
 fn bucket_config(bucket: &str, max_age: Duration) -> stream::Config {
     stream::Config {
@@ -481,6 +536,9 @@ fn bucket_config(bucket: &str, max_age: Duration) -> stream::Config {
         allow_rollup: true,
         deny_delete: true,
         allow_direct: true,
+        // What the server sets when none is given: stated, so that the comparison at start-up
+        // finds it unchanged.
+        duplicate_window: Duration::from_secs(120).min(max_age),
         discard: stream::DiscardPolicy::New,
         num_replicas: 1,
         ..Default::default()

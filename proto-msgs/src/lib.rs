@@ -15,11 +15,13 @@
 //! - [`bodies`]: the JSON bodies shared by the API and the notifier;
 //! - [`languages`]: the language codes a client may ask for;
 //! - [`submissions`]: the index of submitted jobs, per key;
+//! - [`dead_letters`]: messages the pipeline gave up on, with the reason;
 //! - [`pcm`]: the audio format between decoder and transcriber;
 //! - [`codec`]: MessagePack with named fields.
 
 pub mod bodies;
 pub mod codec;
+pub mod dead_letters;
 pub mod events;
 pub mod languages;
 pub mod messages;
@@ -31,6 +33,9 @@ pub mod transcript;
 
 pub use bodies::EndedJobBody;
 pub use codec::{CodecError, decode, encode};
+pub use dead_letters::{
+    DEAD_LETTER_STREAM, DEAD_LETTER_SUBJECT_PREFIX, DeadLetter, dead_letter_subject,
+};
 pub use events::{EventKind, JobEvent};
 pub use messages::{
     AnalyzeRequest, DecodeRequest, EncodedMessage, InputError, MissingInput, NotifyRequest,

@@ -28,8 +28,17 @@ impl JobStatus {
 /// What happened to a job in one stage: for `/status` and for diagnosing retries.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct StageRun {
-    /// Deliveries of this stage's message so far (1 = first try).
+    /// Tries of this stage so far (1 = first try). A message handed back unhandled (its process
+    /// shutting down, or the message not due yet) is not a try.
     pub attempts: u32,
+    /// Tries that failed: an error, a panic, or a process that died handling the message without
+    /// the job moving on. The stage gives up on the job at JOB_MAX_ATTEMPTS of them.
+    #[serde(default)]
+    pub failures: u32,
+    /// Set while a try runs: the job's progress when it began. Found set when the next try
+    /// begins, the process of the last one died with it.
+    #[serde(default)]
+    pub running_from_progress: Option<u8>,
     #[serde(with = "time::serde::rfc3339::option", default)]
     pub started_at: Option<OffsetDateTime>,
     #[serde(with = "time::serde::rfc3339::option", default)]
@@ -39,6 +48,39 @@ pub struct StageRun {
     /// Media second this attempt resumed from (a checkpoint of an earlier attempt), if any.
     #[serde(default)]
     pub resumed_from_s: Option<f64>,
+}
+
+impl StageRun {
+    /// A try of the stage begins, the job at `progress`. A try found still running ended with
+    /// its process: a failure, unless the job progressed meanwhile (a long job whose process was
+    /// killed half-way, and resumes from its checkpoint, is not failing). Returns whether the
+    /// last try was counted as failed.
+    pub fn begin_try(&mut self, stage: Stage, progress: u8, now: OffsetDateTime) -> bool {
+        let died = self
+            .running_from_progress
+            .is_some_and(|from| progress <= from);
+        if died {
+            self.failures += 1;
+            self.last_error = Some(format!(
+                "the {stage} process stopped while handling the job"
+            ));
+        }
+        self.attempts += 1;
+        self.running_from_progress = Some(progress);
+        self.started_at.get_or_insert(now);
+        died
+    }
+
+    /// The running try ends with the message handed back unhandled: it was not a try.
+    pub fn hand_back(&mut self) {
+        self.attempts = self.attempts.saturating_sub(1);
+        self.running_from_progress = None;
+    }
+
+    /// The running try ends with an answer (done, failed, retried later).
+    pub fn end_try(&mut self) {
+        self.running_from_progress = None;
+    }
 }
 
 /// The job record.
@@ -254,6 +296,45 @@ mod tests {
             record.raise_progress(raise_to);
             assert_eq!(record.progress, expected);
         }
+    }
+
+    #[test]
+    fn a_try_that_died_counts_as_failed_unless_the_job_progressed() {
+        let now = OffsetDateTime::UNIX_EPOCH;
+        // (progress at the last try's start, progress now, counted as failed)
+        let cases = [
+            (None, 0, false),
+            (Some(20), 20, true),
+            (Some(20), 15, true),
+            (Some(20), 44, false),
+        ];
+        for (running_from_progress, progress, failed) in cases {
+            let mut run = StageRun {
+                attempts: 1,
+                running_from_progress,
+                ..Default::default()
+            };
+            assert_eq!(run.begin_try(Stage::Transcribe, progress, now), failed);
+            assert_eq!(run.failures, u32::from(failed));
+            assert_eq!(run.attempts, 2);
+            assert_eq!(run.running_from_progress, Some(progress));
+            assert_eq!(
+                run.last_error.is_some(),
+                failed,
+                "{running_from_progress:?} -> {progress}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_handed_back_try_is_not_a_try() {
+        let mut run = StageRun::default();
+        run.begin_try(Stage::Decode, 0, OffsetDateTime::UNIX_EPOCH);
+        run.hand_back();
+        run.begin_try(Stage::Decode, 0, OffsetDateTime::UNIX_EPOCH);
+        assert_eq!((run.attempts, run.failures), (1, 0));
+        run.end_try();
+        assert_eq!(run.running_from_progress, None);
     }
 
     #[test]

@@ -22,14 +22,20 @@ impl StageHandler for CompletesEverything {
     }
 }
 
-#[tokio::test]
-async fn a_job_whose_workers_die_on_every_delivery_is_failed_not_left_processing() {
-    let (_server, pipeline) = private_pipeline(|settings| {
-        settings.ack_wait = Duration::from_secs(1);
-        settings.max_deliver = 2;
-    })
-    .await;
+/// A decode stage that never finishes a job (its process is killed or shut down meanwhile).
+struct NeverFinishes(std::sync::atomic::AtomicUsize);
 
+impl StageHandler for NeverFinishes {
+    type Input = DecodeRequest;
+
+    async fn handle(&self, _: DecodeRequest, _: &JobContext) -> Result<Outcome, StageError> {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        std::future::pending().await
+    }
+}
+
+/// A pending job and its decode message, stored.
+async fn queued_job(pipeline: &jetscribe_nats::Pipeline) -> Uuid {
     let job_id = Uuid::now_v7();
     let record = JobRecord::new_pending(
         job_id,
@@ -42,51 +48,101 @@ async fn a_job_whose_workers_die_on_every_delivery_is_failed_not_left_processing
     pipeline
         .publish(&DecodeRequest {
             job_id,
-            input_blob: "jobs/x/input".into(),
+            input_blob: format!("jobs/{job_id}/input"),
             filename: "a.wav".into(),
         })
         .await
         .expect("published");
+    job_id
+}
 
-    // Two workers take the message and die without a word: no ack, no nak.
-    let consumer: async_nats::jetstream::consumer::PullConsumer = pipeline
-        .jetstream()
-        .get_consumer_from_stream("jetscribe-decode", proto_msgs::PIPELINE_STREAM)
-        .await
-        .expect("consumer");
-    for delivery in 1..=2 {
-        let mut batch = consumer
-            .batch()
-            .max_messages(1)
-            .expires(Duration::from_secs(10))
-            .messages()
-            .await
-            .expect("pull");
-        let message = batch.next().await.expect("delivered").expect("message");
-        assert_eq!(message.info().expect("info").delivered, delivery);
-    }
-
-    // A healthy process of the stage is running when the server gives up on the message.
-    let shutdown = CancellationToken::new();
-    let stage = tokio::spawn(run_stage(
-        pipeline.clone(),
-        Arc::new(CompletesEverything),
-        StageLoopSettings::default(),
-        shutdown.clone(),
-    ));
-    let failed = wait_for("the job to be failed", Duration::from_secs(30), || {
+/// Waits until the job's decode run has begun `tries` tries.
+async fn wait_for_tries(pipeline: &jetscribe_nats::Pipeline, job_id: Uuid, tries: u32) {
+    wait_for("the try to begin", Duration::from_secs(30), || {
         let jobs = pipeline.jobs().clone();
         async move {
             let record = jobs.get(job_id).await.ok().flatten()?;
-            (record.status == JobStatus::Failed).then_some(record)
+            let run = record.stages.get(&proto_msgs::Stage::Decode)?;
+            (run.attempts >= tries && run.running_from_progress.is_some()).then_some(())
         }
     })
     .await;
+}
+
+async fn wait_for_status(
+    pipeline: &jetscribe_nats::Pipeline,
+    job_id: Uuid,
+    status: JobStatus,
+) -> JobRecord {
+    wait_for("the job's status", Duration::from_secs(30), || {
+        let jobs = pipeline.jobs().clone();
+        async move {
+            let record = jobs.get(job_id).await.ok().flatten()?;
+            (record.status == status).then_some(record)
+        }
+    })
+    .await
+}
+
+fn spawn_stage<S: StageHandler>(
+    pipeline: &jetscribe_nats::Pipeline,
+    handler: Arc<S>,
+    shutdown: &CancellationToken,
+) -> tokio::task::JoinHandle<Result<(), jetscribe_nats::PipelineError>> {
+    tokio::spawn(run_stage(
+        pipeline.clone(),
+        handler,
+        StageLoopSettings::default(),
+        shutdown.clone(),
+    ))
+}
+
+#[tokio::test]
+async fn a_job_whose_process_dies_on_every_try_is_dead_lettered_and_failed_not_left_processing() {
+    let (_server, pipeline) = private_pipeline(|settings| {
+        settings.ack_wait = Duration::from_secs(1);
+        settings.max_attempts = 2;
+    })
+    .await;
+    let job_id = queued_job(&pipeline).await;
+
+    // Two processes take the message and die on it without a word (no ack, no nak): their
+    // tasks are dropped mid-handler, as a SIGKILL would.
+    for tries in 1..=2 {
+        let shutdown = CancellationToken::new();
+        let dies = spawn_stage(
+            &pipeline,
+            Arc::new(NeverFinishes(Default::default())),
+            &shutdown,
+        );
+        wait_for_tries(&pipeline, job_id, tries).await;
+        dies.abort();
+        drop(dies.await);
+    }
+
+    // A healthy process takes it next: the stage gives up rather than try a third time.
+    let shutdown = CancellationToken::new();
+    let handler = Arc::new(CountsCalls(Default::default()));
+    let stage = spawn_stage(&pipeline, handler.clone(), &shutdown);
+    let failed = wait_for_status(&pipeline, job_id, JobStatus::Failed).await;
     let reason = failed.error_message.expect("a reason");
-    assert!(
-        reason.contains("decode failed after 2 attempts"),
-        "{reason}"
+    assert_eq!(
+        reason,
+        "decode failed after 2 attempts: the decode process stopped while handling the job"
     );
+    assert_eq!(handler.0.load(std::sync::atomic::Ordering::SeqCst), 0);
+    let letter = pipeline
+        .dead_letter(job_id)
+        .await
+        .expect("dead letters read")
+        .expect("a dead letter");
+    assert_eq!(
+        (letter.stage, letter.reason.as_str(), letter.failures),
+        (proto_msgs::Stage::Decode, reason.as_str(), 2)
+    );
+    assert_eq!(letter.subject, "jetscribe.pipeline.decode");
+    let message: DecodeRequest = proto_msgs::decode(&letter.payload).expect("the message");
+    assert_eq!(message.job_id, job_id);
     // The message is gone from the work queue.
     let queues = pipeline.queues().await.expect("queues");
     let decode = queues
@@ -94,6 +150,107 @@ async fn a_job_whose_workers_die_on_every_delivery_is_failed_not_left_processing
         .find(|q| q.stage == proto_msgs::Stage::Decode)
         .expect("decode");
     assert_eq!(decode.pending, 0);
+    shutdown.cancel();
+    stage
+        .await
+        .expect("joined")
+        .expect("stage loop ends cleanly");
+}
+
+#[tokio::test]
+async fn shutting_down_mid_job_hands_it_back_without_counting_a_failed_try() {
+    let (_server, pipeline) = private_pipeline(|settings| settings.max_attempts = 2).await;
+    let job_id = queued_job(&pipeline).await;
+
+    // More shutdowns than the tries allowed, each in the middle of the job.
+    for _ in 0..4 {
+        let shutdown = CancellationToken::new();
+        let handler = Arc::new(NeverFinishes(Default::default()));
+        let stage = spawn_stage(&pipeline, handler.clone(), &shutdown);
+        wait_for("the handler to run", Duration::from_secs(30), || {
+            let calls = handler.0.load(std::sync::atomic::Ordering::SeqCst);
+            async move { (calls > 0).then_some(()) }
+        })
+        .await;
+        shutdown.cancel();
+        stage
+            .await
+            .expect("joined")
+            .expect("stage loop ends cleanly");
+    }
+
+    let shutdown = CancellationToken::new();
+    let stage = spawn_stage(&pipeline, Arc::new(CompletesEverything), &shutdown);
+    let record = wait_for("the job to be handled", Duration::from_secs(30), || {
+        let jobs = pipeline.jobs().clone();
+        async move {
+            let record = jobs.get(job_id).await.ok().flatten()?;
+            let run = record.stages.get(&proto_msgs::Stage::Decode)?;
+            run.finished_at.is_some().then_some(record)
+        }
+    })
+    .await;
+    let run = &record.stages[&proto_msgs::Stage::Decode];
+    assert_eq!((run.attempts, run.failures), (1, 0), "{run:?}");
+    assert_ne!(record.status, JobStatus::Failed);
+    shutdown.cancel();
+    stage
+        .await
+        .expect("joined")
+        .expect("stage loop ends cleanly");
+}
+
+/// A decode stage that panics on one job and completes the others.
+struct PanicsOn(Uuid);
+
+impl StageHandler for PanicsOn {
+    type Input = DecodeRequest;
+
+    async fn handle(&self, input: DecodeRequest, _: &JobContext) -> Result<Outcome, StageError> {
+        assert_ne!(input.job_id, self.0, "a poison message");
+        Ok(Outcome::Done)
+    }
+}
+
+#[tokio::test]
+async fn a_message_that_panics_its_stage_every_time_is_dead_lettered_and_the_stage_serves_others() {
+    let (_server, pipeline) = private_pipeline(|settings| settings.max_attempts = 2).await;
+    let poison = queued_job(&pipeline).await;
+    let shutdown = CancellationToken::new();
+    let stage = spawn_stage(&pipeline, Arc::new(PanicsOn(poison)), &shutdown);
+    let failed = wait_for_status(&pipeline, poison, JobStatus::Failed).await;
+    assert_eq!(
+        failed.error_message.as_deref(),
+        Some(
+            "decode failed after 2 attempts: internal error (handling the job (the stage panicked))"
+        )
+    );
+    let letter = pipeline
+        .dead_letter(poison)
+        .await
+        .expect("read")
+        .expect("a dead letter");
+    assert_eq!(letter.failures, 2);
+
+    // The same process goes on with the next job.
+    let healthy = queued_job(&pipeline).await;
+    wait_for(
+        "the next job to be handled",
+        Duration::from_secs(30),
+        || {
+            let jobs = pipeline.jobs().clone();
+            async move {
+                let record = jobs.get(healthy).await.ok().flatten()?;
+                record
+                    .stages
+                    .get(&proto_msgs::Stage::Decode)?
+                    .finished_at
+                    .map(|_| ())
+            }
+        },
+    )
+    .await;
+    assert_eq!(pipeline.dead_letter(healthy).await.expect("read"), None);
     shutdown.cancel();
     stage
         .await
@@ -116,7 +273,7 @@ impl StageHandler for StoreAlwaysFails {
 
 #[tokio::test]
 async fn a_job_failed_by_internal_errors_tells_its_owner_what_failed_but_not_the_internals() {
-    let (_server, pipeline) = private_pipeline(|settings| settings.max_deliver = 2).await;
+    let (_server, pipeline) = private_pipeline(|settings| settings.max_attempts = 2).await;
     let job_id = Uuid::now_v7();
     let record = JobRecord::new_pending(
         job_id,
@@ -273,6 +430,70 @@ async fn a_job_that_ended_without_its_final_event_gets_it_from_the_notifier() {
     let first = tokio::time::timeout(Duration::from_secs(30), events.next()).await;
     let first = first.expect("an event").expect("stored").expect("readable");
     assert_eq!(first.event.kind, proto_msgs::EventKind::Completed);
+    shutdown.cancel();
+    stage
+        .await
+        .expect("joined")
+        .expect("stage loop ends cleanly");
+}
+
+/// A decode stage that panics on every job.
+struct AlwaysPanics;
+
+impl StageHandler for AlwaysPanics {
+    type Input = DecodeRequest;
+
+    async fn handle(&self, _: DecodeRequest, _: &JobContext) -> Result<Outcome, StageError> {
+        panic!("index out of bounds: the len is 0 but the index is 0")
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_sees_the_dead_letter_of_a_job_and_its_owner_sees_only_why_it_failed() {
+    const ALICE: &str = "alice-0123456789abcdef";
+    const ROOT: &str = "root-0123456789abcdef0";
+    let keys = format!("alice={ALICE},root={ROOT}");
+    let mut app = jetscribe_tests::TestApp::spawn_parts(
+        &["api"],
+        &[("API_KEYS", keys.as_str()), ("ADMIN_KEYS", "root")],
+    )
+    .await;
+    // The decode stage of this deployment panics on every message.
+    let mut settings = jetscribe_nats::PipelineSettings::new(app.nats_url.clone());
+    settings.max_attempts = 2;
+    let pipeline = jetscribe_nats::Pipeline::connect(settings)
+        .await
+        .expect("pipeline");
+    let shutdown = CancellationToken::new();
+    let stage = spawn_stage(&pipeline, Arc::new(AlwaysPanics), &shutdown);
+
+    app.set_api_key(Some(ALICE));
+    let job_id = app
+        .submit_job(&jetscribe_tests::fixture("jfk.flac"), "")
+        .await;
+    let ended = app.wait_until_ended(&job_id).await;
+    assert_eq!(ended["status"], "failed", "{ended}");
+    let (code, owners_view) = app.get_json(&format!("/jobs/{job_id}")).await;
+    assert_eq!(code, 200, "{owners_view}");
+    assert_eq!(
+        owners_view["error_message"],
+        "decode failed after 2 attempts: internal error (handling the job (the stage panicked))"
+    );
+    assert_eq!(owners_view["stages"]["decode"]["failures"], 2);
+    assert!(owners_view.get("dead_letter").is_none(), "{owners_view}");
+
+    app.set_api_key(Some(ROOT));
+    let (code, admins_view) = app.get_json(&format!("/jobs/{job_id}")).await;
+    assert_eq!(code, 200, "{admins_view}");
+    let letter = &admins_view["dead_letter"];
+    assert_eq!(letter["stage"], "decode", "{admins_view}");
+    assert_eq!(letter["reason"], owners_view["error_message"]);
+    assert_eq!(letter["failures"], 2);
+    assert_eq!(letter["subject"], "jetscribe.pipeline.decode");
+    assert_eq!(letter["message"]["job_id"], job_id.as_str());
+    // The same view as /status, and other jobs have no dead letter.
+    let (_, status) = app.get_json(&format!("/status/{job_id}")).await;
+    assert_eq!(status["status"], admins_view["status"]);
     shutdown.cancel();
     stage
         .await

@@ -75,6 +75,16 @@ impl StageError {
         }
     }
 
+    /// A handler that panicked: a transient error whose cause is the panic's message.
+    pub fn from_panic(panic: Box<dyn std::any::Any + Send>) -> Self {
+        let message = match (panic.downcast_ref::<&str>(), panic.downcast_ref::<String>()) {
+            (Some(text), _) => (*text).to_owned(),
+            (_, Some(text)) => text.clone(),
+            _ => "a panic without a message".to_owned(),
+        };
+        StageError::transient("handling the job (the stage panicked)", message)
+    }
+
     /// The error with its causes on one line, for the log.
     pub fn reason(&self) -> String {
         ErrorChain(self).to_string()

@@ -4,9 +4,9 @@
 
 use std::time::Duration;
 
-use proto_msgs::{EncodedMessage, EventKind, JobRecord, JobStatus, JobStep, Stage};
+use proto_msgs::{DeadLetter, EncodedMessage, EventKind, JobRecord, JobStatus, JobStep, Stage};
 use time::OffsetDateTime;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 use uuid::Uuid;
 
 use crate::error_chain::ErrorChain;
@@ -23,12 +23,14 @@ pub(crate) struct JobLifecycle<'a> {
     pub stage: Stage,
     /// The stage's [`crate::StageHandler::on_give_up`].
     pub on_give_up: fn(&mut JobRecord, &str),
+    /// The message as delivered: its subject and payload, kept in a dead letter.
+    pub message: (&'a str, &'a [u8]),
 }
 
 impl JobLifecycle<'_> {
-    /// Marks the job as being in this stage and publishes `stage_started`. `None`: the job is
-    /// gone (expired or never created).
-    pub async fn start(&self, attempt: u32) -> Result<Option<JobRecord>, PipelineError> {
+    /// Marks the job as being in this stage, begins a try ([`proto_msgs::StageRun::begin_try`])
+    /// and publishes `stage_started`. `None`: the job is gone (expired or never created).
+    pub async fn start(&self) -> Result<Option<JobRecord>, PipelineError> {
         let (stage, now) = (self.stage, OffsetDateTime::now_utc());
         let updated = self
             .pipeline
@@ -38,9 +40,8 @@ impl JobLifecycle<'_> {
                     // A late message of a job that has ended: dropped, its record left as is.
                     return;
                 }
-                let run = record.stage_run(stage);
-                run.attempts = run.attempts.max(attempt);
-                run.started_at.get_or_insert(now);
+                let progress = record.progress;
+                record.stage_run(stage).begin_try(stage, progress, now);
                 if !record.status.is_final() {
                     record.status = JobStatus::Processing;
                     record.step = stage.step();
@@ -65,13 +66,63 @@ impl JobLifecycle<'_> {
             Decision::Forward => self.forward(attempt).await,
             Decision::Finish => self.finish().await,
             Decision::Enqueue(message) => self.enqueue(&message, attempt).await,
-            Decision::Redeliver(delay) => Settle::Nak(Some(delay)),
+            Decision::Redeliver(delay) => self.hand_back(Some(delay)).await,
             Decision::Retry { reason, delay } => self.record_retry(reason, delay).await,
             Decision::Fail(reason) => {
                 warn!(reason = %reason, "job failed");
-                self.fail(reason).await
+                self.fail(reason, true).await
             }
+            Decision::GiveUp { reason, try_failed } => self.give_up(reason, try_failed).await,
         }
+    }
+
+    /// Hands the message back unhandled (the process is shutting down, or the message is not
+    /// due yet): the try is taken off the job's record, so that it never counts as a failure.
+    pub async fn hand_back(&self, delay: Option<Duration>) -> Settle {
+        let stage = self.stage;
+        let recorded = self
+            .pipeline
+            .jobs()
+            .update(self.job_id, |record| {
+                if let Some(run) = record.stages.get_mut(&stage) {
+                    run.hand_back();
+                }
+            })
+            .await;
+        if let Err(err) = recorded {
+            warn!(error = %ErrorChain(&err), "cannot record the hand-back");
+        }
+        Settle::Nak(delay)
+    }
+
+    /// The stage gives up on the message (it failed on every try): it is kept as a dead letter
+    /// with `reason`, and the job fails with it. `try_failed`: the try that just ran failed
+    /// (not yet counted on the record).
+    pub async fn give_up(&self, reason: String, try_failed: bool) -> Settle {
+        error!(reason = %reason, "job failed; message dead-lettered");
+        let record = match self.pipeline.jobs().get(self.job_id).await {
+            Ok(record) => record,
+            Err(err) => return self.retry_later("cannot read the job", &err.into(), 1),
+        };
+        let run = record
+            .as_ref()
+            .and_then(|record| record.stages.get(&self.stage).cloned())
+            .unwrap_or_default();
+        let (subject, payload) = self.message;
+        let letter = DeadLetter {
+            job_id: self.job_id,
+            stage: self.stage,
+            reason: reason.clone(),
+            attempts: run.attempts,
+            failures: run.failures + u32::from(try_failed),
+            at: OffsetDateTime::now_utc(),
+            subject: subject.to_owned(),
+            payload: payload.to_vec(),
+        };
+        if let Err(err) = self.pipeline.publish_dead_letter(&letter).await {
+            return self.retry_later("cannot store the dead letter", &err, 1);
+        }
+        self.fail(reason, try_failed).await
     }
 
     /// Records the end of this stage, publishes `stage_completed` and queues the next stage's
@@ -82,7 +133,9 @@ impl JobLifecycle<'_> {
             .pipeline
             .jobs()
             .update(self.job_id, |record| {
-                record.stage_run(stage).finished_at = Some(now);
+                let run = record.stage_run(stage);
+                run.finished_at = Some(now);
+                run.end_try();
                 record.raise_progress(stage.overall_progress(1.0));
                 record.eta_s = None;
             })
@@ -101,7 +154,7 @@ impl JobLifecycle<'_> {
         match next.input_for(&record) {
             Ok(message) => self.enqueue(&message, attempt).await,
             Err(err) => {
-                self.fail(format!("{stage} cannot hand the job on: {err}"))
+                self.fail(format!("{stage} cannot hand the job on: {err}"), true)
                     .await
             }
         }
@@ -115,7 +168,9 @@ impl JobLifecycle<'_> {
             .pipeline
             .jobs()
             .update(self.job_id, |record| {
-                record.stage_run(stage).finished_at = Some(now)
+                let run = record.stage_run(stage);
+                run.finished_at = Some(now);
+                run.end_try();
             })
             .await;
         if let Err(err) = finished {
@@ -129,13 +184,31 @@ impl JobLifecycle<'_> {
         match self.pipeline.publish_encoded(message).await {
             Ok(()) => {
                 debug!(stage = %message.stage, message_id = %message.message_id, "queued");
+                if message.stage == self.stage {
+                    // A rescheduled message: this try has ended.
+                    self.end_try().await;
+                }
                 Settle::Ack
             }
             Err(err) => self.retry_later("cannot queue the next message", &err, attempt),
         }
     }
 
-    /// Records `reason` on this stage's run and hands the message back for another try.
+    /// Records the end of this try on the stage's run.
+    async fn end_try(&self) {
+        let stage = self.stage;
+        let recorded = self
+            .pipeline
+            .jobs()
+            .update(self.job_id, |record| record.stage_run(stage).end_try())
+            .await;
+        if let Err(err) = recorded {
+            warn!(error = %ErrorChain(&err), "cannot record the end of the try");
+        }
+    }
+
+    /// Records the failed try and `reason` on this stage's run and hands the message back for
+    /// another try.
     async fn record_retry(&self, reason: String, delay: Duration) -> Settle {
         warn!(reason = %reason, retry_in_s = delay.as_secs(), "stage failed; will retry");
         let stage = self.stage;
@@ -143,7 +216,10 @@ impl JobLifecycle<'_> {
             .pipeline
             .jobs()
             .update(self.job_id, |record| {
-                record.stage_run(stage).last_error = Some(reason.clone());
+                let run = record.stage_run(stage);
+                run.last_error = Some(reason.clone());
+                run.failures += 1;
+                run.end_try();
             })
             .await;
         if let Err(err) = recorded {
@@ -155,8 +231,9 @@ impl JobLifecycle<'_> {
     /// Fails the job with `reason`, publishes `failed`, and hands it to the stages that still
     /// want failed jobs (the notifier, so that its webhook reports the failure). Retried (nak)
     /// if any of that cannot be stored; reported again by a retry, the event and the hand-over
-    /// are dropped by the server as duplicates (Nats-Msg-Id).
-    pub async fn fail(&self, reason: String) -> Settle {
+    /// are dropped by the server as duplicates (Nats-Msg-Id). `try_failed`: the try that just
+    /// ran is counted as failed.
+    pub async fn fail(&self, reason: String, try_failed: bool) -> Settle {
         let (stage, on_give_up, now) = (self.stage, self.on_give_up, OffsetDateTime::now_utc());
         // Whether this call is the one that failed the job.
         let mut failed_now = false;
@@ -167,6 +244,8 @@ impl JobLifecycle<'_> {
                 let run = record.stage_run(stage);
                 run.last_error = Some(reason.clone());
                 run.finished_at = Some(now);
+                run.end_try();
+                run.failures += u32::from(try_failed);
                 failed_now = !record.status.is_final();
                 if failed_now {
                     record.status = JobStatus::Failed;

@@ -9,21 +9,22 @@
 //! - [`context`]: what a handler may do to its job (read the record, update it, report progress);
 //! - [`settle`]: what the loop does with a handler's answer (pure rules);
 //! - `runner`: the loop;
-//! - `lifecycle`: the job record and events around each message (started, forwarded, failed);
-//! - `max_deliveries`: the server's advisory for a message whose workers all died.
+//! - `lifecycle`: the job record and events around each message (started, forwarded, handed
+//!   back, retried, failed, dead-lettered).
 //!
 //! Guarantees:
 //! - a message is acked only after the stage's output is stored by JetStream;
 //! - one message is pulled per free slot, so nothing waits in a client buffer past its ack
 //!   deadline while another job runs;
-//! - a permanent failure, or a transient one on the last allowed delivery, fails the job with the
+//! - tries are counted on the job record: a message handed back on shutdown is not a failed try;
+//!   a try whose process died without the job progressing is. A permanent failure, or the
+//!   JOB_MAX_ATTEMPTS-th failed try (an error, a panic, a dead process), fails the job with the
 //!   reason (and still hands it to the stages that want failed jobs, so that its webhook reports
-//!   the failure): no job stays `processing` forever.
+//!   the failure); a message given up on after failed tries is kept in `JETSCRIBE_DLQ`.
 
 pub mod context;
 pub mod handler;
 mod lifecycle;
-mod max_deliveries;
 mod runner;
 pub mod settle;
 

@@ -2,12 +2,13 @@
 //! in-progress acks, and settles the message as the rules of [`crate::stage::settle`] say.
 
 use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream::consumer::PullConsumer;
 use async_nats::jetstream::{AckKind, Message};
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use proto_msgs::PipelineMessage;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
@@ -16,8 +17,8 @@ use tracing::{Instrument, error, info, info_span, warn};
 
 use crate::error_chain::ErrorChain;
 use crate::stage::lifecycle::JobLifecycle;
-use crate::stage::settle::{Settle, decide, retry_delay};
-use crate::stage::{JobContext, StageError, StageHandler, max_deliveries};
+use crate::stage::settle::{Settle, decide, out_of_tries, retry_delay};
+use crate::stage::{JobContext, StageError, StageHandler};
 use crate::{Pipeline, PipelineError, trace_context};
 
 /// How the loop runs one stage.
@@ -53,12 +54,6 @@ pub async fn run_stage<S: StageHandler>(
     let consumer = pipeline.consumer(stage).await?;
     let slots = Arc::new(Semaphore::new(settings.concurrency.max(1)));
     let mut in_flight = JoinSet::new();
-    let watcher = tokio::spawn(max_deliveries::watch(
-        pipeline.clone(),
-        stage,
-        S::on_give_up,
-        shutdown.clone(),
-    ));
     info!(stage = %stage, concurrency = settings.concurrency, "stage started");
     loop {
         // Reap finished handlers so the set does not grow.
@@ -94,7 +89,6 @@ pub async fn run_stage<S: StageHandler>(
     if drained.is_err() {
         in_flight.abort_all();
     }
-    watcher.abort();
     Ok(())
 }
 
@@ -124,10 +118,7 @@ async fn process_message<S: StageHandler>(
     shutdown: &CancellationToken,
 ) {
     let stage = S::Input::STAGE;
-    let attempt = message
-        .info()
-        .map(|info| info.delivered.max(1) as u32)
-        .unwrap_or(1);
+    let delivery = message.info().map(|info| info.delivered).unwrap_or(1);
     let input: S::Input = match proto_msgs::decode(&message.payload) {
         Ok(input) => input,
         Err(err) => {
@@ -136,10 +127,10 @@ async fn process_message<S: StageHandler>(
             return settle(&message, Settle::Term).await;
         }
     };
-    let span = info_span!("stage", stage = %stage, job_id = %input.job_id(), attempt);
+    let span = info_span!("stage", stage = %stage, job_id = %input.job_id(), delivery);
     trace_context::set_parent_from(&span, message.headers.as_ref());
     async {
-        let settled = handle(pipeline, handler, input, attempt, &message, shutdown).await;
+        let settled = handle(pipeline, handler, input, &message, shutdown).await;
         settle(&message, settled).await;
     }
     .instrument(span)
@@ -151,7 +142,6 @@ async fn handle<S: StageHandler>(
     pipeline: &Pipeline,
     handler: &S,
     input: S::Input,
-    attempt: u32,
     message: &Message,
     shutdown: &CancellationToken,
 ) -> Settle {
@@ -161,8 +151,9 @@ async fn handle<S: StageHandler>(
         job_id: input.job_id(),
         stage,
         on_give_up: S::on_give_up,
+        message: (message.subject.as_str(), &message.payload),
     };
-    let record = match job.start(attempt).await {
+    let record = match job.start().await {
         Ok(Some(record)) => record,
         Ok(None) => {
             info!("job no longer exists; message dropped");
@@ -170,13 +161,19 @@ async fn handle<S: StageHandler>(
         }
         Err(err) => {
             warn!(error = %ErrorChain(&err), "cannot record the stage's start; retrying");
-            return Settle::Nak(Some(retry_delay(attempt)));
+            return Settle::Nak(Some(retry_delay(1)));
         }
     };
     if !stage.wanted_for(&record) {
         info!(status = ?record.status, "the job has ended; message dropped");
         return Settle::Ack;
     }
+    let run = record.stages.get(&stage).cloned().unwrap_or_default();
+    let max_attempts = pipeline.settings().max_attempts.max(1);
+    if let Some(reason) = out_of_tries(&run, stage, max_attempts) {
+        return job.give_up(reason, false).await;
+    }
+    let attempt = run.attempts;
     let context = JobContext::new(
         job.job_id,
         stage,
@@ -185,17 +182,20 @@ async fn handle<S: StageHandler>(
         pipeline.events().clone(),
     );
     let heartbeat_every = pipeline.settings().ack_wait / 3;
-    let handled = handler.handle(input, &context);
+    // A panic fails the try like any error: the stage goes on serving other jobs, and a
+    // message that panics on every try ends as a dead letter.
+    let handled = AssertUnwindSafe(handler.handle(input, &context))
+        .catch_unwind()
+        .map(|handled| handled.unwrap_or_else(|panic| Err(StageError::from_panic(panic))));
     let Some(result) = with_heartbeat(handled, message, heartbeat_every, shutdown).await else {
         info!("shutting down: job handed back to the stream");
-        return Settle::Nak(None);
+        return job.hand_back(None).await;
     };
     if let Err(err @ StageError::Transient { .. }) = &result {
         // The job's record gets only what the stage was doing; the causes are logged here.
         warn!(error = %ErrorChain(err), "stage error");
     }
-    let max_deliver = pipeline.settings().max_deliver.max(1) as u32;
-    job.carry_out(decide(result, stage, attempt, max_deliver), attempt)
+    job.carry_out(decide(result, stage, run.failures, max_attempts), attempt)
         .await
 }
 

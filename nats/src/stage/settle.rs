@@ -1,10 +1,10 @@
-//! The rules by which the loop settles a message, as pure functions: what a handler's answer
-//! leads to ([`decide`]), how long to wait before a retry ([`retry_delay`]), and what follows
-//! when a job fails ([`after_failure`]).
+//! The rules by which the loop settles a message, as pure functions: whether a try is made at
+//! all ([`out_of_tries`]), what a handler's answer leads to ([`decide`]), how long to wait
+//! before a retry ([`retry_delay`]), and what follows when a job fails ([`after_failure`]).
 
 use std::time::Duration;
 
-use proto_msgs::{EncodedMessage, JobRecord, JobStatus, Stage};
+use proto_msgs::{EncodedMessage, JobRecord, JobStatus, Stage, StageRun};
 
 use crate::stage::{Outcome, StageError};
 
@@ -35,29 +35,48 @@ pub enum Decision {
     Retry { reason: String, delay: Duration },
     /// Fail the job with this reason, which users read.
     Fail(String),
+    /// Keep the message as a dead letter and fail the job with this reason: the stage failed
+    /// on every try. `try_failed`: the try just made failed (not yet counted on the record).
+    GiveUp { reason: String, try_failed: bool },
 }
 
-/// What the handler's `result` on delivery `attempt` (1-based) of a message of `stage` leads to,
-/// when the consumer allows `max_deliver` deliveries.
+/// Why the stage gives up on its message before trying again: its earlier tries, as `run`
+/// records them, all failed (the last one, maybe, by taking its process down).
+pub fn out_of_tries(run: &StageRun, stage: Stage, max_attempts: u32) -> Option<String> {
+    (run.failures >= max_attempts).then(|| {
+        let last_error = run.last_error.as_deref().unwrap_or("no error recorded");
+        format!(
+            "{stage} failed after {} attempts: {last_error}",
+            run.failures
+        )
+    })
+}
+
+/// What the handler's `result` leads to, when the stage had failed `failures` times on this job
+/// before this try and allows `max_attempts` failures.
 pub fn decide(
     result: Result<Outcome, StageError>,
     stage: Stage,
-    attempt: u32,
-    max_deliver: u32,
+    failures: u32,
+    max_attempts: u32,
 ) -> Decision {
+    let tries_failed = failures + 1;
     match result {
         Ok(Outcome::Forward) => Decision::Forward,
         Ok(Outcome::Done) => Decision::Finish,
         Ok(Outcome::Reschedule(message)) => Decision::Enqueue(message),
         Ok(Outcome::TooEarly(delay)) => Decision::Redeliver(delay),
         Err(err @ StageError::Permanent(_)) => Decision::Fail(err.client_message()),
-        Err(err) if attempt >= max_deliver => Decision::Fail(format!(
-            "{stage} failed after {attempt} attempts: {}",
-            err.client_message()
-        )),
+        Err(err) if tries_failed >= max_attempts => Decision::GiveUp {
+            reason: format!(
+                "{stage} failed after {tries_failed} attempts: {}",
+                err.client_message()
+            ),
+            try_failed: true,
+        },
         Err(err) => Decision::Retry {
             reason: err.client_message(),
-            delay: retry_delay(attempt),
+            delay: retry_delay(tries_failed),
         },
     }
 }
@@ -111,52 +130,85 @@ mod tests {
     }
 
     #[test]
+    fn a_stage_gives_up_before_trying_once_its_tries_have_all_failed() {
+        let run = |failures, last_error: Option<&str>| StageRun {
+            attempts: failures + 1,
+            failures,
+            last_error: last_error.map(str::to_owned),
+            ..Default::default()
+        };
+        let died = "the transcribe process stopped while handling the job";
+        let cases = [
+            (run(0, None), None),
+            (run(4, Some(died)), None),
+            (
+                run(5, Some(died)),
+                Some(format!("transcribe failed after 5 attempts: {died}")),
+            ),
+            (
+                run(6, None),
+                Some("transcribe failed after 6 attempts: no error recorded".to_owned()),
+            ),
+        ];
+        for (run, expected) in cases {
+            assert_eq!(
+                out_of_tries(&run, Stage::Transcribe, 5),
+                expected,
+                "{run:?}"
+            );
+        }
+    }
+
+    #[test]
     fn a_handlers_answer_decides_how_its_message_is_settled() {
         let retry = |reason: &str, seconds| Decision::Retry {
             reason: reason.to_owned(),
             delay: Duration::from_secs(seconds),
         };
         let message = EncodedMessage::of(&NotifyRequest::first(Uuid::nil())).expect("encodes");
+        // (answer, failures before this try, decision)
         let cases: Vec<(Result<Outcome, StageError>, u32, Decision)> = vec![
-            (Ok(Outcome::Forward), 1, Decision::Forward),
-            (Ok(Outcome::Done), 5, Decision::Finish),
+            (Ok(Outcome::Forward), 0, Decision::Forward),
+            (Ok(Outcome::Done), 4, Decision::Finish),
             (
                 Ok(Outcome::Reschedule(message.clone())),
-                1,
+                0,
                 Decision::Enqueue(message),
             ),
             (
                 Ok(Outcome::TooEarly(Duration::from_secs(7))),
-                5,
+                4,
                 Decision::Redeliver(Duration::from_secs(7)),
             ),
             (
                 Err(StageError::Permanent("no audio stream in a.mp4".into())),
-                1,
+                0,
                 Decision::Fail("no audio stream in a.mp4".into()),
             ),
             (
                 Err(transient()),
-                1,
+                0,
                 retry("internal error (reading the audio)", 2),
             ),
             (
                 Err(transient()),
-                4,
+                3,
                 retry("internal error (reading the audio)", 16),
             ),
             (
                 Err(transient()),
-                5,
-                Decision::Fail(
-                    "decode failed after 5 attempts: internal error (reading the audio)".into(),
-                ),
+                4,
+                Decision::GiveUp {
+                    reason: "decode failed after 5 attempts: internal error (reading the audio)"
+                        .into(),
+                    try_failed: true,
+                },
             ),
         ];
-        for (result, attempt, expected) in cases {
-            let shown = format!("{result:?} on attempt {attempt}");
+        for (result, failures, expected) in cases {
+            let shown = format!("{result:?} after {failures} failures");
             assert_eq!(
-                decide(result, Stage::Decode, attempt, 5),
+                decide(result, Stage::Decode, failures, 5),
                 expected,
                 "{shown}"
             );

@@ -85,6 +85,12 @@ impl Caller {
     }
 
     /// Whether the caller may see a job owned by `owner`.
+    /// Whether the caller may see how the service handled any job (dead letters): an admin
+    /// key, or anyone when the API has no keys.
+    pub fn is_admin(&self) -> bool {
+        matches!(self, Caller::Anonymous | Caller::Key { admin: true, .. })
+    }
+
     pub fn may_see(&self, owner: Option<&str>) -> bool {
         match self {
             Caller::Anonymous | Caller::Key { admin: true, .. } => true,

@@ -1,18 +1,19 @@
 //! `GET /jobs` (the caller's jobs, newest first, a page at a time) and `GET /jobs/processing`
 //! (the caller's jobs still running). Both walk the submissions index and read one job record at
-//! a time, so neither holds every record in memory.
+//! a time, so neither holds every record in memory. `GET /jobs/{id}`: one job as `/status`
+//! shows it and, for an admin, the message the pipeline gave up on (its dead letter).
 
 use futures::StreamExt;
 use jetscribe_nats::{ErrorChain, PipelineError, Submitters};
 use poem::http::StatusCode;
-use poem::web::{Data, Query};
+use poem::web::{Data, Path, Query};
 use poem::{Response, handler};
 use proto_msgs::{JobRecord, JobStatus};
 use serde::Deserialize;
 use tracing::error;
 
-use crate::views::{ActiveJobs, JobPage, JobSummary};
-use crate::{ApiError, ApiState, Caller, json_response};
+use crate::views::{ActiveJobs, DeadLetterView, JobDetail, JobPage, JobStatusView, JobSummary};
+use crate::{ApiError, ApiState, Caller, json_response, load_record, parse_job_id};
 
 /// Jobs per page of `GET /jobs` unless `limit` says otherwise, and the most it may say.
 const DEFAULT_PAGE: usize = 20;
@@ -22,6 +23,33 @@ const MAX_ACTIVE_LISTED: usize = 1000;
 /// The most index entries one request looks at (one job record read each): a page that is not
 /// full by then ends there, with a cursor to go on from.
 const MAX_SCANNED: usize = 10_000;
+
+/// `GET /jobs/{id}`.
+#[handler]
+pub(crate) async fn job_detail(
+    Data(state): Data<&ApiState>,
+    Data(caller): Data<&Caller>,
+    Path(job_id): Path<String>,
+) -> Result<Response, ApiError> {
+    let record = load_record(state, caller, parse_job_id(&job_id)?).await?;
+    let dead_letter = match caller.is_admin() {
+        true => Some(
+            state
+                .pipeline
+                .dead_letter(record.job_id)
+                .await
+                .map_err(|err| ApiError::unavailable("dead-letter stream", &err))?,
+        ),
+        false => None,
+    };
+    let detail = JobDetail {
+        status: JobStatusView::from(&record),
+        dead_letter: dead_letter
+            .as_ref()
+            .map(|letter| letter.as_ref().map(DeadLetterView::from)),
+    };
+    Ok(json_response(StatusCode::OK, &detail))
+}
 
 /// `?status=&limit=&cursor=` of `GET /jobs`.
 #[derive(Debug, Default, Deserialize)]

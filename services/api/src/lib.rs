@@ -120,6 +120,7 @@ pub fn app(state: ApiState) -> impl poem::Endpoint {
         .at("/result/:job_id", get(job_result))
         .at("/jobs", get(jobs::list_jobs))
         .at("/jobs/processing", get(jobs::active_jobs))
+        .at("/jobs/:job_id", get(jobs::job_detail))
         .at("/health", get(health_check))
         .data(state)
         .around(move |endpoint, request| auth::authenticate(endpoint, request, keys.clone()))
@@ -289,7 +290,7 @@ impl poem::error::ResponseError for ApiError {
     }
 }
 
-fn parse_job_id(raw: &str) -> Result<Uuid, ApiError> {
+pub(crate) fn parse_job_id(raw: &str) -> Result<Uuid, ApiError> {
     raw.parse().map_err(|_| {
         ApiError::new(
             StatusCode::BAD_REQUEST,

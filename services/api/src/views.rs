@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use jetscribe_nats::StageQueue;
-use proto_msgs::{JobRecord, JobStatus, JobStep, Stage, StageRun, WebhookDelivery};
+use proto_msgs::{DeadLetter, JobRecord, JobStatus, JobStep, Stage, StageRun, WebhookDelivery};
 use serde::Serialize;
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -85,11 +85,50 @@ pub struct JobStatusView<'a> {
     pub webhook: Option<&'a WebhookDelivery>,
 }
 
-/// One stage's run in `/status`: attempts, start and end, seconds taken, last error, resume
-/// point.
+/// `GET /jobs/{id}`: the job as `/status` shows it, and for an admin its dead letter (`null`
+/// when the pipeline gave up on none of its messages; absent for other callers).
+#[derive(Debug, Serialize)]
+pub struct JobDetail<'a> {
+    #[serde(flatten)]
+    pub status: JobStatusView<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dead_letter: Option<Option<DeadLetterView<'a>>>,
+}
+
+/// A message the pipeline gave up on, the message itself as JSON.
+#[derive(Debug, Serialize)]
+pub struct DeadLetterView<'a> {
+    pub stage: Stage,
+    pub reason: &'a str,
+    pub attempts: u32,
+    pub failures: u32,
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+    pub subject: &'a str,
+    /// `null` if the message was not even MessagePack.
+    pub message: Option<serde_json::Value>,
+}
+
+impl<'a> From<&'a DeadLetter> for DeadLetterView<'a> {
+    fn from(letter: &'a DeadLetter) -> Self {
+        Self {
+            stage: letter.stage,
+            reason: &letter.reason,
+            attempts: letter.attempts,
+            failures: letter.failures,
+            at: letter.at,
+            subject: &letter.subject,
+            message: proto_msgs::decode(&letter.payload).ok(),
+        }
+    }
+}
+
+/// One stage's run in `/status`: tries and failed tries, start and end, seconds taken, last
+/// error, resume point.
 #[derive(Debug, Serialize)]
 pub struct StageRunView<'a> {
     pub attempts: u32,
+    pub failures: u32,
     #[serde(with = "time::serde::rfc3339::option")]
     pub started_at: Option<OffsetDateTime>,
     #[serde(with = "time::serde::rfc3339::option")]
@@ -107,6 +146,7 @@ impl<'a> From<&'a StageRun> for StageRunView<'a> {
         };
         Self {
             attempts: run.attempts,
+            failures: run.failures,
             started_at: run.started_at,
             finished_at: run.finished_at,
             seconds,

@@ -125,6 +125,7 @@ fn pipeline_settings(settings: &Settings, nats_url: String, command: Command) ->
     let mut pipeline = PipelineSettings::new(nats_url);
     pipeline.client_name = format!("jetscribe-{}", command.name());
     pipeline.ack_wait = settings.ack_wait;
+    pipeline.max_attempts = settings.max_attempts;
     pipeline.retention =
         std::time::Duration::from_secs(u64::from(settings.job_cleanup_days) * 24 * 3600);
     pipeline

@@ -88,6 +88,9 @@ pub struct Settings {
     /// JOB_ACK_WAIT in seconds (default 60): how long a stage may go silent before its message
     /// is handed to another process.
     pub ack_wait: Duration,
+    /// JOB_MAX_ATTEMPTS (default 5): failed tries of one stage (errors, panics, a process that
+    /// died on the job) before the job fails and its message is kept as a dead letter.
+    pub max_attempts: u32,
     /// LOG_FORMAT: `json` or `text` (default).
     pub log_json: bool,
     /// OTEL_EXPORTER_OTLP_ENDPOINT: traces are exported when set.
@@ -138,6 +141,7 @@ impl Settings {
             sync_timeout: vars.seconds("SYNC_TIMEOUT", 300.0)?,
             max_file_size: vars.size("MAX_FILE_SIZE", 20 << 30)?,
             ack_wait: vars.seconds("JOB_ACK_WAIT", 60.0)?,
+            max_attempts: vars.number("JOB_MAX_ATTEMPTS", 5, 1..=100, "attempts")?,
             rate_limit: vars.rate_limit("RATE_LIMIT", "60/min")?,
             max_concurrent_uploads: vars.number(
                 "MAX_CONCURRENT_UPLOADS",
