@@ -2,7 +2,6 @@
 //! revision, so concurrent writers (stages, API, retries) never lose each other's updates.
 
 use async_nats::jetstream::kv;
-use futures::TryStreamExt;
 use proto_msgs::{CodecError, JobRecord};
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -126,26 +125,8 @@ impl JobStore {
         })
     }
 
-    /// Every record in the bucket. Records expire with the bucket's max age
-    /// (JOB_CLEANUP_DAYS), which bounds this list.
-    pub async fn list(&self) -> Result<Vec<JobRecord>, JobStoreError> {
-        let keys: Vec<String> = self
-            .kv
-            .keys()
-            .await
-            .map_err(|err| JobStoreError::kv("listing records", err))?
-            .try_collect()
-            .await
-            .map_err(|err| JobStoreError::kv("listing records", err))?;
-        let mut records = Vec::with_capacity(keys.len());
-        for key in keys {
-            let Ok(job_id) = key.parse::<Uuid>() else {
-                continue;
-            };
-            if let Some(record) = self.get(job_id).await? {
-                records.push(record);
-            }
-        }
-        Ok(records)
+    /// The bucket, for a scan of every record.
+    pub(crate) fn bucket(&self) -> &kv::Store {
+        &self.kv
     }
 }

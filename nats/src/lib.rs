@@ -3,6 +3,8 @@
 //!   events stream, one durable consumer per stage and the job bucket; publishing to a stage;
 //!   dead letters (`JETSCRIBE_DLQ`);
 //!   queue statistics and health;
+//! - housekeeping: every record in one scan, the jobs with a stored message, forgetting,
+//!   requeueing and failing lost jobs (for the API's janitor);
 //! - [`JobStore`]: job records in the `jetscribe_jobs` bucket, updated by compare-and-set;
 //! - [`EventPublisher`]: job events on `jetscribe.events.<job_id>`;
 //! - [`stage`]: the [`StageHandler`] trait and the loop that alone acks, naks, heartbeats, limits
@@ -13,6 +15,7 @@
 
 mod error_chain;
 mod events;
+mod housekeeping;
 mod idempotency;
 mod jobs;
 mod pipeline;

@@ -90,7 +90,10 @@ pub struct PipelineSettings {
     /// (JOB_MAX_ATTEMPTS). Counted on the job record by the stages, not by the server: a message
     /// handed back by a process shutting down is not a failed try.
     pub max_attempts: u32,
-    /// How long job records and events are kept (JOB_CLEANUP_DAYS).
+    /// How long a finished job is kept (JOB_CLEANUP_DAYS): the API's janitor removes its record,
+    /// events and files then. Events, the submissions index and dead letters also expire a day
+    /// after that on the server, in case no janitor runs; job records do not (a job may wait
+    /// in a queue for longer).
     pub retention: Duration,
     /// How long a connection attempt may keep retrying at start-up before giving up.
     pub connect_timeout: Duration,
@@ -378,7 +381,9 @@ async fn ensure_topology(
     // account info, whose 2.9 reply it cannot parse.
     let mut buckets = Vec::new();
     for (bucket, max_age) in [
-        (proto_msgs::JOBS_BUCKET, settings.retention),
+        // Records never expire on the server: a job waiting in a queue for longer than the
+        // retention must keep its record. The janitor removes finished ones.
+        (proto_msgs::JOBS_BUCKET, Duration::ZERO),
         (proto_msgs::IDEMPOTENCY_BUCKET, IDEMPOTENCY_KEPT),
     ] {
         ensure_stream(js, bucket_config(bucket, max_age)).await?;
@@ -489,7 +494,7 @@ fn events_stream_config(settings: &PipelineSettings) -> stream::Config {
         subjects: vec![format!("{}.*", proto_msgs::EVENTS_SUBJECT_PREFIX)],
         retention: stream::RetentionPolicy::Limits,
         storage: stream::StorageType::File,
-        max_age: settings.retention,
+        max_age: settings.retention + SERVER_SIDE_GRACE,
         // A job's final event, published again by a retried stage, is dropped within this.
         duplicate_window: DUPLICATE_WINDOW.min(settings.retention),
         ..Default::default()
@@ -503,7 +508,7 @@ fn submissions_stream_config(settings: &PipelineSettings) -> stream::Config {
         subjects: vec![format!("{}.*", proto_msgs::SUBMISSIONS_SUBJECT_PREFIX)],
         retention: stream::RetentionPolicy::Limits,
         storage: stream::StorageType::File,
-        max_age: settings.retention,
+        max_age: settings.retention + SERVER_SIDE_GRACE,
         // A submission indexed again (a retried queueing) is dropped within this.
         duplicate_window: DUPLICATE_WINDOW.min(settings.retention),
         ..Default::default()
@@ -517,11 +522,16 @@ fn dead_letter_stream_config(settings: &PipelineSettings) -> stream::Config {
         subjects: vec![format!("{}.*", proto_msgs::DEAD_LETTER_SUBJECT_PREFIX)],
         retention: stream::RetentionPolicy::Limits,
         storage: stream::StorageType::File,
-        max_age: settings.retention,
+        max_age: settings.retention + SERVER_SIDE_GRACE,
         duplicate_window: DUPLICATE_WINDOW.min(settings.retention),
         ..Default::default()
     }
 }
+
+/// How much longer than the retention the server keeps events, index entries and dead letters:
+/// the janitor removes a job's events when it forgets the job; this only bounds what is left
+/// when no janitor runs.
+const SERVER_SIDE_GRACE: Duration = Duration::from_secs(24 * 3600);
 
 /// The stream behind a KV bucket, as async-nats's `create_key_value` would make it.
 fn bucket_config(bucket: &str, max_age: Duration) -> stream::Config {
@@ -538,7 +548,10 @@ fn bucket_config(bucket: &str, max_age: Duration) -> stream::Config {
         allow_direct: true,
         // What the server sets when none is given: stated, so that the comparison at start-up
         // finds it unchanged.
-        duplicate_window: Duration::from_secs(120).min(max_age),
+        duplicate_window: match max_age.is_zero() {
+            true => Duration::from_secs(120),
+            false => Duration::from_secs(120).min(max_age),
+        },
         discard: stream::DiscardPolicy::New,
         num_replicas: 1,
         ..Default::default()

@@ -125,6 +125,10 @@ pub struct JobRecord {
     /// The name of the API key that submitted the job (none when the API has no keys).
     #[serde(default)]
     pub owner: Option<String>,
+    /// Times the janitor found the job lost (unfinished, no stage message stored) and queued it
+    /// again.
+    #[serde(default)]
+    pub requeues: u32,
 }
 
 /// How a job's webhook delivery went: every attempt, and where it stands.
@@ -265,6 +269,7 @@ impl JobRecord {
             stages: BTreeMap::new(),
             webhook: None,
             owner: None,
+            requeues: 0,
         }
     }
 

@@ -262,14 +262,17 @@ async fn setup_brings_streams_and_consumers_made_earlier_to_the_current_settings
             "{stage}"
         );
     }
+    // The janitor removes a finished job at the retention; the server keeps what is left of
+    // it a day longer, and never expires a job record (a job may wait in a queue for longer).
     let bucket_stream = format!("KV_{}", proto_msgs::JOBS_BUCKET);
-    for name in [
-        proto_msgs::EVENTS_STREAM,
-        proto_msgs::SUBMISSIONS_STREAM,
-        bucket_stream.as_str(),
+    for (name, max_age) in [
+        (proto_msgs::EVENTS_STREAM, 2 * 86_400),
+        (proto_msgs::SUBMISSIONS_STREAM, 2 * 86_400),
+        (proto_msgs::DEAD_LETTER_STREAM, 2 * 86_400),
+        (bucket_stream.as_str(), 0),
     ] {
         let mut stream = js.get_stream(name).await.expect("stream");
         let info = stream.info().await.expect("info");
-        assert_eq!(info.config.max_age, Duration::from_secs(86_400), "{name}");
+        assert_eq!(info.config.max_age, Duration::from_secs(max_age), "{name}");
     }
 }

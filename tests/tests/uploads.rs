@@ -27,13 +27,9 @@ fn files_under(dir: &Path) -> Vec<std::path::PathBuf> {
 }
 
 async fn job_count(app: &TestApp) -> usize {
-    app.pipeline()
-        .await
-        .jobs()
-        .list()
-        .await
-        .expect("jobs")
-        .len()
+    use futures::StreamExt;
+    let pipeline = app.pipeline().await;
+    pipeline.scan_jobs().await.expect("jobs").count().await
 }
 
 /// Waits until no file is left under `blobs`, then checks that no job was created.

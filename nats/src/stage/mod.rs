@@ -25,6 +25,7 @@
 pub mod context;
 pub mod handler;
 mod lifecycle;
+pub(crate) use lifecycle::JobLifecycle;
 mod runner;
 pub mod settle;
 

@@ -10,6 +10,7 @@
 mod auth;
 mod connections;
 mod followers;
+mod janitor;
 mod jobs;
 mod limits;
 mod live;
@@ -38,6 +39,7 @@ use uuid::Uuid;
 
 pub use auth::{ApiKeys, Caller, KeysError};
 pub use connections::ConnectionLimits;
+pub use janitor::{JanitorSettings, run_janitor};
 pub use limits::RateLimit;
 use limits::{RateLimiter, Slots};
 use views::{ErrorBody, Health, JobStatusView, RunningJob};
@@ -164,32 +166,6 @@ impl ApiServer {
                 Some(Duration::from_secs(5)),
             )
             .await
-    }
-}
-
-/// An upload's staging file not written for this long belongs to an upload that died.
-const STAGING_MAX_AGE: Duration = Duration::from_secs(3600);
-
-/// Removes the files of jobs older than `max_age` (JOB_CLEANUP_DAYS), and staging files of
-/// uploads that died, once at start and then every hour, until `shutdown`.
-pub async fn run_blob_cleanup(blobs: BlobStore, max_age: Duration, shutdown: CancellationToken) {
-    let mut every_hour = tokio::time::interval(Duration::from_secs(3600));
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = every_hour.tick() => {}
-        }
-        match blobs.delete_older_than("jobs", max_age).await {
-            Ok(0) => {}
-            Ok(removed) => info!(removed, "expired job files removed"),
-            Err(err) => error!(error = %ErrorChain(&err), "job file cleanup failed"),
-        }
-        let store = blobs.clone();
-        match tokio::task::spawn_blocking(move || store.sweep_staging(STAGING_MAX_AGE)).await {
-            Ok(0) => {}
-            Ok(removed) => info!(removed, "staging files of dead uploads removed"),
-            Err(err) => error!(error = %err, "staging file sweep panicked"),
-        }
     }
 }
 

@@ -332,13 +332,13 @@ impl BlobStore {
         Ok(())
     }
 
-    /// Removes every blob under `prefix` last written more than `max_age` ago; returns how many.
-    /// Job records and events expire with JOB_CLEANUP_DAYS on the NATS side; this is the same
-    /// retention for the job's files.
+    /// Removes every blob under `prefix` last written more than `max_age` ago, except those
+    /// `keep` names by path; returns how many.
     pub async fn delete_older_than(
         &self,
         prefix: &str,
         max_age: std::time::Duration,
+        keep: impl Fn(&str) -> bool,
     ) -> Result<usize, BlobError> {
         let max_age = chrono::Duration::from_std(max_age).unwrap_or(chrono::Duration::MAX);
         let cutoff = chrono::Utc::now()
@@ -347,7 +347,9 @@ impl BlobStore {
         let expired: Vec<Path> = self
             .inner
             .list(Some(&Path::from(prefix)))
-            .try_filter(|meta| futures::future::ready(meta.last_modified < cutoff))
+            .try_filter(|meta| {
+                futures::future::ready(meta.last_modified < cutoff && !keep(meta.location.as_ref()))
+            })
             .map_ok(|meta| meta.location)
             .try_collect()
             .await
@@ -553,7 +555,7 @@ mod tests {
         assert_eq!(std::fs::metadata(&file).expect("file").len(), written);
         assert_eq!(
             store
-                .delete_older_than("jobs", std::time::Duration::from_secs(3600))
+                .delete_older_than("jobs", std::time::Duration::from_secs(3600), |_| false)
                 .await
                 .expect("cleanup"),
             0,

@@ -126,8 +126,7 @@ fn pipeline_settings(settings: &Settings, nats_url: String, command: Command) ->
     pipeline.client_name = format!("jetscribe-{}", command.name());
     pipeline.ack_wait = settings.ack_wait;
     pipeline.max_attempts = settings.max_attempts;
-    pipeline.retention =
-        std::time::Duration::from_secs(u64::from(settings.job_cleanup_days) * 24 * 3600);
+    pipeline.retention = settings.job_cleanup;
     pipeline
 }
 

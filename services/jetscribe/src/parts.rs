@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use futures::future::BoxFuture;
 use jetscribe_analyzer::Analyzer;
-use jetscribe_api::{ApiServer, ApiSettings, ApiState};
+use jetscribe_api::{ApiServer, ApiSettings, ApiState, JanitorSettings};
 use jetscribe_blobstore::BlobStore;
 use jetscribe_decoder::{Decoder, DecoderSettings};
 use jetscribe_nats::{Pipeline, StageHandler, StageLoopSettings, run_stage};
@@ -100,9 +100,14 @@ async fn api(shared: Shared) -> anyhow::Result<()> {
         write_atomically(file, &server.local_addr().to_string())
             .with_context(|| format!("writing API_ADDR_FILE {}", file.display()))?;
     }
-    tokio::spawn(jetscribe_api::run_blob_cleanup(
+    let janitor = JanitorSettings {
+        retention: settings.job_cleanup,
+        lost_after: settings.ack_wait * 2,
+    };
+    tokio::spawn(jetscribe_api::run_janitor(
+        shared.pipeline.clone(),
         shared.blobs.clone(),
-        shared.pipeline.settings().retention,
+        janitor,
         shared.shutdown.clone(),
     ));
     let api_settings = ApiSettings {

@@ -53,8 +53,9 @@ pub struct Settings {
     pub api_addr_file: Option<PathBuf>,
     /// MAX_CONCURRENT_JOBS per stage and process (default 2).
     pub max_concurrent_jobs: usize,
-    /// JOB_CLEANUP_DAYS (default 7): how long job records and events are kept.
-    pub job_cleanup_days: u32,
+    /// JOB_CLEANUP_DAYS (default 7; fractions allowed, `0.5` is 12 h): how long a finished job's
+    /// record, events and files are kept.
+    pub job_cleanup: Duration,
     /// WEBHOOK_TIMEOUT in seconds (default 30).
     pub webhook_timeout: Duration,
     /// WEBHOOK_MAX_RETRIES (default 3).
@@ -132,7 +133,7 @@ impl Settings {
             allow_anonymous: vars.boolean("ALLOW_ANONYMOUS", false)?,
             api_addr_file: vars.text("API_ADDR_FILE").map(|file| absolute(&cwd, &file)),
             max_concurrent_jobs: vars.number("MAX_CONCURRENT_JOBS", 2, 1..=10_000, "jobs")?,
-            job_cleanup_days: vars.number("JOB_CLEANUP_DAYS", 7, 1..=36_500, "days")?,
+            job_cleanup: vars.days("JOB_CLEANUP_DAYS", 7.0)?,
             webhook_timeout: vars.seconds("WEBHOOK_TIMEOUT", 30.0)?,
             webhook_max_retries: vars.number("WEBHOOK_MAX_RETRIES", 3, 0..=100, "retries")?,
             webhook_retry_delay: vars.seconds("WEBHOOK_RETRY_DELAY", 5.0)?,
@@ -305,6 +306,17 @@ impl Vars<'_> {
         Ok(Duration::from_secs_f64(seconds))
     }
 
+    /// A number of days, fractions allowed, at most 100 years.
+    fn days(&self, variable: &'static str, default: f64) -> Result<Duration, SettingsError> {
+        let expected = || "a positive number of days (fractions allowed), at most 36500".to_owned();
+        let parse = |text: &str| {
+            let days = text.parse::<f64>().ok()?;
+            (days.is_finite() && days > 0.0 && days <= 36_500.0).then_some(days)
+        };
+        let days = self.parsed(variable, default, expected, parse)?;
+        Ok(Duration::from_secs_f64(days * 86_400.0))
+    }
+
     /// A length of time: `12h`, `90m`, `45s`, or seconds.
     fn length(&self, variable: &'static str, default: Duration) -> Result<Duration, SettingsError> {
         let expected = || "a duration such as 12h, 90m or 3600s".to_owned();
@@ -443,7 +455,7 @@ mod tests {
         // Without keys: loopback only.
         assert_eq!(s.bind_addr, "127.0.0.1:8000");
         assert!(s.api_keys.is_empty() && !s.allow_anonymous);
-        assert_eq!(s.job_cleanup_days, 7);
+        assert_eq!(s.job_cleanup, Duration::from_secs(7 * 86_400));
         assert_eq!(s.webhook_timeout, Duration::from_secs(30));
         assert_eq!(s.webhook_max_retries, 3);
         assert_eq!(s.webhook_retry_delay, Duration::from_secs(5));
