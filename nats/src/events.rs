@@ -43,6 +43,7 @@ impl EventPublisher {
         let kind = match record.status {
             JobStatus::Completed => EventKind::Completed,
             JobStatus::Failed => EventKind::Failed,
+            JobStatus::Cancelled => EventKind::Cancelled,
             JobStatus::Pending | JobStatus::Processing => return Ok(()),
         };
         if let Some(last) = last_event(&self.js, record.job_id).await? {

@@ -5,6 +5,7 @@
 //!   queue statistics and health;
 //! - housekeeping: every record in one scan, the jobs with a stored message, forgetting,
 //!   requeueing and failing lost jobs (for the API's janitor);
+//! - [`Cancellation`]: cancelling a job (record, the stages told, final event, webhook);
 //! - [`JobStore`]: job records in the `jetscribe_jobs` bucket, updated by compare-and-set;
 //! - [`EventPublisher`]: job events on `jetscribe.events.<job_id>`;
 //! - [`stage`]: the [`StageHandler`] trait and the loop that alone acks, naks, heartbeats, limits
@@ -13,6 +14,7 @@
 //! - [`trace_context`]: the OpenTelemetry context carried in message headers;
 //! - [`ErrorChain`]: an error and its causes on one line, as logged and recorded.
 
+mod cancel;
 mod error_chain;
 mod events;
 mod housekeeping;
@@ -25,6 +27,7 @@ pub mod stage;
 mod submissions;
 pub mod trace_context;
 
+pub use cancel::Cancellation;
 pub use error_chain::{BoxError, ErrorChain};
 pub use events::{EventPublisher, StoredEvent};
 pub use idempotency::IdempotencyKeys;

@@ -11,7 +11,8 @@ use crate::transcript::JobResult;
 
 /// A job that has ended, as `/result` (200 or 500) and its webhook carry it:
 /// `{"status":"completed","job_id","completed_at","result":{…}}` or
-/// `{"status":"failed","job_id","completed_at","error_message"}`.
+/// `{"status":"failed","job_id","completed_at","error_message"}` or
+/// `{"status":"cancelled","job_id","completed_at"}`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "status", rename_all = "snake_case")]
 pub enum EndedJobBody {
@@ -27,6 +28,11 @@ pub enum EndedJobBody {
         completed_at: Option<OffsetDateTime>,
         error_message: Option<String>,
     },
+    Cancelled {
+        job_id: Uuid,
+        #[serde(with = "time::serde::rfc3339::option", default)]
+        completed_at: Option<OffsetDateTime>,
+    },
 }
 
 impl EndedJobBody {
@@ -36,6 +42,14 @@ impl EndedJobBody {
             job_id: record.job_id,
             completed_at: record.completed_at,
             result: Box::new(result),
+        }
+    }
+
+    /// The body of a cancelled job.
+    pub fn cancelled(record: &JobRecord) -> Self {
+        EndedJobBody::Cancelled {
+            job_id: record.job_id,
+            completed_at: record.completed_at,
         }
     }
 

@@ -17,6 +17,7 @@ pub enum EventKind {
     StageCompleted,
     Completed,
     Failed,
+    Cancelled,
 }
 
 impl EventKind {
@@ -29,12 +30,16 @@ impl EventKind {
             EventKind::StageCompleted => "stage_completed",
             EventKind::Completed => "completed",
             EventKind::Failed => "failed",
+            EventKind::Cancelled => "cancelled",
         }
     }
 
-    /// `completed` or `failed`: the last event of a job.
+    /// `completed`, `failed` or `cancelled`: the last event of a job.
     pub fn is_final(self) -> bool {
-        matches!(self, EventKind::Completed | EventKind::Failed)
+        matches!(
+            self,
+            EventKind::Completed | EventKind::Failed | EventKind::Cancelled
+        )
     }
 }
 
@@ -68,6 +73,7 @@ impl JobEvent {
         let kind = match self.kind {
             EventKind::Completed => "Completed",
             EventKind::Failed => "Failed",
+            EventKind::Cancelled => "Cancelled",
             _ => return None,
         };
         Some(format!("{}:{kind}", self.job_id))

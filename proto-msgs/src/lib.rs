@@ -68,8 +68,16 @@ pub const EVENTS_SUBJECT_PREFIX: &str = "jetscribe.events";
 pub const JOBS_BUCKET: &str = "jetscribe_jobs";
 /// KV bucket of idempotency keys (per API key) and the job each created, kept 24 h.
 pub const IDEMPOTENCY_BUCKET: &str = "jetscribe_idempotency";
+/// Prefix of the core NATS subjects (not stored) on which the stages running a job are told it
+/// was cancelled: `jetscribe.cancel.<job_id>`.
+pub const CANCEL_SUBJECT_PREFIX: &str = "jetscribe.cancel";
 /// Header that carries the deduplication id of a message (`<job_id>:<stage>`).
 pub const MSG_ID_HEADER: &str = "Nats-Msg-Id";
+
+/// Subject on which the stages are told that a job was cancelled.
+pub fn cancel_subject(job_id: Uuid) -> String {
+    format!("{CANCEL_SUBJECT_PREFIX}.{job_id}")
+}
 
 /// Subject on which the events of one job are published.
 pub fn events_subject(job_id: Uuid) -> String {

@@ -93,7 +93,7 @@ impl Stage {
         match record.status {
             JobStatus::Pending | JobStatus::Processing => true,
             JobStatus::Completed => self.next().is_none(),
-            JobStatus::Failed => self.wanted_after_failure(record),
+            JobStatus::Failed | JobStatus::Cancelled => self.wanted_after_failure(record),
         }
     }
 

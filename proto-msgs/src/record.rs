@@ -17,11 +17,17 @@ pub enum JobStatus {
     Processing,
     Completed,
     Failed,
+    /// Cancelled by its client (`DELETE /jobs/{id}`).
+    Cancelled,
 }
 
 impl JobStatus {
+    /// Whether the job has ended: completed, failed or cancelled.
     pub fn is_final(self) -> bool {
-        matches!(self, JobStatus::Completed | JobStatus::Failed)
+        matches!(
+            self,
+            JobStatus::Completed | JobStatus::Failed | JobStatus::Cancelled
+        )
     }
 }
 

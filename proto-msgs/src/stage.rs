@@ -112,6 +112,7 @@ pub enum JobStep {
     Notifying,
     Completed,
     Failed,
+    Cancelled,
 }
 
 #[cfg(test)]

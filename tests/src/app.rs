@@ -200,7 +200,10 @@ impl TestApp {
             let (code, body) = self.get_json(&format!("/status/{job_id}")).await;
             assert_eq!(code, 200, "{body}");
             seen.push(body["progress"].as_u64().expect("progress is a number"));
-            if matches!(body["status"].as_str(), Some("completed" | "failed")) {
+            if matches!(
+                body["status"].as_str(),
+                Some("completed" | "failed" | "cancelled")
+            ) {
                 return (body, seen);
             }
             assert!(

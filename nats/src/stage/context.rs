@@ -86,14 +86,20 @@ impl JobContext {
         let updated = self
             .jobs
             .update(self.job_id, |record| {
-                record.raise_progress(overall);
-                record.eta_s = eta_s;
+                if !record.status.is_final() {
+                    record.raise_progress(overall);
+                    record.eta_s = eta_s;
+                }
             })
             .await;
         let record = match updated {
             Ok(record) => record,
             Err(err) => return warn!(error = %ErrorChain(&err), "progress not recorded"),
         };
+        if record.status.is_final() {
+            // Cancelled meanwhile: no event after the job's last one.
+            return;
+        }
         let published = self
             .events
             .publish_for(&record, EventKind::Progress, Some(self.stage))

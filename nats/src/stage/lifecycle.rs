@@ -145,6 +145,10 @@ impl JobLifecycle<'_> {
             Ok(record) => record,
             Err(err) => return self.retry_later("cannot record the stage's end", &err, attempt),
         };
+        if !stage.wanted_for(&record) {
+            info!(status = ?record.status, "the job ended meanwhile; not handed on");
+            return Settle::Ack;
+        }
         if let Err(err) = self.publish(&record, EventKind::StageCompleted).await {
             return self.retry_later("cannot publish stage_completed", &err, attempt);
         }

@@ -1,19 +1,21 @@
 //! The loop that runs one stage: pulls a message per free slot, runs the handler with
 //! in-progress acks, and settles the message as the rules of [`crate::stage::settle`] say.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_nats::jetstream::consumer::PullConsumer;
 use async_nats::jetstream::{AckKind, Message};
 use futures::{FutureExt, StreamExt};
-use proto_msgs::PipelineMessage;
+use proto_msgs::{JobStatus, PipelineMessage};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, error, info, info_span, warn};
+use uuid::Uuid;
 
 use crate::error_chain::ErrorChain;
 use crate::stage::lifecycle::JobLifecycle;
@@ -54,6 +56,12 @@ pub async fn run_stage<S: StageHandler>(
     let consumer = pipeline.consumer(stage).await?;
     let slots = Arc::new(Semaphore::new(settings.concurrency.max(1)));
     let mut in_flight = JoinSet::new();
+    let running = RunningJobs::default();
+    let listener = tokio::spawn(listen_for_cancellations(
+        pipeline.clone(),
+        running.clone(),
+        shutdown.clone(),
+    ));
     info!(stage = %stage, concurrency = settings.concurrency, "stage started");
     loop {
         // Reap finished handlers so the set does not grow.
@@ -76,8 +84,9 @@ pub async fn run_stage<S: StageHandler>(
             },
         };
         let (pipeline, handler, shutdown) = (pipeline.clone(), handler.clone(), shutdown.clone());
+        let running = running.clone();
         in_flight.spawn(async move {
-            process_message(&pipeline, handler.as_ref(), message, &shutdown).await;
+            process_message(&pipeline, handler.as_ref(), message, &shutdown, &running).await;
             drop(permit);
         });
     }
@@ -89,6 +98,7 @@ pub async fn run_stage<S: StageHandler>(
     if drained.is_err() {
         in_flight.abort_all();
     }
+    listener.abort();
     Ok(())
 }
 
@@ -116,6 +126,7 @@ async fn process_message<S: StageHandler>(
     handler: &S,
     message: Message,
     shutdown: &CancellationToken,
+    running: &RunningJobs,
 ) {
     let stage = S::Input::STAGE;
     let delivery = message.info().map(|info| info.delivered).unwrap_or(1);
@@ -130,7 +141,7 @@ async fn process_message<S: StageHandler>(
     let span = info_span!("stage", stage = %stage, job_id = %input.job_id(), delivery);
     trace_context::set_parent_from(&span, message.headers.as_ref());
     async {
-        let settled = handle(pipeline, handler, input, &message, shutdown).await;
+        let settled = handle(pipeline, handler, input, &message, shutdown, running).await;
         settle(&message, settled).await;
     }
     .instrument(span)
@@ -144,6 +155,7 @@ async fn handle<S: StageHandler>(
     input: S::Input,
     message: &Message,
     shutdown: &CancellationToken,
+    running: &RunningJobs,
 ) -> Settle {
     let stage = S::Input::STAGE;
     let job = JobLifecycle {
@@ -187,9 +199,25 @@ async fn handle<S: StageHandler>(
     let handled = AssertUnwindSafe(handler.handle(input, &context))
         .catch_unwind()
         .map(|handled| handled.unwrap_or_else(|panic| Err(StageError::from_panic(panic))));
-    let Some(result) = with_heartbeat(handled, message, heartbeat_every, shutdown).await else {
-        info!("shutting down: job handed back to the stream");
-        return job.hand_back(None).await;
+    let cancelled = running.register(job.job_id);
+    let watch = Watch {
+        message,
+        every: heartbeat_every,
+        shutdown,
+        cancelled: &cancelled,
+        pipeline,
+        job_id: job.job_id,
+    };
+    let result = match with_heartbeat(handled, watch).await {
+        Run::Handled(result) => result,
+        Run::ShuttingDown => {
+            info!("shutting down: job handed back to the stream");
+            return job.hand_back(None).await;
+        }
+        Run::Cancelled => {
+            info!("job cancelled: its handler stopped");
+            return Settle::Ack;
+        }
     };
     if let Err(err @ StageError::Transient { .. }) = &result {
         // The job's record gets only what the stage was doing; the causes are logged here.
@@ -199,24 +227,137 @@ async fn handle<S: StageHandler>(
         .await
 }
 
-/// Awaits `handled`, telling the server every `every` that the message is still in progress;
-/// `None` if `shutdown` comes first.
-async fn with_heartbeat<T>(
-    handled: impl Future<Output = T>,
-    message: &Message,
+/// How a handler's run ended.
+enum Run<T> {
+    Handled(T),
+    /// The process is shutting down: the handler was stopped.
+    ShuttingDown,
+    /// The job was cancelled: the handler was stopped.
+    Cancelled,
+}
+
+/// What a running handler is watched for.
+struct Watch<'a> {
+    message: &'a Message,
+    /// Between in-progress acks (and looks at the job's record).
     every: Duration,
-    shutdown: &CancellationToken,
-) -> Option<T> {
+    shutdown: &'a CancellationToken,
+    /// Cancelled when the job's cancellation is announced.
+    cancelled: &'a CancellationToken,
+    pipeline: &'a Pipeline,
+    job_id: Uuid,
+}
+
+/// Awaits `handled`, telling the server every `watch.every` that the message is still in
+/// progress; stops it (drops it: the stages' blocking work ends with its channels) when the
+/// process shuts down or the job is cancelled, announced or found on its record.
+async fn with_heartbeat<T>(handled: impl Future<Output = T>, watch: Watch<'_>) -> Run<T> {
     tokio::pin!(handled);
     loop {
         tokio::select! {
-            result = &mut handled => return Some(result),
-            _ = tokio::time::sleep(every) => {
-                if let Err(err) = message.ack_with(AckKind::Progress).await {
+            result = &mut handled => return Run::Handled(result),
+            _ = tokio::time::sleep(watch.every) => {
+                if let Err(err) = watch.message.ack_with(AckKind::Progress).await {
                     warn!(error = %ErrorChain(err.as_ref()), "in-progress ack failed");
                 }
+                let record = watch.pipeline.jobs().get(watch.job_id).await;
+                if record.ok().flatten().is_some_and(|r| r.status == JobStatus::Cancelled) {
+                    return Run::Cancelled;
+                }
             }
-            _ = shutdown.cancelled() => return None,
+            _ = watch.cancelled.cancelled() => return Run::Cancelled,
+            _ = watch.shutdown.cancelled() => return Run::ShuttingDown,
+        }
+    }
+}
+
+/// The jobs this process is handling, each with the token that stops its handler when the job
+/// is cancelled.
+#[derive(Clone, Default)]
+struct RunningJobs(Arc<Mutex<HashMap<Uuid, CancellationToken>>>);
+
+impl RunningJobs {
+    /// Registers `job_id` for as long as the returned guard lives.
+    fn register(&self, job_id: Uuid) -> RunningJob {
+        let token = CancellationToken::new();
+        let mut jobs = self
+            .0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        jobs.insert(job_id, token.clone());
+        RunningJob {
+            jobs: self.clone(),
+            job_id,
+            token,
+        }
+    }
+
+    fn cancel(&self, job_id: Uuid) {
+        let jobs = self
+            .0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(token) = jobs.get(&job_id) {
+            token.cancel();
+        }
+    }
+}
+
+/// A job registered in [`RunningJobs`]; unregistered on drop.
+struct RunningJob {
+    jobs: RunningJobs,
+    job_id: Uuid,
+    token: CancellationToken,
+}
+
+impl std::ops::Deref for RunningJob {
+    type Target = CancellationToken;
+    fn deref(&self) -> &CancellationToken {
+        &self.token
+    }
+}
+
+impl Drop for RunningJob {
+    fn drop(&mut self) {
+        let mut jobs = self
+            .jobs
+            .0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        jobs.remove(&self.job_id);
+    }
+}
+
+/// Stops the handlers of jobs announced cancelled on `jetscribe.cancel.<job_id>`, until
+/// `shutdown`. Every process of every stage listens (no queue group).
+async fn listen_for_cancellations(
+    pipeline: Pipeline,
+    running: RunningJobs,
+    shutdown: CancellationToken,
+) {
+    let subject = format!("{}.*", proto_msgs::CANCEL_SUBJECT_PREFIX);
+    let mut announcements = match pipeline.client().subscribe(subject).await {
+        Ok(subscriber) => subscriber,
+        Err(err) => {
+            // Cancelled jobs are still found on their record at the next heartbeat.
+            return warn!(error = %ErrorChain(&err), "cannot listen for cancellations");
+        }
+    };
+    loop {
+        let announcement = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            announcement = announcements.next() => match announcement {
+                Some(announcement) => announcement,
+                None => return,
+            },
+        };
+        let job_id = announcement
+            .subject
+            .rsplit('.')
+            .next()
+            .and_then(|id| id.parse().ok());
+        if let Some(job_id) = job_id {
+            running.cancel(job_id);
         }
     }
 }

@@ -100,7 +100,9 @@ pub struct AfterFailure {
 /// `failed_now`: this stage's update is the one that failed the job.
 pub fn after_failure(record: &JobRecord, stage: Stage, failed_now: bool) -> AfterFailure {
     let reported_elsewhere = !failed_now && stage.wanted_after_failure(record);
-    if record.status == JobStatus::Completed || reported_elsewhere {
+    // Only a job that failed is reported as failed: a completed one stays completed (an
+    // undeliverable webhook does not undo it), a cancelled one stays cancelled.
+    if record.status != JobStatus::Failed || reported_elsewhere {
         return AfterFailure {
             publish_failed: false,
             hand_over_to: Vec::new(),

@@ -17,7 +17,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use jetscribe_blobstore::{BlobError, BlobStore};
 use jetscribe_nats::{ErrorChain, Pipeline, PipelineError};
-use proto_msgs::{JobBlobs, JobRecord, Stage};
+use proto_msgs::{JobBlobs, JobRecord, JobStatus, Stage};
 use time::OffsetDateTime;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
@@ -49,10 +49,17 @@ impl JanitorSettings {
     }
 }
 
+/// How long after its cancellation a job's folder is emptied again at every sweep: a stage
+/// that was writing a file for it when it was cancelled may add one after the API removed
+/// them.
+const CANCELLED_RECENTLY: Duration = Duration::from_secs(600);
+
 /// What a sweep makes of one record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fate {
     Keep,
+    /// Cancelled a short while ago: remove whatever file a stage wrote since.
+    RecentlyCancelled,
     /// Ended more than the retention ago: forget it.
     Expired,
     /// Unfinished and unchanged for `lost_after`: lost, unless a message is stored for it.
@@ -63,9 +70,12 @@ pub enum Fate {
 pub fn fate(record: &JobRecord, now: OffsetDateTime, settings: &JanitorSettings) -> Fate {
     let age_of = |at: OffsetDateTime| (now - at).try_into().unwrap_or(Duration::ZERO);
     if record.status.is_final() {
-        let ended = record.completed_at.unwrap_or(record.updated_at);
-        return match age_of(ended) >= settings.retention {
+        let ended = age_of(record.completed_at.unwrap_or(record.updated_at));
+        return match ended >= settings.retention {
             true => Fate::Expired,
+            false if record.status == JobStatus::Cancelled && ended < CANCELLED_RECENTLY => {
+                Fate::RecentlyCancelled
+            }
             false => Fate::Keep,
         };
     }
@@ -175,6 +185,12 @@ async fn sweep(
         let record = record?;
         match fate(&record, now, settings) {
             Fate::Keep => drop(known.insert(record.job_id)),
+            Fate::RecentlyCancelled => {
+                blobs
+                    .delete_prefix(&JobBlobs::prefix(record.job_id))
+                    .await?;
+                known.insert(record.job_id);
+            }
             Fate::Expired => {
                 blobs
                     .delete_prefix(&JobBlobs::prefix(record.job_id))
@@ -240,7 +256,7 @@ fn job_of(path: &str) -> Option<Uuid> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use proto_msgs::{JobOptions, JobStatus};
+    use proto_msgs::JobOptions;
 
     const SETTINGS: JanitorSettings = JanitorSettings {
         retention: Duration::from_secs(3600),
@@ -265,8 +281,10 @@ mod tests {
 
     #[test]
     fn finished_jobs_expire_after_the_retention_and_unfinished_ones_never_do() {
-        use JobStatus::{Completed, Failed, Pending, Processing};
+        use JobStatus::{Cancelled, Completed, Failed, Pending, Processing};
         let cases = [
+            (Cancelled, 60, Fate::RecentlyCancelled),
+            (Cancelled, 3600, Fate::Expired),
             (Completed, 3599, Fate::Keep),
             (Completed, 3600, Fate::Expired),
             (Failed, 86_400, Fate::Expired),

@@ -4,11 +4,11 @@
 //! shows it and, for an admin, the message the pipeline gave up on (its dead letter).
 
 use futures::StreamExt;
-use jetscribe_nats::{ErrorChain, PipelineError, Submitters};
+use jetscribe_nats::{Cancellation, ErrorChain, PipelineError, Submitters};
 use poem::http::StatusCode;
 use poem::web::{Data, Path, Query};
 use poem::{Response, handler};
-use proto_msgs::{JobRecord, JobStatus};
+use proto_msgs::{JobBlobs, JobRecord, JobStatus};
 use serde::Deserialize;
 use tracing::error;
 
@@ -51,6 +51,43 @@ pub(crate) async fn job_detail(
     Ok(json_response(StatusCode::OK, &detail))
 }
 
+/// `DELETE /jobs/{id}`: cancels a pending or running job and removes its files; 200 with the
+/// job as `/status` shows it (again for a job already cancelled), 409 for one that has already
+/// completed or failed.
+#[handler]
+pub(crate) async fn cancel_job(
+    Data(state): Data<&ApiState>,
+    Data(caller): Data<&Caller>,
+    Path(job_id): Path<String>,
+) -> Result<Response, ApiError> {
+    let record = load_record(state, caller, parse_job_id(&job_id)?).await?;
+    let cancelled = state.pipeline.cancel_job(record.job_id).await;
+    let record = match cancelled.map_err(|err| ApiError::unavailable("job store", &err))? {
+        Cancellation::Cancelled(record) | Cancellation::AlreadyCancelled(record) => record,
+        Cancellation::AlreadyEnded(record) => {
+            let status = if record.status == JobStatus::Completed {
+                "completed"
+            } else {
+                "failed"
+            };
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                format!(
+                    "job {}: already {status}, it cannot be cancelled",
+                    record.job_id
+                ),
+            ));
+        }
+    };
+    // A stage that was writing a file for it may add one after this; the janitor removes the
+    // files of recently cancelled jobs again.
+    let prefix = JobBlobs::prefix(record.job_id);
+    if let Err(err) = state.blobs.delete_prefix(&prefix).await {
+        error!(job_id = %record.job_id, error = %ErrorChain(&err), "cancelled job's files not removed");
+    }
+    Ok(json_response(StatusCode::OK, &JobStatusView::from(&record)))
+}
+
 /// `?status=&limit=&cursor=` of `GET /jobs`.
 #[derive(Debug, Default, Deserialize)]
 struct JobsQuery {
@@ -75,9 +112,11 @@ impl JobsFilter {
             Some("processing") => Some(JobStatus::Processing),
             Some("completed") => Some(JobStatus::Completed),
             Some("failed") => Some(JobStatus::Failed),
+            Some("cancelled") => Some(JobStatus::Cancelled),
             Some(other) => {
                 return Err(format!(
-                    "status: expected pending, processing, completed or failed, got {other:?}"
+                    "status: expected pending, processing, completed, failed or cancelled, got \
+                     {other:?}"
                 ));
             }
         };

@@ -122,7 +122,10 @@ pub fn app(state: ApiState) -> impl poem::Endpoint {
         .at("/result/:job_id", get(job_result))
         .at("/jobs", get(jobs::list_jobs))
         .at("/jobs/processing", get(jobs::active_jobs))
-        .at("/jobs/:job_id", get(jobs::job_detail))
+        .at(
+            "/jobs/:job_id",
+            get(jobs::job_detail).delete(jobs::cancel_job),
+        )
         .at("/health", get(health_check))
         .data(state)
         .around(move |endpoint, request| auth::authenticate(endpoint, request, keys.clone()))
@@ -366,6 +369,10 @@ pub(crate) async fn result_response(
         JobStatus::Failed => {
             let body = EndedJobBody::failed(record);
             return Ok(json_response(StatusCode::INTERNAL_SERVER_ERROR, &body));
+        }
+        JobStatus::Cancelled => {
+            let body = EndedJobBody::cancelled(record);
+            return Ok(json_response(StatusCode::GONE, &body));
         }
         JobStatus::Completed => {}
     }

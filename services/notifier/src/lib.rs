@@ -145,8 +145,10 @@ async fn complete(job: &JobContext) -> Result<JobRecord, StageError> {
 impl Notifier {
     /// The webhook body for a job that has ended.
     async fn webhook_body(&self, record: &JobRecord) -> Result<EndedJobBody, StageError> {
-        if record.status == JobStatus::Failed {
-            return Ok(EndedJobBody::failed(record));
+        match record.status {
+            JobStatus::Failed => return Ok(EndedJobBody::failed(record)),
+            JobStatus::Cancelled => return Ok(EndedJobBody::cancelled(record)),
+            _ => {}
         }
         let result_blob =
             record.blobs.result.as_deref().ok_or_else(|| {
