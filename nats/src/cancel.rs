@@ -48,13 +48,21 @@ impl Pipeline {
         if let Err(err) = self.client().publish(subject, Default::default()).await {
             warn!(%job_id, error = %ErrorChain(&err), "cannot tell the stages of a cancellation");
         }
-        self.events().publish_end_if_missing(&record).await?;
-        for stage in Stage::ALL.into_iter().filter(|s| s.wanted_for(&record)) {
-            self.publish_encoded(&stage.input_for(&record)?).await?;
-        }
+        self.follow_up_cancellation(&record).await?;
         Ok(match found {
             JobStatus::Cancelled => Cancellation::AlreadyCancelled(record),
             _ => Cancellation::Cancelled(record),
         })
+    }
+
+    /// The final event `cancelled` and the hand-over to the stages that want ended jobs (the
+    /// notifier, for the webhook), unless already done (message ids): after a cancellation,
+    /// and again by the janitor in case it was cut short.
+    pub async fn follow_up_cancellation(&self, record: &JobRecord) -> Result<(), PipelineError> {
+        self.events().publish_end_if_missing(record).await?;
+        for stage in Stage::ALL.into_iter().filter(|s| s.wanted_for(record)) {
+            self.publish_encoded(&stage.input_for(record)?).await?;
+        }
+        Ok(())
     }
 }

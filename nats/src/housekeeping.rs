@@ -93,6 +93,7 @@ impl Pipeline {
     }
 
     /// Removes a job's record and its events: the job is gone (its files are the caller's).
+    /// Its dead letter, if any, expires with the dead-letter stream.
     pub async fn forget_job(&self, job_id: Uuid) -> Result<(), PipelineError> {
         let events = self
             .jetstream()
@@ -111,15 +112,30 @@ impl Pipeline {
     /// Queues `stage`'s message of a job that no stage holds, built from its record, under a
     /// new message id (the first one may still be in the duplicate window); the record counts
     /// the requeue first, so a job lost again and again is failed, not requeued for ever.
-    pub async fn requeue(&self, job_id: Uuid, stage: Stage) -> Result<JobRecord, PipelineError> {
-        let record = self
+    /// Nothing is done (`None`) if the record changed since `seen` (another janitor requeued
+    /// it, a stage moved it on, it was cancelled).
+    pub async fn requeue(
+        &self,
+        seen: &JobRecord,
+        stage: Stage,
+    ) -> Result<Option<JobRecord>, PipelineError> {
+        let counted = self
             .jobs()
-            .update(job_id, |record| record.requeues += 1)
+            .update_if(seen.job_id, |record| {
+                let unchanged = record.updated_at == seen.updated_at && !record.status.is_final();
+                if unchanged {
+                    record.requeues += 1;
+                }
+                unchanged
+            })
             .await?;
+        let Some(record) = counted else {
+            return Ok(None);
+        };
         let mut message = stage.input_for(&record)?;
         message.message_id = format!("{}:requeue:{}", message.message_id, record.requeues);
         self.publish_encoded(&message).await?;
-        Ok(record)
+        Ok(Some(record))
     }
 
     /// Fails a job that no stage holds, as `stage` would have: `failed` published, the job

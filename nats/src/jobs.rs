@@ -67,11 +67,17 @@ impl JobStore {
         }
     }
 
-    /// Removes a record (and its history): the job is as if it had never been submitted.
+    /// Removes a record (and its history): the job is as if it had never been submitted. The
+    /// bucket's stream is purged of the key, so no delete marker is left behind (the bucket has
+    /// no max age to expire one).
     pub async fn remove(&self, job_id: Uuid) -> Result<(), JobStoreError> {
+        let subject = format!("{}{job_id}", self.kv.prefix);
         self.kv
-            .purge(job_id.to_string())
+            .stream
+            .purge()
+            .filter(subject)
             .await
+            .map(drop)
             .map_err(|err| JobStoreError::kv("removing a record", err))
     }
 
@@ -101,12 +107,33 @@ impl JobStore {
     where
         F: FnMut(&mut JobRecord),
     {
+        let updated = self
+            .update_if(job_id, |record| {
+                change(record);
+                true
+            })
+            .await?;
+        Ok(updated.expect("an unconditional change is written"))
+    }
+
+    /// [`update`](Self::update) for a change that may not apply: `change` answers whether it
+    /// changed the record; `None` when it did not (nothing is written).
+    pub async fn update_if<F>(
+        &self,
+        job_id: Uuid,
+        mut change: F,
+    ) -> Result<Option<JobRecord>, JobStoreError>
+    where
+        F: FnMut(&mut JobRecord) -> bool,
+    {
         for _ in 0..MAX_UPDATE_ATTEMPTS {
             let (mut record, revision) = self
                 .entry(job_id)
                 .await?
                 .ok_or(JobStoreError::NotFound(job_id))?;
-            change(&mut record);
+            if !change(&mut record) {
+                return Ok(None);
+            }
             record.updated_at = OffsetDateTime::now_utc();
             let bytes = proto_msgs::encode(&record)?;
             match self
@@ -114,7 +141,7 @@ impl JobStore {
                 .update(job_id.to_string(), bytes.into(), revision)
                 .await
             {
-                Ok(_) => return Ok(record),
+                Ok(_) => return Ok(Some(record)),
                 Err(err) if err.kind() == kv::UpdateErrorKind::WrongLastRevision => continue,
                 Err(err) => return Err(JobStoreError::kv("updating a record", err)),
             }

@@ -26,6 +26,7 @@ pub enum ServerError {
 pub struct LocalNatsServer {
     child: Child,
     url: String,
+    store_dir: PathBuf,
     // Keeps a temporary store alive as long as the server.
     _temp: Option<tempfile::TempDir>,
 }
@@ -55,43 +56,28 @@ impl LocalNatsServer {
 
     fn start_in(store_dir: &Path, temp: Option<tempfile::TempDir>) -> Result<Self, ServerError> {
         std::fs::create_dir_all(store_dir)?;
-        // nats-server writes `nats-server_<pid>.ports` (JSON with its client URLs) here once it
-        // listens: the only race-free way to learn the port it picked.
-        let ports_dir = tempfile::tempdir()?;
-        let mut child = Command::new(
-            std::env::var("NATS_SERVER_BIN").unwrap_or_else(|_| "nats-server".to_owned()),
-        )
-        .args(["-js", "-a", "127.0.0.1", "-p", "-1", "-sd"])
-        .arg(store_dir)
-        .arg("--ports_file_dir")
-        .arg(ports_dir.path())
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .map_err(ServerError::Spawn)?;
-        let ports_file = ports_dir
-            .path()
-            .join(format!("nats-server_{}.ports", child.id()));
-        let started = Instant::now();
-        let url = loop {
-            if let Some(status) = child.try_wait()? {
-                return Err(ServerError::Exited(status, store_dir.to_owned()));
-            }
-            if let Some(url) = read_client_url(&ports_file) {
-                break url;
-            }
-            if started.elapsed() > START_TIMEOUT {
-                kill_and_reap(&mut child);
-                return Err(ServerError::Timeout(START_TIMEOUT));
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        };
+        let (child, url) = spawn_server(store_dir, None)?;
         Ok(Self {
             child,
             url,
+            store_dir: store_dir.to_owned(),
             _temp: temp,
         })
+    }
+
+    /// Kills the server (SIGKILL, as in a crash) and starts it again on the same port with the
+    /// same store, for clients to reconnect to (tests of the service's recovery).
+    pub fn kill_and_restart(&mut self) -> Result<(), ServerError> {
+        kill_and_reap(&mut self.child);
+        let port = self
+            .url
+            .rsplit(':')
+            .next()
+            .and_then(|port| port.parse().ok());
+        let (child, url) = spawn_server(&self.store_dir, port)?;
+        self.child = child;
+        self.url = url;
+        Ok(())
     }
 
     /// `nats://127.0.0.1:<port>`
@@ -120,6 +106,44 @@ impl LocalNatsServer {
             "nats-server ignored SIGTERM for 5 s; killing it"
         );
         kill_and_reap(&mut self.child);
+    }
+}
+
+/// Starts `nats-server -js` on `port` (one the system picks when `None`) with its store in
+/// `store_dir`; returns the child and its client URL once it listens.
+fn spawn_server(store_dir: &Path, port: Option<u16>) -> Result<(Child, String), ServerError> {
+    // nats-server writes `nats-server_<pid>.ports` (JSON with its client URLs) here once it
+    // listens: the only race-free way to learn the port it picked.
+    let ports_dir = tempfile::tempdir()?;
+    let mut child =
+        Command::new(std::env::var("NATS_SERVER_BIN").unwrap_or_else(|_| "nats-server".to_owned()))
+            .args(["-js", "-a", "127.0.0.1", "-p"])
+            .arg(port.map_or_else(|| "-1".to_owned(), |port| port.to_string()))
+            .arg("-sd")
+            .arg(store_dir)
+            .arg("--ports_file_dir")
+            .arg(ports_dir.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(ServerError::Spawn)?;
+    let ports_file = ports_dir
+        .path()
+        .join(format!("nats-server_{}.ports", child.id()));
+    let started = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait()? {
+            return Err(ServerError::Exited(status, store_dir.to_owned()));
+        }
+        if let Some(url) = read_client_url(&ports_file) {
+            return Ok((child, url));
+        }
+        if started.elapsed() > START_TIMEOUT {
+            kill_and_reap(&mut child);
+            return Err(ServerError::Timeout(START_TIMEOUT));
+        }
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 

@@ -26,7 +26,7 @@ pub struct DeadLetter {
     pub stage: Stage,
     /// Why, as the job's owner reads it on the failed job.
     pub reason: String,
-    /// Tries of the stage, and how many of them failed.
+    /// Tries of the stage, and how many of them failed (errors, panics and crashes).
     pub attempts: u32,
     pub failures: u32,
     #[serde(with = "time::serde::rfc3339")]

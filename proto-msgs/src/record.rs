@@ -37,10 +37,15 @@ pub struct StageRun {
     /// Tries of this stage so far (1 = first try). A message handed back unhandled (its process
     /// shutting down, or the message not due yet) is not a try.
     pub attempts: u32,
-    /// Tries that failed: an error, a panic, or a process that died handling the message without
-    /// the job moving on. The stage gives up on the job at JOB_MAX_ATTEMPTS of them.
+    /// Tries that failed with an error or a panic.
     #[serde(default)]
     pub failures: u32,
+    /// Tries whose process died handling the message without the job moving on (killed, out of
+    /// memory, crashed). Two count as one failed try: a poison message that takes its process
+    /// down every time ends like one that fails every time, while processes killed at random
+    /// (a deployment, a node lost) rarely fail a job.
+    #[serde(default)]
+    pub crashes: u32,
     /// Set while a try runs: the job's progress when it began. Found set when the next try
     /// begins, the process of the last one died with it.
     #[serde(default)]
@@ -58,15 +63,15 @@ pub struct StageRun {
 
 impl StageRun {
     /// A try of the stage begins, the job at `progress`. A try found still running ended with
-    /// its process: a failure, unless the job progressed meanwhile (a long job whose process was
+    /// its process: a crash, unless the job progressed meanwhile (a long job whose process was
     /// killed half-way, and resumes from its checkpoint, is not failing). Returns whether the
-    /// last try was counted as failed.
+    /// last try was counted as a crash.
     pub fn begin_try(&mut self, stage: Stage, progress: u8, now: OffsetDateTime) -> bool {
         let died = self
             .running_from_progress
             .is_some_and(|from| progress <= from);
         if died {
-            self.failures += 1;
+            self.crashes += 1;
             self.last_error = Some(format!(
                 "the {stage} process stopped while handling the job"
             ));
@@ -75,6 +80,11 @@ impl StageRun {
         self.running_from_progress = Some(progress);
         self.started_at.get_or_insert(now);
         died
+    }
+
+    /// Failed tries so far, a crash counting half.
+    pub fn failed_tries(&self) -> u32 {
+        self.failures + self.crashes / 2
     }
 
     /// The running try ends with the message handed back unhandled: it was not a try.
@@ -326,7 +336,7 @@ mod tests {
                 ..Default::default()
             };
             assert_eq!(run.begin_try(Stage::Transcribe, progress, now), failed);
-            assert_eq!(run.failures, u32::from(failed));
+            assert_eq!(run.crashes, u32::from(failed));
             assert_eq!(run.attempts, 2);
             assert_eq!(run.running_from_progress, Some(progress));
             assert_eq!(
@@ -343,9 +353,15 @@ mod tests {
         run.begin_try(Stage::Decode, 0, OffsetDateTime::UNIX_EPOCH);
         run.hand_back();
         run.begin_try(Stage::Decode, 0, OffsetDateTime::UNIX_EPOCH);
-        assert_eq!((run.attempts, run.failures), (1, 0));
+        assert_eq!((run.attempts, run.failures, run.crashes), (1, 0, 0));
         run.end_try();
         assert_eq!(run.running_from_progress, None);
+        let run = StageRun {
+            failures: 1,
+            crashes: 3,
+            ..Default::default()
+        };
+        assert_eq!(run.failed_tries(), 2, "two crashes count as one failed try");
     }
 
     #[test]

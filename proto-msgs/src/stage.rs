@@ -73,6 +73,27 @@ impl Stage {
 
     /// The share of overall progress (0..=100) this stage spans, so that progress seen by a
     /// client only ever grows across stages.
+    /// How long one try of this stage may run on `record`'s job before it is stopped and counted
+    /// as failed: `base` (STAGE_TIMEOUT), plus time in proportion to the media, so a hung
+    /// ffmpeg or a stuck model never holds a job for ever while its heartbeats keep the
+    /// message alive. The decoder goes by the upload's size (its length is not known yet): a
+    /// second per MB; the transcriber gets three times the media's length (Whisper on a slow CPU
+    /// runs near real time); the analyzer a tenth of it.
+    pub fn deadline(
+        self,
+        base: std::time::Duration,
+        record: &crate::JobRecord,
+    ) -> std::time::Duration {
+        let media_s = record.duration_s.unwrap_or(0.0).max(0.0);
+        let extra_s = match self {
+            Stage::Decode => record.size_bytes as f64 / 1e6,
+            Stage::Transcribe => 3.0 * media_s,
+            Stage::Analyze => 0.1 * media_s,
+            Stage::Notify => 0.0,
+        };
+        base + std::time::Duration::from_secs_f64(extra_s.min(1e7))
+    }
+
     pub fn progress_span(self) -> (u8, u8) {
         match self {
             Stage::Decode => (0, 15),
@@ -118,6 +139,24 @@ pub enum JobStep {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_stage_try_may_run_longer_on_longer_media() {
+        let mut record = crate::JobRecord::new_pending(
+            uuid::Uuid::nil(),
+            "a.wav".into(),
+            50_000_000,
+            crate::JobOptions::default(),
+            time::OffsetDateTime::UNIX_EPOCH,
+        );
+        record.duration_s = Some(3600.0);
+        let base = std::time::Duration::from_secs(600);
+        let seconds = |stage: Stage| stage.deadline(base, &record).as_secs();
+        assert_eq!(seconds(Stage::Decode), 650);
+        assert_eq!(seconds(Stage::Transcribe), 600 + 3 * 3600);
+        assert_eq!(seconds(Stage::Analyze), 960);
+        assert_eq!(seconds(Stage::Notify), 600);
+    }
 
     #[test]
     fn overall_progress_stays_inside_the_stage_span() {

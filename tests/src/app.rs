@@ -266,6 +266,50 @@ impl TestApp {
         body
     }
 
+    /// Kills the app's nats-server (SIGKILL) and starts it again on the same port and store.
+    pub fn restart_nats(&mut self) {
+        self.nats.kill_and_restart().expect("nats-server restarts");
+    }
+
+    /// Sends SIGTERM to the newest process running `part` and waits (30 s at most) for it to
+    /// exit; returns how it exited.
+    pub fn terminate_part(&mut self, part: &str) -> ExitStatus {
+        let index = self
+            .children
+            .iter()
+            .rposition(|(name, _)| name == part)
+            .expect("a process runs that part");
+        let (_, mut child) = self.children.remove(index);
+        let status = Command::new("kill")
+            .arg("-TERM")
+            .arg(child.id().to_string())
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "SIGTERM to {}", child.id());
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                return status;
+            }
+            if Instant::now() >= deadline {
+                drop(child.kill());
+                panic!("{part} did not exit within 30 s of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The parts whose processes have exited without the test stopping them.
+    pub fn exited_parts(&mut self) -> Vec<String> {
+        self.children
+            .iter_mut()
+            .filter_map(|(part, child)| match child.try_wait() {
+                Ok(Some(_)) => Some(part.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// Stops the app's nats-server (to see how the app copes).
     pub fn stop_nats(&mut self) {
         self.nats.stop();

@@ -19,6 +19,24 @@ pub fn ffmpeg(dir: &Path, output: &str, args: &[&str]) -> PathBuf {
     path
 }
 
+/// Writes `total_s` seconds of 16 kHz WAV to `path`: the JFK clip every `every_s` seconds,
+/// silence between; returns how many times the clip is in it.
+pub fn jfk_every(path: &Path, total_s: usize, every_s: usize) -> usize {
+    let jfk = decode(&crate::fixture("jfk.flac"));
+    let mut samples = vec![0i16; total_s * SAMPLE_RATE];
+    let mut clips = 0;
+    for start_s in (0..total_s).step_by(every_s.max(1)) {
+        let at = start_s * SAMPLE_RATE;
+        if at + jfk.len() > samples.len() {
+            break;
+        }
+        samples[at..at + jfk.len()].copy_from_slice(&jfk);
+        clips += 1;
+    }
+    write_wav(path, &samples);
+    clips
+}
+
 /// A clip as 16 kHz mono samples, decoded by ffmpeg.
 pub fn decode(clip: &Path) -> Vec<i16> {
     let output = Command::new("ffmpeg")

@@ -2,28 +2,14 @@
 //! pending one from ever starting, ends its events with `cancelled`, tells its webhook, removes
 //! its files, and `/result` answers 410; a job that has ended cannot be cancelled.
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
-use jetscribe_tests::media::{decode, write_wav};
+use jetscribe_tests::media::jfk_every;
 use jetscribe_tests::{JOB_TIMEOUT, TestApp, WebhookReceiver, fixture, wait_for};
 use proto_msgs::Stage;
 
 /// The stage processes of a deployment, each its own process.
 const STAGES: [&str; 4] = ["decoder", "transcriber", "analyzer", "notifier"];
-
-/// Five minutes of speech: the JFK clip every 15 s.
-fn five_minutes_of_speech(path: &Path) {
-    let jfk = decode(&fixture("jfk.flac"));
-    let rate = proto_msgs::pcm::SAMPLE_RATE as usize;
-    let mut samples = vec![0i16; 300 * rate];
-    for start in (0..285).step_by(15) {
-        let at = start * rate;
-        let end = (at + jfk.len()).min(samples.len());
-        samples[at..end].copy_from_slice(&jfk[..end - at]);
-    }
-    write_wav(path, &samples);
-}
 
 async fn delete(app: &TestApp, job_id: &str) -> (u16, serde_json::Value) {
     let response = app
@@ -49,7 +35,7 @@ async fn in_progress(app: &TestApp, stage: Stage) -> usize {
 async fn a_running_job_cancelled_stops_within_seconds_tells_its_webhook_and_leaves_no_files() {
     let dir = tempfile::tempdir().expect("tempdir");
     let media = dir.path().join("five-minutes.wav");
-    five_minutes_of_speech(&media);
+    jfk_every(&media, 300, 15);
     let mut hook = WebhookReceiver::start().await;
     let mut app_parts = vec!["api"];
     app_parts.extend(STAGES);

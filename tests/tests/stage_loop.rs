@@ -106,9 +106,9 @@ async fn a_job_whose_process_dies_on_every_try_is_dead_lettered_and_failed_not_l
     .await;
     let job_id = queued_job(&pipeline).await;
 
-    // Two processes take the message and die on it without a word (no ack, no nak): their
-    // tasks are dropped mid-handler, as a SIGKILL would.
-    for tries in 1..=2 {
+    // Processes take the message and die on it without a word (no ack, no nak): their tasks
+    // are dropped mid-handler, as a SIGKILL would. Two deaths count as one failed try.
+    for tries in 1..=4 {
         let shutdown = CancellationToken::new();
         let dies = spawn_stage(
             &pipeline,
@@ -120,7 +120,7 @@ async fn a_job_whose_process_dies_on_every_try_is_dead_lettered_and_failed_not_l
         drop(dies.await);
     }
 
-    // A healthy process takes it next: the stage gives up rather than try a third time.
+    // A healthy process takes it next: the stage gives up rather than try again.
     let shutdown = CancellationToken::new();
     let handler = Arc::new(CountsCalls(Default::default()));
     let stage = spawn_stage(&pipeline, handler.clone(), &shutdown);
@@ -128,7 +128,7 @@ async fn a_job_whose_process_dies_on_every_try_is_dead_lettered_and_failed_not_l
     let reason = failed.error_message.expect("a reason");
     assert_eq!(
         reason,
-        "decode failed after 2 attempts: the decode process stopped while handling the job"
+        "decode failed after 4 attempts: the decode process stopped while handling the job"
     );
     assert_eq!(handler.0.load(std::sync::atomic::Ordering::SeqCst), 0);
     let letter = pipeline
@@ -138,7 +138,7 @@ async fn a_job_whose_process_dies_on_every_try_is_dead_lettered_and_failed_not_l
         .expect("a dead letter");
     assert_eq!(
         (letter.stage, letter.reason.as_str(), letter.failures),
-        (proto_msgs::Stage::Decode, reason.as_str(), 2)
+        (proto_msgs::Stage::Decode, reason.as_str(), 4)
     );
     assert_eq!(letter.subject, "jetscribe.pipeline.decode");
     let message: DecodeRequest = proto_msgs::decode(&letter.payload).expect("the message");
@@ -150,6 +150,35 @@ async fn a_job_whose_process_dies_on_every_try_is_dead_lettered_and_failed_not_l
         .find(|q| q.stage == proto_msgs::Stage::Decode)
         .expect("decode");
     assert_eq!(decode.pending, 0);
+    shutdown.cancel();
+    stage
+        .await
+        .expect("joined")
+        .expect("stage loop ends cleanly");
+}
+
+#[tokio::test]
+async fn a_try_that_runs_past_its_deadline_is_stopped_and_counts_as_failed() {
+    let (_server, pipeline) = private_pipeline(|settings| settings.max_attempts = 2).await;
+    let job_id = queued_job(&pipeline).await;
+    let shutdown = CancellationToken::new();
+    let handler = Arc::new(NeverFinishes(Default::default()));
+    let settings = StageLoopSettings {
+        try_timeout: Duration::from_secs(1),
+        ..Default::default()
+    };
+    let stage = tokio::spawn(run_stage(
+        pipeline.clone(),
+        handler.clone(),
+        settings,
+        shutdown.clone(),
+    ));
+    let failed = wait_for_status(&pipeline, job_id, JobStatus::Failed).await;
+    assert_eq!(
+        failed.error_message.as_deref(),
+        Some("decode failed after 2 attempts: internal error (the stage ran past its deadline)")
+    );
+    assert_eq!(handler.0.load(std::sync::atomic::Ordering::SeqCst), 2);
     shutdown.cancel();
     stage
         .await

@@ -114,7 +114,7 @@ impl JobLifecycle<'_> {
             stage: self.stage,
             reason: reason.clone(),
             attempts: run.attempts,
-            failures: run.failures + u32::from(try_failed),
+            failures: run.failures + run.crashes + u32::from(try_failed),
             at: OffsetDateTime::now_utc(),
             subject: subject.to_owned(),
             payload: payload.to_vec(),
@@ -199,7 +199,7 @@ impl JobLifecycle<'_> {
     }
 
     /// Records the end of this try on the stage's run.
-    async fn end_try(&self) {
+    pub async fn end_try(&self) {
         let stage = self.stage;
         let recorded = self
             .pipeline

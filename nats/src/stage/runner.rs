@@ -33,6 +33,9 @@ pub struct StageLoopSettings {
     /// How long in-flight handlers get to finish after shutdown before they are abandoned (their
     /// messages are nak'd so another process takes them at once).
     pub drain_timeout: Duration,
+    /// STAGE_TIMEOUT: the least time one try may run; longer media get more
+    /// ([`proto_msgs::Stage::deadline`]). A try past it is stopped and counts as failed.
+    pub try_timeout: Duration,
 }
 
 impl Default for StageLoopSettings {
@@ -41,6 +44,7 @@ impl Default for StageLoopSettings {
             concurrency: 2,
             pull_expiry: Duration::from_secs(5),
             drain_timeout: Duration::from_secs(3),
+            try_timeout: Duration::from_secs(600),
         }
     }
 }
@@ -84,9 +88,15 @@ pub async fn run_stage<S: StageHandler>(
             },
         };
         let (pipeline, handler, shutdown) = (pipeline.clone(), handler.clone(), shutdown.clone());
-        let running = running.clone();
+        let (running, try_timeout) = (running.clone(), settings.try_timeout);
         in_flight.spawn(async move {
-            process_message(&pipeline, handler.as_ref(), message, &shutdown, &running).await;
+            let context = LoopContext {
+                pipeline: &pipeline,
+                shutdown: &shutdown,
+                running: &running,
+                try_timeout,
+            };
+            process_message(&context, handler.as_ref(), message).await;
             drop(permit);
         });
     }
@@ -120,13 +130,19 @@ async fn pull_one(
     }
 }
 
+/// What every message of one loop is handled with.
+struct LoopContext<'a> {
+    pipeline: &'a Pipeline,
+    shutdown: &'a CancellationToken,
+    running: &'a RunningJobs,
+    try_timeout: Duration,
+}
+
 /// Decodes, handles and settles one message, inside a span that continues the job's trace.
 async fn process_message<S: StageHandler>(
-    pipeline: &Pipeline,
+    context: &LoopContext<'_>,
     handler: &S,
     message: Message,
-    shutdown: &CancellationToken,
-    running: &RunningJobs,
 ) {
     let stage = S::Input::STAGE;
     let delivery = message.info().map(|info| info.delivered).unwrap_or(1);
@@ -141,7 +157,7 @@ async fn process_message<S: StageHandler>(
     let span = info_span!("stage", stage = %stage, job_id = %input.job_id(), delivery);
     trace_context::set_parent_from(&span, message.headers.as_ref());
     async {
-        let settled = handle(pipeline, handler, input, &message, shutdown, running).await;
+        let settled = handle(context, handler, input, &message).await;
         settle(&message, settled).await;
     }
     .instrument(span)
@@ -150,13 +166,17 @@ async fn process_message<S: StageHandler>(
 
 /// Runs the handler between the job's start and what its answer decides.
 async fn handle<S: StageHandler>(
-    pipeline: &Pipeline,
+    loop_context: &LoopContext<'_>,
     handler: &S,
     input: S::Input,
     message: &Message,
-    shutdown: &CancellationToken,
-    running: &RunningJobs,
 ) -> Settle {
+    let LoopContext {
+        pipeline,
+        shutdown,
+        running,
+        try_timeout,
+    } = *loop_context;
     let stage = S::Input::STAGE;
     let job = JobLifecycle {
         pipeline,
@@ -196,10 +216,26 @@ async fn handle<S: StageHandler>(
     let heartbeat_every = pipeline.settings().ack_wait / 3;
     // A panic fails the try like any error: the stage goes on serving other jobs, and a
     // message that panics on every try ends as a dead letter.
+    let deadline = stage.deadline(try_timeout, &record);
     let handled = AssertUnwindSafe(handler.handle(input, &context))
         .catch_unwind()
         .map(|handled| handled.unwrap_or_else(|panic| Err(StageError::from_panic(panic))));
-    let cancelled = running.register(job.job_id);
+    // Past its deadline the try is dropped (ffmpeg is killed when its channel closes) and fails.
+    let handled = tokio::time::timeout(deadline, handled).map(|handled| {
+        handled.unwrap_or_else(|_| {
+            let after = format!("stopped after {} s", deadline.as_secs());
+            Err(StageError::transient(
+                "the stage ran past its deadline",
+                after,
+            ))
+        })
+    });
+    // Only a job that is running can be cancelled: the notifier delivering a cancelled job's
+    // webhook is not stopped by that cancellation.
+    let cancelled = match record.status.is_final() {
+        false => running.register(job.job_id),
+        true => RunningJob::unregistered(),
+    };
     let watch = Watch {
         message,
         every: heartbeat_every,
@@ -216,6 +252,7 @@ async fn handle<S: StageHandler>(
         }
         Run::Cancelled => {
             info!("job cancelled: its handler stopped");
+            job.end_try().await;
             return Settle::Ack;
         }
     };
@@ -223,8 +260,11 @@ async fn handle<S: StageHandler>(
         // The job's record gets only what the stage was doing; the causes are logged here.
         warn!(error = %ErrorChain(err), "stage error");
     }
-    job.carry_out(decide(result, stage, run.failures, max_attempts), attempt)
-        .await
+    job.carry_out(
+        decide(result, stage, run.failed_tries(), max_attempts),
+        attempt,
+    )
+    .await
 }
 
 /// How a handler's run ended.
@@ -243,7 +283,7 @@ struct Watch<'a> {
     every: Duration,
     shutdown: &'a CancellationToken,
     /// Cancelled when the job's cancellation is announced.
-    cancelled: &'a CancellationToken,
+    cancelled: &'a RunningJob,
     pipeline: &'a Pipeline,
     job_id: Uuid,
 }
@@ -259,6 +299,9 @@ async fn with_heartbeat<T>(handled: impl Future<Output = T>, watch: Watch<'_>) -
             _ = tokio::time::sleep(watch.every) => {
                 if let Err(err) = watch.message.ack_with(AckKind::Progress).await {
                     warn!(error = %ErrorChain(err.as_ref()), "in-progress ack failed");
+                }
+                if !watch.cancelled.is_registered() {
+                    continue;
                 }
                 let record = watch.pipeline.jobs().get(watch.job_id).await;
                 if record.ok().flatten().is_some_and(|r| r.status == JobStatus::Cancelled) {
@@ -286,7 +329,7 @@ impl RunningJobs {
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         jobs.insert(job_id, token.clone());
         RunningJob {
-            jobs: self.clone(),
+            jobs: Some(self.clone()),
             job_id,
             token,
         }
@@ -305,9 +348,24 @@ impl RunningJobs {
 
 /// A job registered in [`RunningJobs`]; unregistered on drop.
 struct RunningJob {
-    jobs: RunningJobs,
+    /// `None`: not registered (a job that has ended is not watched for cancellation).
+    jobs: Option<RunningJobs>,
     job_id: Uuid,
     token: CancellationToken,
+}
+
+impl RunningJob {
+    fn unregistered() -> Self {
+        RunningJob {
+            jobs: None,
+            job_id: Uuid::nil(),
+            token: CancellationToken::new(),
+        }
+    }
+
+    fn is_registered(&self) -> bool {
+        self.jobs.is_some()
+    }
 }
 
 impl std::ops::Deref for RunningJob {
@@ -319,12 +377,13 @@ impl std::ops::Deref for RunningJob {
 
 impl Drop for RunningJob {
     fn drop(&mut self) {
-        let mut jobs = self
-            .jobs
-            .0
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        jobs.remove(&self.job_id);
+        if let Some(jobs) = &self.jobs {
+            let mut jobs = jobs
+                .0
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            jobs.remove(&self.job_id);
+        }
     }
 }
 

@@ -41,14 +41,12 @@ pub enum Decision {
 }
 
 /// Why the stage gives up on its message before trying again: its earlier tries, as `run`
-/// records them, all failed (the last one, maybe, by taking its process down).
+/// records them, failed (or took their process down) `max_attempts` times.
 pub fn out_of_tries(run: &StageRun, stage: Stage, max_attempts: u32) -> Option<String> {
-    (run.failures >= max_attempts).then(|| {
+    (run.failed_tries() >= max_attempts).then(|| {
         let last_error = run.last_error.as_deref().unwrap_or("no error recorded");
-        format!(
-            "{stage} failed after {} attempts: {last_error}",
-            run.failures
-        )
+        let tries = run.failures + run.crashes;
+        format!("{stage} failed after {tries} attempts: {last_error}")
     })
 }
 
@@ -133,22 +131,28 @@ mod tests {
 
     #[test]
     fn a_stage_gives_up_before_trying_once_its_tries_have_all_failed() {
-        let run = |failures, last_error: Option<&str>| StageRun {
-            attempts: failures + 1,
+        let run = |failures, crashes, last_error: Option<&str>| StageRun {
+            attempts: failures + crashes + 1,
             failures,
+            crashes,
             last_error: last_error.map(str::to_owned),
             ..Default::default()
         };
         let died = "the transcribe process stopped while handling the job";
         let cases = [
-            (run(0, None), None),
-            (run(4, Some(died)), None),
+            (run(0, 0, None), None),
+            (run(4, 1, Some(died)), None),
+            (run(0, 9, Some(died)), None),
             (
-                run(5, Some(died)),
-                Some(format!("transcribe failed after 5 attempts: {died}")),
+                run(0, 10, Some(died)),
+                Some(format!("transcribe failed after 10 attempts: {died}")),
             ),
             (
-                run(6, None),
+                run(4, 2, Some(died)),
+                Some(format!("transcribe failed after 6 attempts: {died}")),
+            ),
+            (
+                run(6, 0, None),
                 Some("transcribe failed after 6 attempts: no error recorded".to_owned()),
             ),
         ];

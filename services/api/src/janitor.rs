@@ -130,6 +130,8 @@ struct SweepReport {
     requeued: usize,
     failed: usize,
     orphan_files: usize,
+    /// Jobs that could not be handled (logged each).
+    errors: usize,
 }
 
 /// A sweep stopped.
@@ -182,26 +184,37 @@ async fn sweep(
     let (mut known, mut quiet) = (HashSet::new(), Vec::new());
     let mut records = pipeline.scan_jobs().await?;
     while let Some(record) = records.next().await {
-        let record = record?;
-        match fate(&record, now, settings) {
-            Fate::Keep => drop(known.insert(record.job_id)),
+        // One record that cannot be read or handled must not stop the sweep of the others.
+        let record = match record {
+            Ok(record) => record,
+            Err(err) => {
+                report.errors += 1;
+                error!(error = %ErrorChain(&err), "unreadable job record skipped");
+                continue;
+            }
+        };
+        let job_id = record.job_id;
+        let handled = match fate(&record, now, settings) {
+            Fate::Keep => {
+                known.insert(job_id);
+                Ok(())
+            }
             Fate::RecentlyCancelled => {
-                blobs
-                    .delete_prefix(&JobBlobs::prefix(record.job_id))
-                    .await?;
-                known.insert(record.job_id);
+                known.insert(job_id);
+                finish_cancellation(pipeline, blobs, &record).await
             }
-            Fate::Expired => {
-                blobs
-                    .delete_prefix(&JobBlobs::prefix(record.job_id))
-                    .await?;
-                pipeline.forget_job(record.job_id).await?;
+            Fate::Expired => forget(pipeline, blobs, job_id).await.map(|()| {
                 report.forgotten += 1;
-            }
+            }),
             Fate::Quiet => {
-                known.insert(record.job_id);
+                known.insert(job_id);
                 quiet.push(record);
+                Ok(())
             }
+        };
+        if let Err(err) = handled {
+            report.errors += 1;
+            error!(%job_id, error = %ErrorChain(&err), "janitor could not handle a job");
         }
     }
     drop(records);
@@ -216,9 +229,15 @@ async fn sweep(
             still_suspect.insert(record.job_id, record.updated_at);
             continue;
         }
-        match recover(pipeline, &record).await? {
-            true => report.requeued += 1,
-            false => report.failed += 1,
+        match recover(pipeline, &record).await {
+            Ok(Recovered::Requeued) => report.requeued += 1,
+            Ok(Recovered::Failed) => report.failed += 1,
+            Ok(Recovered::MovedOn) => {}
+            Err(err) => {
+                report.errors += 1;
+                let job_id = record.job_id;
+                error!(%job_id, error = %ErrorChain(&err), "lost job not recovered");
+            }
         }
     }
     *suspects = still_suspect;
@@ -229,15 +248,24 @@ async fn sweep(
     Ok(report)
 }
 
-/// Queues a lost job again, or fails it; `true` if it was queued again.
-async fn recover(pipeline: &Pipeline, record: &JobRecord) -> Result<bool, PipelineError> {
+/// What became of a lost job.
+enum Recovered {
+    Requeued,
+    Failed,
+    /// It moved on meanwhile: nothing to do.
+    MovedOn,
+}
+
+/// Queues a lost job again, or fails it.
+async fn recover(pipeline: &Pipeline, record: &JobRecord) -> Result<Recovered, PipelineError> {
     let job_id = record.job_id;
     let (stage, reason) = match remedy(record) {
-        Remedy::Requeue(stage) => match pipeline.requeue(job_id, stage).await {
-            Ok(_) => {
+        Remedy::Requeue(stage) => match pipeline.requeue(record, stage).await {
+            Ok(Some(_)) => {
                 warn!(%job_id, %stage, "lost job queued again");
-                return Ok(true);
+                return Ok(Recovered::Requeued);
             }
+            Ok(None) => return Ok(Recovered::MovedOn),
             Err(PipelineError::Input(err)) => (stage, format!("{stage} cannot resume: {err}")),
             Err(err) => return Err(err),
         },
@@ -245,7 +273,29 @@ async fn recover(pipeline: &Pipeline, record: &JobRecord) -> Result<bool, Pipeli
     };
     error!(%job_id, %stage, %reason, "lost job failed");
     pipeline.fail_lost_job(job_id, stage, reason).await?;
-    Ok(false)
+    Ok(Recovered::Failed)
+}
+
+/// Removes a finished job's files, events and record.
+async fn forget(pipeline: &Pipeline, blobs: &BlobStore, job_id: Uuid) -> Result<(), SweepError> {
+    blobs.delete_prefix(&JobBlobs::prefix(job_id)).await?;
+    pipeline.forget_job(job_id).await?;
+    Ok(())
+}
+
+/// What follows a recent cancellation, again: its files removed (a stage may have written one
+/// as it stopped), its final event and webhook hand-over (idempotent: they may have been cut
+/// short).
+async fn finish_cancellation(
+    pipeline: &Pipeline,
+    blobs: &BlobStore,
+    record: &JobRecord,
+) -> Result<(), SweepError> {
+    blobs
+        .delete_prefix(&JobBlobs::prefix(record.job_id))
+        .await?;
+    pipeline.follow_up_cancellation(record).await?;
+    Ok(())
 }
 
 /// The job a path under `jobs/` belongs to.

@@ -4,7 +4,7 @@
 //! shows it and, for an admin, the message the pipeline gave up on (its dead letter).
 
 use futures::StreamExt;
-use jetscribe_nats::{Cancellation, ErrorChain, PipelineError, Submitters};
+use jetscribe_nats::{Cancellation, ErrorChain, JobStoreError, PipelineError, Submitters};
 use poem::http::StatusCode;
 use poem::web::{Data, Path, Query};
 use poem::{Response, handler};
@@ -61,8 +61,13 @@ pub(crate) async fn cancel_job(
     Path(job_id): Path<String>,
 ) -> Result<Response, ApiError> {
     let record = load_record(state, caller, parse_job_id(&job_id)?).await?;
-    let cancelled = state.pipeline.cancel_job(record.job_id).await;
-    let record = match cancelled.map_err(|err| ApiError::unavailable("job store", &err))? {
+    let cancelled = match state.pipeline.cancel_job(record.job_id).await {
+        Err(PipelineError::JobStore(JobStoreError::NotFound(_))) => {
+            return Err(ApiError::new(StatusCode::NOT_FOUND, "Job not found"));
+        }
+        cancelled => cancelled.map_err(|err| ApiError::unavailable("job store", &err))?,
+    };
+    let record = match cancelled {
         Cancellation::Cancelled(record) | Cancellation::AlreadyCancelled(record) => record,
         Cancellation::AlreadyEnded(record) => {
             let status = if record.status == JobStatus::Completed {

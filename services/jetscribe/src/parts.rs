@@ -77,6 +77,7 @@ impl Shared {
     async fn run_stage<S: StageHandler>(&self, handler: S) -> anyhow::Result<()> {
         let settings = StageLoopSettings {
             concurrency: self.settings.max_concurrent_jobs,
+            try_timeout: self.settings.stage_timeout,
             ..Default::default()
         };
         let stage = <S::Input as proto_msgs::PipelineMessage>::STAGE;

@@ -89,6 +89,10 @@ pub struct Settings {
     /// JOB_ACK_WAIT in seconds (default 60): how long a stage may go silent before its message
     /// is handed to another process.
     pub ack_wait: Duration,
+    /// STAGE_TIMEOUT in seconds (default 600): the least time one try of a stage may run on a
+    /// job; longer media get more (the decoder a second per MB, the transcriber three times the
+    /// media's length). A try past it is stopped and counts as failed.
+    pub stage_timeout: Duration,
     /// JOB_MAX_ATTEMPTS (default 5): failed tries of one stage (errors, panics, a process that
     /// died on the job) before the job fails and its message is kept as a dead letter.
     pub max_attempts: u32,
@@ -143,6 +147,7 @@ impl Settings {
             max_file_size: vars.size("MAX_FILE_SIZE", 20 << 30)?,
             ack_wait: vars.seconds("JOB_ACK_WAIT", 60.0)?,
             max_attempts: vars.number("JOB_MAX_ATTEMPTS", 5, 1..=100, "attempts")?,
+            stage_timeout: vars.seconds("STAGE_TIMEOUT", 600.0)?,
             rate_limit: vars.rate_limit("RATE_LIMIT", "60/min")?,
             max_concurrent_uploads: vars.number(
                 "MAX_CONCURRENT_UPLOADS",

@@ -1,0 +1,265 @@
+//! Faults injected into a running deployment, each stage its own process against a real
+//! nats-server: stage processes killed at random (chaos), the transcriber stopped and started
+//! again and again during one job, and the nats-server itself killed mid-job. Nothing is lost,
+//! nothing runs twice to a client, and no process needs a restart to recover.
+//!
+//! The CI runs short versions; `make chaos` runs them long (CHAOS_KILLS, CHAOS_JOBS,
+//! CHAOS_MAX_S, ROLLING_RESTARTS) and prints a table.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use jetscribe_tests::media::jfk_every;
+use jetscribe_tests::{
+    JFK_REFERENCE, JOB_TIMEOUT, TestApp, WebhookReceiver, fixture, wait_for, word_error_rate,
+};
+
+/// The stage processes of a deployment, each its own process.
+const STAGES: [&str; 4] = ["decoder", "transcriber", "analyzer", "notifier"];
+
+fn env_number(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|value| value.parse().ok())
+        .unwrap_or(default)
+}
+
+async fn spawn_deployment(extra_env: &[(&str, &str)]) -> TestApp {
+    let mut parts = vec!["api"];
+    parts.extend(STAGES);
+    let mut env = vec![("JOB_ACK_WAIT", "3")];
+    env.extend_from_slice(extra_env);
+    TestApp::spawn_parts(&parts, &env).await
+}
+
+/// The transcript's word error rate against `clips` JFK clips in a row.
+fn jfk_error_rate(result: &serde_json::Value, clips: usize) -> f64 {
+    let transcript = result["result"]["transcript"].as_str().unwrap_or_default();
+    let reference = vec![JFK_REFERENCE; clips].join(" ");
+    word_error_rate(&reference, transcript)
+}
+
+async fn status(app: &TestApp, job_id: &str) -> serde_json::Value {
+    app.get_json(&format!("/status/{job_id}")).await.1
+}
+
+/// A job of the chaos run and what it should say.
+struct ChaosJob {
+    job_id: String,
+    clips: usize,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stage_processes_killed_at_random_lose_no_job_and_miss_no_webhook() {
+    let kills_wanted = env_number("CHAOS_KILLS", 6);
+    let jobs_per_round = env_number("CHAOS_JOBS", 4);
+    let longest_s = env_number("CHAOS_MAX_S", 180);
+    let seed = env_number("CHAOS_SEED", fastrand::usize(..10_000)) as u64;
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Media from seconds to minutes: the JFK clip alone, or every 15 s of a longer file.
+    let media: Vec<_> = [0, 60, 180, 600]
+        .into_iter()
+        .filter(|length_s| *length_s <= longest_s)
+        .map(|length_s| match length_s {
+            0 => (fixture("jfk.flac"), 1),
+            _ => {
+                let path = dir.path().join(format!("{length_s}s.wav"));
+                let clips = jfk_every(&path, length_s, 15);
+                (path, clips)
+            }
+        })
+        .collect();
+    let mut hook = WebhookReceiver::start().await;
+    let mut app = spawn_deployment(&[("WHISPER_BATCH_SIZE", "2")]).await;
+
+    let started = Instant::now();
+    let deadline = started + JOB_TIMEOUT * 4;
+    let (mut jobs, mut kills, mut ended) = (Vec::<ChaosJob>::new(), 0, HashMap::new());
+    loop {
+        for job in &jobs {
+            if ended.contains_key(&job.job_id) {
+                continue;
+            }
+            let status = status(&app, &job.job_id).await;
+            if matches!(status["status"].as_str(), Some("completed" | "failed")) {
+                ended.insert(job.job_id.clone(), status);
+            }
+        }
+        if ended.len() == jobs.len() {
+            if kills >= kills_wanted {
+                break;
+            }
+            for index in 0..jobs_per_round {
+                let (path, clips) = &media[index % media.len()];
+                let query = format!("?webhook_url={}", hook.url);
+                let job_id = app.submit_job(path, &query).await;
+                jobs.push(ChaosJob {
+                    job_id,
+                    clips: *clips,
+                });
+            }
+        }
+        if Instant::now() > deadline {
+            break;
+        }
+        // The faults come on a clock on purpose, so that they land anywhere in a job.
+        tokio::time::sleep(Duration::from_millis(rng.u64(1000..4000))).await;
+        if kills < kills_wanted {
+            let stage = STAGES[rng.usize(..STAGES.len())];
+            app.kill_part(stage);
+            app.start_part(stage);
+            kills += 1;
+        }
+    }
+
+    // Every webhook arrives; count the deliveries per job.
+    let mut deliveries: HashMap<String, usize> = HashMap::new();
+    let webhooks_by = Instant::now() + Duration::from_secs(120);
+    while deliveries.len() < ended.len() && Instant::now() < webhooks_by {
+        if let Some(delivery) = hook.try_next(Duration::from_secs(1)).await {
+            let job_id = delivery.body["job_id"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
+            *deliveries.entry(job_id).or_default() += 1;
+        }
+    }
+    // Late repeats, if any, arrive within a few seconds.
+    while let Some(delivery) = hook.try_next(Duration::from_secs(3)).await {
+        let job_id = delivery.body["job_id"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        *deliveries.entry(job_id).or_default() += 1;
+    }
+    let completed = ended
+        .values()
+        .filter(|status| status["status"] == "completed")
+        .count();
+    let duplicates: usize = deliveries.values().map(|n| n.saturating_sub(1)).sum();
+    let lost = jobs.len() - ended.len();
+    eprintln!(
+        "\n| seed | faults injected | jobs | completed | failed | lost | webhooks | duplicate webhooks | minutes |\n|---|---|---|---|---|---|---|---|---|\n| {seed} | {kills} | {} | {completed} | {} | {lost} | {} | {duplicates} | {:.1} |\n",
+        jobs.len(),
+        ended.len() - completed,
+        deliveries.values().sum::<usize>(),
+        started.elapsed().as_secs_f64() / 60.0,
+    );
+
+    assert_eq!(lost, 0, "jobs never ended (seed {seed})");
+    for job in &jobs {
+        let status = &ended[&job.job_id];
+        assert_eq!(status["status"], "completed", "seed {seed}: {status}");
+        let (_, result) = app.get_json(&format!("/result/{}", job.job_id)).await;
+        let wer = jfk_error_rate(&result, job.clips);
+        assert!(
+            wer < 0.2,
+            "seed {seed}: WER {wer:.3} for {} clips: {result}",
+            job.clips
+        );
+        let delivered = deliveries.get(&job.job_id).copied().unwrap_or(0);
+        assert!(
+            (1..=2).contains(&delivered),
+            "seed {seed}: job {} got {delivered} webhooks",
+            job.job_id
+        );
+    }
+    assert!(kills >= kills_wanted.min(1), "no fault was injected");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transcriber_stopped_again_and_again_resumes_each_time_from_its_checkpoint() {
+    let restarts = env_number("ROLLING_RESTARTS", 3);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let media = dir.path().join("long.wav");
+    let clips = jfk_every(&media, env_number("ROLLING_LENGTH_S", 300), 15);
+    let mut app = spawn_deployment(&[("WHISPER_BATCH_SIZE", "1")]).await;
+    let job_id = app.submit_job(&media, "").await;
+
+    let mut resumed_from = Vec::new();
+    for _ in 0..restarts {
+        // A batch done since this transcriber started, then a SIGTERM: it hands the job back.
+        let before = status(&app, &job_id).await["progress"]
+            .as_u64()
+            .unwrap_or(0);
+        wait_for("a batch to be done", Duration::from_secs(300), || {
+            let app = &app;
+            let job_id = &job_id;
+            async move {
+                let status = status(app, job_id).await;
+                let progress = status["progress"].as_u64().unwrap_or(0);
+                (status["step"] == "transcribing" && progress > before.max(15)).then_some(())
+            }
+        })
+        .await;
+        let exit = app.terminate_part("transcriber");
+        assert!(
+            exit.success(),
+            "the transcriber exits cleanly on SIGTERM: {exit}"
+        );
+        app.start_part("transcriber");
+        let last = resumed_from.last().copied().unwrap_or(0.0);
+        let resumed = wait_for("the job to resume", Duration::from_secs(120), || {
+            let app = &app;
+            let job_id = &job_id;
+            async move {
+                let status = status(app, job_id).await;
+                let resumed = status["stages"]["transcribe"]["resumed_from_s"].as_f64()?;
+                (resumed > last).then_some(resumed)
+            }
+        })
+        .await;
+        resumed_from.push(resumed);
+    }
+
+    let (ended, _) = app.follow_status_for(&job_id, JOB_TIMEOUT).await;
+    assert_eq!(ended["status"], "completed", "{ended}");
+    eprintln!("resumed from {resumed_from:?} s");
+    // Hand-backs on shutdown are not tries, let alone failed ones.
+    let run = &ended["stages"]["transcribe"];
+    assert_eq!(run["attempts"], 1, "{run}");
+    assert_eq!(run["failures"], 0, "{run}");
+    let (_, result) = app.get_json(&format!("/result/{job_id}")).await;
+    let wer = jfk_error_rate(&result, clips);
+    assert!(wer < 0.15, "WER {wer:.3}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nats_server_killed_mid_job_comes_back_and_every_job_completes_without_a_restart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let minute = dir.path().join("minute.wav");
+    let minute_clips = jfk_every(&minute, 60, 15);
+    let mut app = spawn_deployment(&[]).await;
+    let jfk = fixture("jfk.flac");
+    let jobs = [
+        (app.submit_job(&minute, "").await, minute_clips),
+        (app.submit_job(&jfk, "").await, 1),
+        (app.submit_job(&jfk, "").await, 1),
+    ];
+    wait_for(
+        "the first job to be transcribed",
+        Duration::from_secs(120),
+        || {
+            let app = &app;
+            let job_id = &jobs[0].0;
+            async move { (status(app, job_id).await["step"] == "transcribing").then_some(()) }
+        },
+    )
+    .await;
+
+    app.restart_nats();
+
+    for (job_id, clips) in &jobs {
+        let (ended, _) = app.follow_status_for(job_id, JOB_TIMEOUT).await;
+        assert_eq!(ended["status"], "completed", "{ended}");
+        let (_, result) = app.get_json(&format!("/result/{job_id}")).await;
+        let wer = jfk_error_rate(&result, *clips);
+        assert!(wer < 0.15, "WER {wer:.3}");
+    }
+    assert_eq!(
+        app.exited_parts(),
+        Vec::<String>::new(),
+        "every process reconnected by itself"
+    );
+}
