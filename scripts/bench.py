@@ -15,6 +15,8 @@ Needs: target/release/jetscribe, models/, ffmpeg, nats-server, and a venv with f
 (made by `make bench` in .bench/venv). Corpus: ../shared/corpus (or BENCH_CORPUS).
 """
 
+import concurrent.futures
+import http.client
 import json
 import os
 import re
@@ -102,7 +104,8 @@ def wer(reference, hypothesis):
 class Service:
     """jetscribe with its stages as separate processes, against a private nats-server."""
 
-    def __init__(self, data_dir, parts=("api", "decoder", "transcriber", "analyzer", "notifier")):
+    def __init__(self, data_dir, parts=("api", "decoder", "transcriber", "analyzer", "notifier"),
+                 extra_env=None):
         self.data_dir = Path(data_dir)
         self.port = free_port()
         self.nats_dir = tempfile.mkdtemp(dir=WORK)
@@ -118,7 +121,7 @@ class Service:
         self.env = dict(os.environ, NATS_URL=self.nats_url, DATA_DIR=str(self.data_dir),
                         BIND_ADDR=f"127.0.0.1:{self.port}", WHISPER_MODEL=str(MODEL),
                         WHISPER_THREADS=str(THREADS), MAX_CONCURRENT_JOBS="1",
-                        MAX_FILE_SIZE="100G", RUST_LOG="warn")
+                        MAX_FILE_SIZE="100G", RUST_LOG="warn", **(extra_env or {}))
         self.procs = {}
         for part in parts:
             self.start(part)
@@ -224,6 +227,36 @@ def spread(values, fmt="{:.1f}"):
     if len(values) == 1:
         return fmt.format(values[0])
     return f"{fmt.format(median(values))} ({fmt.format(min(values))}–{fmt.format(max(values))})"
+
+
+def post_file(port, body, boundary):
+    """One multipart POST /process on its own connection; (status, Retry-After given, seconds)."""
+    start = time.perf_counter()
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+    try:
+        conn.request("POST", "/process", body=body, headers={
+            "Content-Type": f"multipart/form-data; boundary={boundary}"})
+        response = conn.getresponse()
+        response.read()
+        return response.status, response.getheader("Retry-After") is not None, \
+            time.perf_counter() - start
+    except OSError:
+        return None, False, time.perf_counter() - start
+    finally:
+        conn.close()
+
+
+def submission_burst(service, clip, count):
+    """`count` uploads of `clip` at once, each on its own connection and thread."""
+    boundary = "jetscribe-bench-boundary"
+    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; "
+            f"filename=\"{clip.name}\"\r\nContent-Type: audio/wav\r\n\r\n").encode() \
+        + clip.read_bytes() + f"\r\n--{boundary}--\r\n".encode()
+    start = time.perf_counter()
+    with concurrent.futures.ThreadPoolExecutor(max_workers=count) as pool:
+        answers = list(pool.map(lambda _: post_file(service.port, body, boundary),
+                                range(count)))
+    return answers, time.perf_counter() - start
 
 
 def faster_whisper(python, files):
@@ -365,6 +398,29 @@ def main():
         ten_peak = service.peak_rss("transcriber")
         rows.append(("transcriber peak RSS, 10 vs 60 min (MiB)", f"{ten_peak >> 20} / {hour_peak >> 20}",
                      "", f"ratio {hour_peak/ten_peak:.2f}", "≤ 1.2"))
+
+        # 6. 500 submissions of a 1 s clip at once, against a fresh service without a rate limit.
+        load_data = Path(tempfile.mkdtemp(dir=WORK))
+        loaded = Service(load_data, extra_env={"RATE_LIMIT": "off"})
+        try:
+            second = media / "second.wav"
+            write_wav(second, silence(1))
+            answers, burst_s = submission_burst(loaded, second, 500)
+        finally:
+            loaded.close()
+            shutil.rmtree(load_data, ignore_errors=True)
+        accepted = [s for status, _, s in answers if status == 202]
+        retry = sum(1 for status, after, _ in answers if status in (429, 503) and after)
+        dropped = len(answers) - len(accepted) - retry
+        latencies = sorted(s for _, _, s in answers)
+        p50 = latencies[len(latencies) // 2] * 1000
+        p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] * 1000
+        log(f"burst: {len(accepted)} accepted, {retry} told to retry, {dropped} dropped, "
+            f"{burst_s:.1f} s")
+        rows.append(("POST /process, 500 at once: accepted / told to retry / dropped",
+                     f"{len(accepted)} / {retry} / {dropped}", "",
+                     f"{len(accepted) / burst_s:.0f} accepted/s; latency p50 {p50:.0f} ms, "
+                     f"p99 {p99:.0f} ms", "none dropped"))
     finally:
         service.close()
         shutil.rmtree(data, ignore_errors=True)

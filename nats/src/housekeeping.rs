@@ -154,7 +154,7 @@ impl Pipeline {
             message: ("", &[]),
         };
         match job.fail(reason, false).await {
-            Settle::Term | Settle::Ack => Ok(()),
+            Settle::Term | Settle::Ack | Settle::Leave => Ok(()),
             Settle::Nak(_) => Err(PipelineError::request(
                 "failing a lost job",
                 "its failure could not be recorded or published",

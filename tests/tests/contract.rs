@@ -276,3 +276,27 @@ async fn setup_brings_streams_and_consumers_made_earlier_to_the_current_settings
         assert_eq!(info.config.max_age, Duration::from_secs(max_age), "{name}");
     }
 }
+
+#[tokio::test]
+async fn the_jobs_with_a_stored_message_are_all_found_whatever_their_stage() {
+    let (_server, pipeline) = private_pipeline(|_| {}).await;
+    let ids: Vec<uuid::Uuid> = (0..3).map(|_| uuid::Uuid::now_v7()).collect();
+    pipeline
+        .publish(&proto_msgs::DecodeRequest {
+            job_id: ids[0],
+            input_blob: "jobs/a/input".into(),
+            filename: "a.wav".into(),
+        })
+        .await
+        .expect("published");
+    pipeline
+        .publish(&proto_msgs::NotifyRequest::first(ids[1]))
+        .await
+        .expect("published");
+    pipeline
+        .publish(&proto_msgs::NotifyRequest::first(ids[2]))
+        .await
+        .expect("published");
+    let queued = pipeline.queued_jobs().await.expect("queued jobs");
+    assert_eq!(queued, ids.iter().copied().collect());
+}

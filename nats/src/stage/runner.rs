@@ -145,7 +145,10 @@ async fn process_message<S: StageHandler>(
     message: Message,
 ) {
     let stage = S::Input::STAGE;
-    let delivery = message.info().map(|info| info.delivered).unwrap_or(1);
+    let (delivery, sequence) = message
+        .info()
+        .map(|info| (info.delivered, info.stream_sequence))
+        .unwrap_or((1, 0));
     let input: S::Input = match proto_msgs::decode(&message.payload) {
         Ok(input) => input,
         Err(err) => {
@@ -154,7 +157,7 @@ async fn process_message<S: StageHandler>(
             return settle(&message, Settle::Term).await;
         }
     };
-    let span = info_span!("stage", stage = %stage, job_id = %input.job_id(), delivery);
+    let span = info_span!("stage", stage = %stage, job_id = %input.job_id(), delivery, sequence);
     trace_context::set_parent_from(&span, message.headers.as_ref());
     async {
         let settled = handle(context, handler, input, &message).await;
@@ -178,6 +181,12 @@ async fn handle<S: StageHandler>(
         try_timeout,
     } = *loop_context;
     let stage = S::Input::STAGE;
+    // One try per job at a time in a process: a message delivered again while this process
+    // handles it (a redelivery racing a hand-back) is left to the handler it has.
+    let Some(claim) = running.claim(input.job_id()) else {
+        info!("already handled by this process: duplicate delivery left alone");
+        return Settle::Leave;
+    };
     let job = JobLifecycle {
         pipeline,
         job_id: input.job_id(),
@@ -230,17 +239,14 @@ async fn handle<S: StageHandler>(
             ))
         })
     });
-    // Only a job that is running can be cancelled: the notifier delivering a cancelled job's
-    // webhook is not stopped by that cancellation.
-    let cancelled = match record.status.is_final() {
-        false => running.register(job.job_id),
-        true => RunningJob::unregistered(),
-    };
     let watch = Watch {
         message,
         every: heartbeat_every,
         shutdown,
-        cancelled: &cancelled,
+        cancelled: &claim,
+        // Only a job that is running can be cancelled: the notifier delivering a cancelled
+        // job's webhook is not stopped by that cancellation.
+        watch_cancellation: !record.status.is_final(),
         pipeline,
         job_id: job.job_id,
     };
@@ -284,6 +290,7 @@ struct Watch<'a> {
     shutdown: &'a CancellationToken,
     /// Cancelled when the job's cancellation is announced.
     cancelled: &'a RunningJob,
+    watch_cancellation: bool,
     pipeline: &'a Pipeline,
     job_id: Uuid,
 }
@@ -300,7 +307,7 @@ async fn with_heartbeat<T>(handled: impl Future<Output = T>, watch: Watch<'_>) -
                 if let Err(err) = watch.message.ack_with(AckKind::Progress).await {
                     warn!(error = %ErrorChain(err.as_ref()), "in-progress ack failed");
                 }
-                if !watch.cancelled.is_registered() {
+                if !watch.watch_cancellation {
                     continue;
                 }
                 let record = watch.pipeline.jobs().get(watch.job_id).await;
@@ -308,7 +315,9 @@ async fn with_heartbeat<T>(handled: impl Future<Output = T>, watch: Watch<'_>) -
                     return Run::Cancelled;
                 }
             }
-            _ = watch.cancelled.cancelled() => return Run::Cancelled,
+            _ = watch.cancelled.cancelled(), if watch.watch_cancellation => {
+                return Run::Cancelled;
+            }
             _ = watch.shutdown.cancelled() => return Run::ShuttingDown,
         }
     }
@@ -320,19 +329,22 @@ async fn with_heartbeat<T>(handled: impl Future<Output = T>, watch: Watch<'_>) -
 struct RunningJobs(Arc<Mutex<HashMap<Uuid, CancellationToken>>>);
 
 impl RunningJobs {
-    /// Registers `job_id` for as long as the returned guard lives.
-    fn register(&self, job_id: Uuid) -> RunningJob {
+    /// Registers `job_id` for as long as the returned guard lives; `None` if it already is.
+    fn claim(&self, job_id: Uuid) -> Option<RunningJob> {
         let token = CancellationToken::new();
         let mut jobs = self
             .0
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if jobs.contains_key(&job_id) {
+            return None;
+        }
         jobs.insert(job_id, token.clone());
-        RunningJob {
-            jobs: Some(self.clone()),
+        Some(RunningJob {
+            jobs: self.clone(),
             job_id,
             token,
-        }
+        })
     }
 
     fn cancel(&self, job_id: Uuid) {
@@ -348,24 +360,9 @@ impl RunningJobs {
 
 /// A job registered in [`RunningJobs`]; unregistered on drop.
 struct RunningJob {
-    /// `None`: not registered (a job that has ended is not watched for cancellation).
-    jobs: Option<RunningJobs>,
+    jobs: RunningJobs,
     job_id: Uuid,
     token: CancellationToken,
-}
-
-impl RunningJob {
-    fn unregistered() -> Self {
-        RunningJob {
-            jobs: None,
-            job_id: Uuid::nil(),
-            token: CancellationToken::new(),
-        }
-    }
-
-    fn is_registered(&self) -> bool {
-        self.jobs.is_some()
-    }
 }
 
 impl std::ops::Deref for RunningJob {
@@ -377,13 +374,12 @@ impl std::ops::Deref for RunningJob {
 
 impl Drop for RunningJob {
     fn drop(&mut self) {
-        if let Some(jobs) = &self.jobs {
-            let mut jobs = jobs
-                .0
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
-            jobs.remove(&self.job_id);
-        }
+        let mut jobs = self
+            .jobs
+            .0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        jobs.remove(&self.job_id);
     }
 }
 
@@ -428,6 +424,7 @@ async fn settle(message: &Message, settle: Settle) {
         Settle::Ack => message.double_ack().await,
         Settle::Nak(delay) => message.ack_with(AckKind::Nak(delay)).await,
         Settle::Term => message.ack_with(AckKind::Term).await,
+        Settle::Leave => return,
     };
     if let Err(err) = settled {
         warn!(?settle, error = %ErrorChain(err.as_ref()), "message not settled with the server");

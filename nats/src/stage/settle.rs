@@ -17,6 +17,9 @@ pub enum Settle {
     Nak(Option<Duration>),
     /// Never to be delivered again; removed from the work queue.
     Term,
+    /// Left alone: this process already handles the message (the server delivered it again
+    /// while it ran); that handler's in-progress acks and settlement cover it.
+    Leave,
 }
 
 /// What the loop does next with a handled message.
