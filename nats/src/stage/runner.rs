@@ -181,11 +181,17 @@ async fn handle<S: StageHandler>(
         try_timeout,
     } = *loop_context;
     let stage = S::Input::STAGE;
-    // One try per job at a time in a process: a message delivered again while this process
-    // handles it (a redelivery racing a hand-back) is left to the handler it has.
-    let Some(claim) = running.claim(input.job_id()) else {
-        info!("already handled by this process: duplicate delivery left alone");
-        return Settle::Leave;
+    // One try per job at a time in a process: the same message delivered again while this
+    // process handles it (a redelivery racing a hand-back) is left to the handler it has;
+    // another message of the job (a webhook retry queued by the running try) waits a moment.
+    let sequence = message.info().map_or(0, |info| info.stream_sequence);
+    let claim = match running.claim(input.job_id(), sequence) {
+        Ok(claim) => claim,
+        Err(Busy::SameMessage) => {
+            info!("already handled by this process: duplicate delivery left alone");
+            return Settle::Leave;
+        }
+        Err(Busy::OtherMessage) => return Settle::Nak(Some(Duration::from_secs(1))),
     };
     let job = JobLifecycle {
         pipeline,
@@ -326,21 +332,32 @@ async fn with_heartbeat<T>(handled: impl Future<Output = T>, watch: Watch<'_>) -
 /// The jobs this process is handling, each with the token that stops its handler when the job
 /// is cancelled.
 #[derive(Clone, Default)]
-struct RunningJobs(Arc<Mutex<HashMap<Uuid, CancellationToken>>>);
+struct RunningJobs(Arc<Mutex<HashMap<Uuid, (u64, CancellationToken)>>>);
+
+/// Why a job cannot be claimed: this process already handles it.
+enum Busy {
+    /// The same message (stream sequence).
+    SameMessage,
+    /// Another message of the job.
+    OtherMessage,
+}
 
 impl RunningJobs {
-    /// Registers `job_id` for as long as the returned guard lives; `None` if it already is.
-    fn claim(&self, job_id: Uuid) -> Option<RunningJob> {
+    /// Registers `job_id`, handled for the message of stream `sequence`, for as long as the
+    /// returned guard lives, unless it already is.
+    fn claim(&self, job_id: Uuid, sequence: u64) -> Result<RunningJob, Busy> {
         let token = CancellationToken::new();
         let mut jobs = self
             .0
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        if jobs.contains_key(&job_id) {
-            return None;
+        match jobs.get(&job_id) {
+            Some((held, _)) if *held == sequence => return Err(Busy::SameMessage),
+            Some(_) => return Err(Busy::OtherMessage),
+            None => {}
         }
-        jobs.insert(job_id, token.clone());
-        Some(RunningJob {
+        jobs.insert(job_id, (sequence, token.clone()));
+        Ok(RunningJob {
             jobs: self.clone(),
             job_id,
             token,
@@ -352,7 +369,7 @@ impl RunningJobs {
             .0
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        if let Some(token) = jobs.get(&job_id) {
+        if let Some((_, token)) = jobs.get(&job_id) {
             token.cancel();
         }
     }
