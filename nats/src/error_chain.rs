@@ -2,6 +2,7 @@
 
 use std::error::Error;
 use std::fmt;
+use std::io::ErrorKind;
 
 /// Any error, boxed: the `#[source]` of errors that wrap another library's.
 pub type BoxError = Box<dyn Error + Send + Sync + 'static>;
@@ -26,6 +27,38 @@ impl fmt::Display for ErrorChain<'_> {
         }
         Ok(())
     }
+}
+
+/// I/O errors that say a service is down or refusing, not that the job is bad.
+const OUTAGE_KINDS: [ErrorKind; 12] = [
+    ErrorKind::PermissionDenied,
+    ErrorKind::ReadOnlyFilesystem,
+    ErrorKind::StorageFull,
+    ErrorKind::QuotaExceeded,
+    ErrorKind::StaleNetworkFileHandle,
+    ErrorKind::ConnectionRefused,
+    ErrorKind::ConnectionReset,
+    ErrorKind::ConnectionAborted,
+    ErrorKind::NotConnected,
+    ErrorKind::HostUnreachable,
+    ErrorKind::NetworkUnreachable,
+    ErrorKind::NetworkDown,
+];
+
+/// Whether `error` or one of its causes is an I/O error that says a service is down (a store
+/// unreachable, read-only, full or denying access): waiting helps, blaming the job does not.
+/// Timeouts are left out: a job can cause its own.
+pub fn is_outage(error: &(dyn Error + 'static)) -> bool {
+    let mut cause = Some(error);
+    while let Some(error) = cause {
+        if let Some(io) = error.downcast_ref::<std::io::Error>()
+            && OUTAGE_KINDS.contains(&io.kind())
+        {
+            return true;
+        }
+        cause = error.source();
+    }
+    false
 }
 
 #[cfg(test)]
@@ -69,5 +102,17 @@ mod tests {
         for (layers, expected) in cases {
             assert_eq!(ErrorChain(&chain(layers)).to_string(), expected);
         }
+    }
+
+    #[test]
+    fn an_outage_is_found_however_deep_its_io_error_lies() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("object store, jobs/1/audio.pcm")]
+        struct Store(#[source] std::io::Error);
+        let deep = Store(std::io::Error::from(ErrorKind::ReadOnlyFilesystem));
+        let plain = Store(std::io::Error::from(ErrorKind::UnexpectedEof));
+        assert!(is_outage(&deep));
+        assert!(!is_outage(&plain));
+        assert!(!is_outage(&chain(&["reading", "connection refused"])));
     }
 }

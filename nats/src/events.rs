@@ -6,6 +6,7 @@ use proto_msgs::{EventKind, JobEvent, JobRecord, JobStatus, Stage};
 use time::OffsetDateTime;
 
 use crate::PipelineError;
+use crate::pipeline::{message_id_header, publish_stored};
 
 /// Publishes job events and waits for JetStream to store them. Cheap to clone.
 #[derive(Clone)]
@@ -20,20 +21,14 @@ impl EventPublisher {
 
     pub async fn publish(&self, event: &JobEvent) -> Result<(), PipelineError> {
         let payload = proto_msgs::encode(event)?;
-        let mut headers = async_nats::HeaderMap::new();
-        if let Some(message_id) = event.final_message_id() {
-            // A job ends once: a final event published again (a retried stage) is dropped by
-            // the server.
-            headers.insert(proto_msgs::MSG_ID_HEADER, message_id.as_str());
-        }
+        // A job ends once: a final event published again (a retried stage) is dropped by the
+        // server.
+        let headers = match event.final_message_id() {
+            Some(message_id) => message_id_header(&message_id),
+            None => async_nats::HeaderMap::new(),
+        };
         let subject = proto_msgs::events_subject(event.job_id);
-        self.js
-            .publish_with_headers(subject.clone(), headers, payload.into())
-            .await
-            .map_err(|err| PipelineError::publish(&subject, err))?
-            .await
-            .map_err(|err| PipelineError::publish(&subject, err))?;
-        Ok(())
+        publish_stored(&self.js, subject, headers, payload).await
     }
 
     /// Publishes the final event of a job that has ended (`completed` or `failed`, as its record

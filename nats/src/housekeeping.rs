@@ -21,10 +21,11 @@ impl Pipeline {
         &self,
     ) -> Result<BoxStream<'static, Result<JobRecord, PipelineError>>, PipelineError> {
         let mut bucket_stream = self
-            .jetstream()
-            .get_stream(format!("KV_{}", proto_msgs::JOBS_BUCKET))
-            .await
-            .map_err(|err| PipelineError::request("reading the job bucket", err))?;
+            .stream(
+                format!("KV_{}", proto_msgs::JOBS_BUCKET),
+                "reading the job bucket",
+            )
+            .await?;
         let info = bucket_stream
             .info()
             .await
@@ -69,10 +70,8 @@ impl Pipeline {
     /// The jobs that have a stage message stored (queued, in flight, or waiting to be due).
     pub async fn queued_jobs(&self) -> Result<HashSet<Uuid>, PipelineError> {
         let stream = self
-            .jetstream()
-            .get_stream(proto_msgs::PIPELINE_STREAM)
-            .await
-            .map_err(|err| PipelineError::request("reading the work stream", err))?;
+            .stream(proto_msgs::PIPELINE_STREAM, "reading the work stream")
+            .await?;
         let subjects = format!("{}.>", proto_msgs::PIPELINE_SUBJECT_PREFIX);
         let mut jobs = HashSet::new();
         let mut sequence = 1;
@@ -96,10 +95,8 @@ impl Pipeline {
     /// Its dead letter, if any, expires with the dead-letter stream.
     pub async fn forget_job(&self, job_id: Uuid) -> Result<(), PipelineError> {
         let events = self
-            .jetstream()
-            .get_stream(proto_msgs::EVENTS_STREAM)
-            .await
-            .map_err(|err| PipelineError::request("reading the events stream", err))?;
+            .stream(proto_msgs::EVENTS_STREAM, "reading the events stream")
+            .await?;
         events
             .purge()
             .filter(proto_msgs::events_subject(job_id))

@@ -28,7 +28,7 @@ mod submissions;
 pub mod trace_context;
 
 pub use cancel::Cancellation;
-pub use error_chain::{BoxError, ErrorChain};
+pub use error_chain::{BoxError, ErrorChain, is_outage};
 pub use events::{EventPublisher, StoredEvent};
 pub use idempotency::IdempotencyKeys;
 pub use jobs::{JobStore, JobStoreError};

@@ -229,33 +229,17 @@ impl Pipeline {
 
     /// [`publish`](Self::publish) for a message already encoded.
     pub async fn publish_encoded(&self, message: &EncodedMessage) -> Result<(), PipelineError> {
-        let mut headers = HeaderMap::new();
-        headers.insert(proto_msgs::MSG_ID_HEADER, message.message_id.as_str());
+        let mut headers = message_id_header(&message.message_id);
         trace_context::inject_current(&mut headers);
         let subject = message.stage.subject();
-        self.js
-            .publish_with_headers(subject.clone(), headers, message.payload.clone().into())
-            .await
-            .map_err(|err| PipelineError::publish(&subject, err))?
-            .await
-            .map_err(|err| PipelineError::publish(&subject, err))?;
-        Ok(())
+        publish_stored(&self.js, subject, headers, message.payload.clone()).await
     }
 
     /// Stores `letter` in the dead-letter stream (once per job and stage: `Nats-Msg-Id`).
     pub async fn publish_dead_letter(&self, letter: &DeadLetter) -> Result<(), PipelineError> {
         let subject = proto_msgs::dead_letter_subject(letter.job_id);
-        let payload = proto_msgs::encode(letter)?;
-        let mut headers = HeaderMap::new();
-        let message_id = format!("{}:{}:dead", letter.job_id, letter.stage);
-        headers.insert(proto_msgs::MSG_ID_HEADER, message_id.as_str());
-        self.js
-            .publish_with_headers(subject.clone(), headers, payload.into())
-            .await
-            .map_err(|err| PipelineError::publish(&subject, err))?
-            .await
-            .map_err(|err| PipelineError::publish(&subject, err))?;
-        Ok(())
+        let headers = message_id_header(&format!("{}:{}:dead", letter.job_id, letter.stage));
+        publish_stored(&self.js, subject, headers, proto_msgs::encode(letter)?).await
     }
 
     /// The last dead letter of `job_id`, if the pipeline gave up on one of its messages.
@@ -264,16 +248,29 @@ impl Pipeline {
         job_id: uuid::Uuid,
     ) -> Result<Option<DeadLetter>, PipelineError> {
         let stream = self
-            .js
-            .get_stream(proto_msgs::DEAD_LETTER_STREAM)
-            .await
-            .map_err(|err| PipelineError::request("reading the dead-letter stream", err))?;
+            .stream(
+                proto_msgs::DEAD_LETTER_STREAM,
+                "reading the dead-letter stream",
+            )
+            .await?;
         let subject = proto_msgs::dead_letter_subject(job_id);
         match stream.get_last_raw_message_by_subject(&subject).await {
             Ok(message) => Ok(Some(proto_msgs::decode(&message.payload)?)),
             Err(err) if err.kind() == stream::LastRawMessageErrorKind::NoMessageFound => Ok(None),
             Err(err) => Err(PipelineError::request("reading a dead letter", err)),
         }
+    }
+
+    /// The stream `name`; `doing` says what for, in its error.
+    pub(crate) async fn stream(
+        &self,
+        name: impl Into<String>,
+        doing: &'static str,
+    ) -> Result<jetstream::stream::Stream, PipelineError> {
+        self.js
+            .get_stream(name.into())
+            .await
+            .map_err(|err| PipelineError::request(doing, err))
     }
 
     pub(crate) async fn consumer(
@@ -289,10 +286,8 @@ impl Pipeline {
     /// Pending and in-flight messages of each stage.
     pub async fn queues(&self) -> Result<Vec<StageQueue>, PipelineError> {
         let stream = self
-            .js
-            .get_stream(proto_msgs::PIPELINE_STREAM)
-            .await
-            .map_err(|err| PipelineError::request("reading the work stream", err))?;
+            .stream(proto_msgs::PIPELINE_STREAM, "reading the work stream")
+            .await?;
         let mut queues = Vec::with_capacity(Stage::ALL.len());
         for stage in Stage::ALL {
             let info = stream
@@ -326,6 +321,30 @@ impl Pipeline {
             .map(|_| ())
             .map_err(|err| PipelineError::request("reading the work stream", err))
     }
+}
+
+/// Headers with `Nats-Msg-Id` = `message_id`: within the stream's duplicate window, a message
+/// published again with the same id (a retried publish whose ack was lost) is stored once.
+pub(crate) fn message_id_header(message_id: &str) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    headers.insert(proto_msgs::MSG_ID_HEADER, message_id);
+    headers
+}
+
+/// Publishes `payload` to `subject` and returns once JetStream has stored it (its publish ack):
+/// a message whose publish returned is never lost.
+pub(crate) async fn publish_stored(
+    js: &jetstream::Context,
+    subject: String,
+    headers: HeaderMap,
+    payload: Vec<u8>,
+) -> Result<(), PipelineError> {
+    js.publish_with_headers(subject.clone(), headers, payload.into())
+        .await
+        .map_err(|err| PipelineError::publish(&subject, err))?
+        .await
+        .map_err(|err| PipelineError::publish(&subject, err))?;
+    Ok(())
 }
 
 async fn connect_with_retry(

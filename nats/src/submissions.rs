@@ -9,6 +9,7 @@ use proto_msgs::Submission;
 use tracing::debug;
 use uuid::Uuid;
 
+use crate::pipeline::{message_id_header, publish_stored};
 use crate::{ErrorChain, Pipeline, PipelineError};
 
 /// A job as the index has it: the sequence orders jobs by submission and is the cursor of the
@@ -37,19 +38,9 @@ impl Pipeline {
     /// listed twice).
     pub async fn index_submission(&self, submission: &Submission) -> Result<(), PipelineError> {
         let subject = proto_msgs::submissions_subject(submission.owner.as_deref());
-        let mut headers = async_nats::HeaderMap::new();
-        headers.insert(
-            proto_msgs::MSG_ID_HEADER,
-            submission.job_id.to_string().as_str(),
-        );
+        let headers = message_id_header(&submission.job_id.to_string());
         let payload = proto_msgs::encode(submission)?;
-        self.jetstream()
-            .publish_with_headers(subject, headers, payload.into())
-            .await
-            .map_err(|err| PipelineError::request("indexing a submission", err))?
-            .await
-            .map_err(|err| PipelineError::request("indexing a submission", err))?;
-        Ok(())
+        publish_stored(self.jetstream(), subject, headers, payload).await
     }
 
     /// The jobs of `submitters`, newest first, from just before `before` (a sequence from an
@@ -61,10 +52,11 @@ impl Pipeline {
     ) -> Result<impl Stream<Item = Result<IndexedJob, PipelineError>> + Send + use<>, PipelineError>
     {
         let mut stream = self
-            .jetstream()
-            .get_stream(proto_msgs::SUBMISSIONS_STREAM)
-            .await
-            .map_err(|err| PipelineError::request("opening the submissions index", err))?;
+            .stream(
+                proto_msgs::SUBMISSIONS_STREAM,
+                "opening the submissions index",
+            )
+            .await?;
         let info = stream
             .info()
             .await

@@ -46,6 +46,10 @@ pub struct StageRun {
     /// (a deployment, a node lost) rarely fail a job.
     #[serde(default)]
     pub crashes: u32,
+    /// Tries stopped by a service the stage needs being down (the object store unreachable,
+    /// read-only or full): made again for as long as it lasts, never counted as failed.
+    #[serde(default)]
+    pub outages: u32,
     /// Set while a try runs: the job's progress when it began. Found set when the next try
     /// begins, the process of the last one died with it.
     #[serde(default)]

@@ -34,6 +34,8 @@ pub struct TestApp {
     pub http: reqwest::Client,
     /// Each process by the part it runs (`up`, `api`, `transcriber` …).
     children: Vec<(String, Child)>,
+    /// The command each process is started through (with its arguments), if any.
+    launcher: Vec<String>,
     env: Vec<(String, String)>,
     nats: LocalNatsServer,
     pub data_dir: tempfile::TempDir,
@@ -50,6 +52,22 @@ impl TestApp {
     /// `/health` answers 200. The API listens on a port the system picks, read back from
     /// API_ADDR_FILE.
     pub async fn spawn_parts(parts: &[&str], extra_env: &[(&str, &str)]) -> TestApp {
+        Self::spawn_through(Vec::new(), parts, extra_env).await
+    }
+
+    /// [`spawn_parts`](Self::spawn_parts), each process without the privilege to ignore file
+    /// permissions when the tests run as root (setpriv drops CAP_DAC_OVERRIDE and
+    /// CAP_DAC_READ_SEARCH): a folder made unreadable is then unreadable to them, as to any
+    /// service deployed under its own user.
+    pub async fn spawn_parts_unprivileged(parts: &[&str], extra_env: &[(&str, &str)]) -> TestApp {
+        Self::spawn_through(unprivileged_launcher(), parts, extra_env).await
+    }
+
+    async fn spawn_through(
+        launcher: Vec<String>,
+        parts: &[&str],
+        extra_env: &[(&str, &str)],
+    ) -> TestApp {
         let nats = LocalNatsServer::start_temporary().expect("nats-server starts");
         let data_dir = tempfile::tempdir().expect("tempdir");
         let addr_file = data_dir.path().join("api.addr");
@@ -79,6 +97,7 @@ impl TestApp {
             nats_url: nats.url().to_owned(),
             http: reqwest::Client::new(),
             children: Vec::new(),
+            launcher,
             env,
             nats,
             data_dir,
@@ -103,7 +122,16 @@ impl TestApp {
 
     /// Starts one more process running `part`; returns its pid.
     pub fn start_part(&mut self, part: &str) -> u32 {
-        let child = Command::new(jetscribe_binary())
+        let mut command = match self.launcher.split_first() {
+            Some((program, args)) => {
+                let mut command = Command::new(program);
+                command.args(args).arg(jetscribe_binary());
+                command
+            }
+            None => Command::new(jetscribe_binary()),
+        };
+        // The launcher execs the binary: the pid is the process's own.
+        let child = command
             .arg(part)
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(Stdio::null())
@@ -280,23 +308,10 @@ impl TestApp {
             .rposition(|(name, _)| name == part)
             .expect("a process runs that part");
         let (_, mut child) = self.children.remove(index);
-        let status = Command::new("kill")
-            .arg("-TERM")
-            .arg(child.id().to_string())
-            .status()
-            .expect("kill runs");
-        assert!(status.success(), "SIGTERM to {}", child.id());
+        send_sigterm(&child);
         let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Ok(Some(status)) = child.try_wait() {
-                return status;
-            }
-            if Instant::now() >= deadline {
-                drop(child.kill());
-                panic!("{part} did not exit within 30 s of SIGTERM");
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        exit_status_by(&mut child, deadline)
+            .unwrap_or_else(|| panic!("{part} did not exit within 30 s of SIGTERM"))
     }
 
     /// The parts whose processes have exited without the test stopping them.
@@ -319,35 +334,60 @@ impl TestApp {
     /// returns the exit status of the first one (the `up` or `api` process), or `None` on time-out.
     pub fn terminate(&mut self, timeout: Duration) -> Option<ExitStatus> {
         for (_, child) in &self.children {
-            let status = Command::new("kill")
-                .arg("-TERM")
-                .arg(child.id().to_string())
-                .status()
-                .expect("kill runs");
-            assert!(status.success(), "SIGTERM to {}", child.id());
+            send_sigterm(child);
         }
         let deadline = Instant::now() + timeout;
         let mut first = None;
         for (index, (_, mut child)) in std::mem::take(&mut self.children).into_iter().enumerate() {
-            let status = loop {
-                if let Ok(Some(status)) = child.try_wait() {
-                    break Some(status);
-                }
-                if Instant::now() >= deadline {
-                    // Past the deadline: the answer is `None`; the process must not outlive the
-                    // test.
-                    drop(child.kill());
-                    drop(child.wait());
-                    break None;
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            };
+            let status = exit_status_by(&mut child, deadline);
             if index == 0 {
                 first = status;
             }
         }
         first
     }
+}
+
+fn send_sigterm(child: &Child) {
+    let status = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status()
+        .expect("kill runs");
+    assert!(status.success(), "SIGTERM to {}", child.id());
+}
+
+/// How `child` exited, once it has; `None` if it still runs at `deadline`, and is then killed
+/// (a process must not outlive its test).
+fn exit_status_by(child: &mut Child, deadline: Instant) -> Option<ExitStatus> {
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Some(status);
+        }
+        if Instant::now() >= deadline {
+            drop(child.kill());
+            drop(child.wait());
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// `setpriv` dropping the capabilities that let root ignore file permissions, when the tests
+/// run as root; nothing otherwise.
+pub fn unprivileged_launcher() -> Vec<String> {
+    use std::os::unix::fs::MetadataExt;
+    let root = std::fs::metadata("/proc/self").is_ok_and(|meta| meta.uid() == 0);
+    if !root {
+        return Vec::new();
+    }
+    [
+        "setpriv",
+        "--bounding-set=-dac_override,-dac_read_search",
+        "--",
+    ]
+    .map(str::to_owned)
+    .to_vec()
 }
 
 impl Drop for TestApp {

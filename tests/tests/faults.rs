@@ -1,7 +1,8 @@
 //! Faults injected into a running deployment, each stage its own process against a real
 //! nats-server: stage processes killed at random (chaos), the transcriber stopped and started
-//! again and again during one job, and the nats-server itself killed mid-job. Nothing is lost,
-//! nothing runs twice to a client, and no process needs a restart to recover.
+//! again and again during one job, the nats-server itself killed mid-job, and the object store
+//! down for half a minute. Nothing is lost, nothing runs twice to a client, and no process
+//! needs a restart to recover.
 //!
 //! The CI runs short versions; `make chaos` runs them long (CHAOS_KILLS, CHAOS_JOBS,
 //! CHAOS_MAX_S, ROLLING_RESTARTS) and prints a table.
@@ -262,4 +263,94 @@ async fn a_nats_server_killed_mid_job_comes_back_and_every_job_completes_without
         Vec::<String>::new(),
         "every process reconnected by itself"
     );
+}
+
+/// Sets the permission bits of `path`; returns the ones it had.
+fn set_mode(path: &std::path::Path, mode: u32) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    let before = std::fs::metadata(path)
+        .expect("the folder exists")
+        .permissions();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).expect("chmod");
+    before.mode() & 0o7777
+}
+
+/// The object store (a folder here) made unreadable and unwritable for OUTAGE_S (30) seconds
+/// while one job is being transcribed and another waits for the decoder: both stages wait for
+/// it with backoff, counting outages, not failed tries (a single failed try would fail a job
+/// here), and both jobs complete; an upload meanwhile is refused with 503 and Retry-After.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_object_store_down_for_half_a_minute_fails_no_job() {
+    let outage = Duration::from_secs(env_number("OUTAGE_S", 30) as u64);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let long = dir.path().join("long.wav");
+    let long_clips = jfk_every(&long, 180, 15);
+    let mut parts = vec!["api"];
+    parts.extend(STAGES);
+    let env = [
+        ("JOB_ACK_WAIT", "3"),
+        ("JOB_MAX_ATTEMPTS", "1"),
+        ("WHISPER_BATCH_SIZE", "1"),
+    ];
+    let mut app = TestApp::spawn_parts_unprivileged(&parts, &env).await;
+    let long_job = app.submit_job(&long, "").await;
+    wait_for(
+        "the long job to be transcribed",
+        Duration::from_secs(120),
+        || {
+            let (app, job_id) = (&app, &long_job);
+            async move { (status(app, job_id).await["step"] == "transcribing").then_some(()) }
+        },
+    )
+    .await;
+    // The next job waits for a decoder, which comes back once the store is down.
+    assert!(app.terminate_part("decoder").success());
+    let jfk = fixture("jfk.flac");
+    let short_job = app.submit_job(&jfk, "").await;
+
+    let store = app.data_dir.path().join("blobs");
+    let down_since = Instant::now();
+    let mode = set_mode(&store, 0o000);
+    let mut launcher = jetscribe_tests::app::unprivileged_launcher();
+    launcher.extend(["ls".to_owned(), store.display().to_string()]);
+    let listed = std::process::Command::new(&launcher[0])
+        .args(&launcher[1..])
+        .output()
+        .expect("ls runs");
+    assert!(
+        !listed.status.success(),
+        "the app's processes can still read {}: the outage cannot be made here",
+        store.display()
+    );
+    let refused = app.submit(&jfk, "").await;
+    assert_eq!(refused.status(), 503, "an upload while the store is down");
+    assert!(refused.headers().contains_key("retry-after"));
+    app.start_part("decoder");
+    wait_for("both stages to meet the outage", outage, || {
+        let (app, long_job, short_job) = (&app, &long_job, &short_job);
+        async move {
+            let long = status(app, long_job).await;
+            let short = status(app, short_job).await;
+            let outages = |status: &serde_json::Value, stage: &str| {
+                status["stages"][stage]["outages"].as_u64().unwrap_or(0)
+            };
+            (outages(&long, "transcribe") > 0 && outages(&short, "decode") > 0).then_some(())
+        }
+    })
+    .await;
+    // The fault lasts its length (a clock, not a state to wait for).
+    tokio::time::sleep(outage.saturating_sub(down_since.elapsed())).await;
+    set_mode(&store, mode);
+
+    for (job_id, clips) in [(&long_job, long_clips), (&short_job, 1)] {
+        let (ended, _) = app.follow_status_for(job_id, JOB_TIMEOUT).await;
+        assert_eq!(ended["status"], "completed", "{ended}");
+        let stages = ended["stages"].as_object().expect("stages");
+        for (stage, run) in stages {
+            assert_eq!(run["failures"], 0, "{stage}: {run}");
+        }
+        let (_, result) = app.get_json(&format!("/result/{job_id}")).await;
+        let wer = jfk_error_rate(&result, clips);
+        assert!(wer < 0.15, "WER {wer:.3}");
+    }
 }

@@ -303,36 +303,10 @@ impl StageHandler for StoreAlwaysFails {
 #[tokio::test]
 async fn a_job_failed_by_internal_errors_tells_its_owner_what_failed_but_not_the_internals() {
     let (_server, pipeline) = private_pipeline(|settings| settings.max_attempts = 2).await;
-    let job_id = Uuid::now_v7();
-    let record = JobRecord::new_pending(
-        job_id,
-        "a.wav".into(),
-        1,
-        JobOptions::default(),
-        OffsetDateTime::now_utc(),
-    );
-    pipeline.jobs().create(&record).await.expect("job");
-    let request = DecodeRequest {
-        job_id,
-        input_blob: "jobs/x/input".into(),
-        filename: "a.wav".into(),
-    };
-    pipeline.publish(&request).await.expect("published");
+    let job_id = queued_job(&pipeline).await;
     let shutdown = CancellationToken::new();
-    let stage = tokio::spawn(run_stage(
-        pipeline.clone(),
-        Arc::new(StoreAlwaysFails),
-        StageLoopSettings::default(),
-        shutdown.clone(),
-    ));
-    let failed = wait_for("the job to be failed", Duration::from_secs(30), || {
-        let jobs = pipeline.jobs().clone();
-        async move {
-            let record = jobs.get(job_id).await.ok().flatten()?;
-            (record.status == JobStatus::Failed).then_some(record)
-        }
-    })
-    .await;
+    let stage = spawn_stage(&pipeline, Arc::new(StoreAlwaysFails), &shutdown);
+    let failed = wait_for_status(&pipeline, job_id, JobStatus::Failed).await;
     assert_eq!(
         failed.error_message.as_deref(),
         Some("decode failed after 2 attempts: internal error (reading the upload)")
@@ -342,6 +316,62 @@ async fn a_job_failed_by_internal_errors_tells_its_owner_what_failed_but_not_the
         run.last_error.as_deref(),
         Some("decode failed after 2 attempts: internal error (reading the upload)")
     );
+    shutdown.cancel();
+    stage
+        .await
+        .expect("joined")
+        .expect("stage loop ends cleanly");
+}
+
+/// A decode stage whose object store is down (read-only) for its first tries, then up.
+struct StoreDownForTries(std::sync::atomic::AtomicU32);
+
+impl StageHandler for StoreDownForTries {
+    type Input = DecodeRequest;
+
+    async fn handle(&self, _: DecodeRequest, _: &JobContext) -> Result<Outcome, StageError> {
+        use std::sync::atomic::Ordering::SeqCst;
+        if self
+            .0
+            .fetch_update(SeqCst, SeqCst, |left| left.checked_sub(1))
+            .is_ok()
+        {
+            let down = std::io::Error::from(std::io::ErrorKind::ReadOnlyFilesystem);
+            return Err(StageError::transient("writing the audio blob", down));
+        }
+        Ok(Outcome::Done)
+    }
+}
+
+#[tokio::test]
+async fn a_store_outage_is_waited_out_and_never_counted_as_a_failed_try() {
+    // One failed try would fail the job.
+    let (_server, pipeline) = private_pipeline(|settings| settings.max_attempts = 1).await;
+    let job_id = queued_job(&pipeline).await;
+    let shutdown = CancellationToken::new();
+    let handler = Arc::new(StoreDownForTries(2.into()));
+    let stage = spawn_stage(&pipeline, handler, &shutdown);
+    let run = wait_for("the stage to end", Duration::from_secs(30), || {
+        let jobs = pipeline.jobs().clone();
+        async move {
+            let record = jobs.get(job_id).await.ok().flatten()?;
+            let run = record.stages.get(&proto_msgs::Stage::Decode)?;
+            run.finished_at.is_some().then(|| run.clone())
+        }
+    })
+    .await;
+    assert_eq!((run.outages, run.failures), (2, 0), "{run:?}");
+    assert_eq!(
+        run.last_error.as_deref(),
+        Some("storage or network unavailable (writing the audio blob); waiting for it")
+    );
+    let record = pipeline
+        .jobs()
+        .get(job_id)
+        .await
+        .expect("read")
+        .expect("job");
+    assert_eq!(record.status, JobStatus::Processing);
     shutdown.cancel();
     stage
         .await

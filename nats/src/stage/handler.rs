@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use proto_msgs::{EncodedMessage, JobRecord, PipelineMessage};
 
-use crate::error_chain::{BoxError, ErrorChain};
+use crate::error_chain::{BoxError, ErrorChain, is_outage};
 use crate::stage::JobContext;
 
 /// One stage of the pipeline: handles one message at a time (the loop runs several at once).
@@ -57,7 +57,8 @@ pub enum StageError {
     /// The job cannot succeed (bad input): fail it with this message, which users read.
     #[error("{0}")]
     Permanent(String),
-    /// Something outside the job went wrong (store, network): try again later.
+    /// Something outside the job went wrong (store, network): try again later; counted against
+    /// the job's tries.
     #[error("{context}")]
     Transient {
         /// What the stage was doing: `reading the transcript`.
@@ -65,13 +66,28 @@ pub enum StageError {
         #[source]
         source: BoxError,
     },
+    /// A service the stage needs is down (the object store unreachable, read-only or full):
+    /// not the job's fault. The try is made again with backoff for as long as the outage
+    /// lasts, and never counts against the job's tries.
+    #[error("{context}")]
+    Unavailable {
+        /// What the stage was doing: `writing the audio blob`.
+        context: &'static str,
+        #[source]
+        source: BoxError,
+    },
 }
 
 impl StageError {
+    /// Something outside the job went wrong while the stage was doing `context`: a
+    /// [`StageError::Transient`] error, or [`StageError::Unavailable`] when one of its causes
+    /// says that a service is down ([`is_outage`]).
     pub fn transient(context: &'static str, source: impl Into<BoxError>) -> Self {
-        StageError::Transient {
-            context,
-            source: source.into(),
+        let source = source.into();
+        if is_outage(source.as_ref()) {
+            StageError::Unavailable { context, source }
+        } else {
+            StageError::Transient { context, source }
         }
     }
 
@@ -98,6 +114,40 @@ impl StageError {
         match self {
             StageError::Permanent(reason) => reason.clone(),
             StageError::Transient { context, .. } => format!("internal error ({context})"),
+            StageError::Unavailable { context, .. } => {
+                format!("storage or network unavailable ({context}); waiting for it")
+            }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_error_caused_by_a_service_being_down_is_an_outage_not_a_failure() {
+        use std::io::{Error, ErrorKind};
+        let cases = [
+            (Error::from(ErrorKind::PermissionDenied), true),
+            (Error::from(ErrorKind::ConnectionRefused), true),
+            (Error::from(ErrorKind::StorageFull), true),
+            (Error::new(ErrorKind::ReadOnlyFilesystem, "remounted"), true),
+            (Error::from(ErrorKind::NotFound), false),
+            (Error::from(ErrorKind::InvalidData), false),
+            (Error::other("connection refused"), false),
+        ];
+        for (cause, outage) in cases {
+            let shown = format!("{cause:?}");
+            let error = StageError::transient("writing the audio blob", cause);
+            assert_eq!(
+                matches!(error, StageError::Unavailable { .. }),
+                outage,
+                "{shown}"
+            );
+            assert!(error.client_message().contains("(writing the audio blob)"));
+        }
+        let panicked = StageError::from_panic(Box::new("index out of bounds"));
+        assert!(matches!(panicked, StageError::Transient { .. }));
     }
 }

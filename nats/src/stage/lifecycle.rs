@@ -67,7 +67,8 @@ impl JobLifecycle<'_> {
             Decision::Finish => self.finish().await,
             Decision::Enqueue(message) => self.enqueue(&message, attempt).await,
             Decision::Redeliver(delay) => self.hand_back(Some(delay)).await,
-            Decision::Retry { reason, delay } => self.record_retry(reason, delay).await,
+            Decision::Retry { reason, delay } => self.record_retry(reason, delay, false).await,
+            Decision::Wait { reason, delay } => self.record_retry(reason, delay, true).await,
             Decision::Fail(reason) => {
                 warn!(reason = %reason, "job failed");
                 self.fail(reason, true).await
@@ -211,10 +212,11 @@ impl JobLifecycle<'_> {
         }
     }
 
-    /// Records the failed try and `reason` on this stage's run and hands the message back for
+    /// Records the try that failed with `reason` on this stage's run, as a failed try or (when
+    /// a service the stage needs was down) as an `outage`, and hands the message back for
     /// another try.
-    async fn record_retry(&self, reason: String, delay: Duration) -> Settle {
-        warn!(reason = %reason, retry_in_s = delay.as_secs(), "stage failed; will retry");
+    async fn record_retry(&self, reason: String, delay: Duration, outage: bool) -> Settle {
+        warn!(reason = %reason, retry_in_s = delay.as_secs(), outage, "stage failed; will retry");
         let stage = self.stage;
         let recorded = self
             .pipeline
@@ -222,7 +224,11 @@ impl JobLifecycle<'_> {
             .update(self.job_id, |record| {
                 let run = record.stage_run(stage);
                 run.last_error = Some(reason.clone());
-                run.failures += 1;
+                if outage {
+                    run.outages += 1;
+                } else {
+                    run.failures += 1;
+                }
                 run.end_try();
             })
             .await;

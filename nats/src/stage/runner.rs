@@ -10,7 +10,7 @@ use std::time::Duration;
 use async_nats::jetstream::consumer::PullConsumer;
 use async_nats::jetstream::{AckKind, Message};
 use futures::{FutureExt, StreamExt};
-use proto_msgs::{JobStatus, PipelineMessage};
+use proto_msgs::{JobRecord, JobStatus, PipelineMessage};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -20,7 +20,7 @@ use uuid::Uuid;
 use crate::error_chain::ErrorChain;
 use crate::stage::lifecycle::JobLifecycle;
 use crate::stage::settle::{Settle, decide, out_of_tries, retry_delay};
-use crate::stage::{JobContext, StageError, StageHandler};
+use crate::stage::{JobContext, Outcome, StageError, StageHandler};
 use crate::{Pipeline, PipelineError, trace_context};
 
 /// How the loop runs one stage.
@@ -174,18 +174,12 @@ async fn handle<S: StageHandler>(
     input: S::Input,
     message: &Message,
 ) -> Settle {
-    let LoopContext {
-        pipeline,
-        shutdown,
-        running,
-        try_timeout,
-    } = *loop_context;
-    let stage = S::Input::STAGE;
+    let (pipeline, stage) = (loop_context.pipeline, S::Input::STAGE);
     // One try per job at a time in a process: the same message delivered again while this
     // process handles it (a redelivery racing a hand-back) is left to the handler it has;
     // another message of the job (a webhook retry queued by the running try) waits a moment.
     let sequence = message.info().map_or(0, |info| info.stream_sequence);
-    let claim = match running.claim(input.job_id(), sequence) {
+    let claim = match loop_context.running.claim(input.job_id(), sequence) {
         Ok(claim) => claim,
         Err(Busy::SameMessage) => {
             info!("already handled by this process: duplicate delivery left alone");
@@ -220,18 +214,50 @@ async fn handle<S: StageHandler>(
     if let Some(reason) = out_of_tries(&run, stage, max_attempts) {
         return job.give_up(reason, false).await;
     }
-    let attempt = run.attempts;
+    let result = match run_try(loop_context, handler, input, &record, &claim, message).await {
+        Run::Handled(result) => result,
+        Run::ShuttingDown => {
+            info!("shutting down: job handed back to the stream");
+            return job.hand_back(None).await;
+        }
+        Run::Cancelled => {
+            info!("job cancelled: its handler stopped");
+            job.end_try().await;
+            return Settle::Ack;
+        }
+    };
+    if let Err(err) = &result
+        && !matches!(err, StageError::Permanent(_))
+    {
+        // The job's record gets only what the stage was doing; the causes are logged here.
+        warn!(error = %ErrorChain(err), "stage error");
+    }
+    job.carry_out(decide(result, stage, &run, max_attempts), run.attempts)
+        .await
+}
+
+/// Runs one try of `handler` on the job `record`, telling the server all along that the
+/// message is in progress. A panic fails the try like any error (the stage goes on serving
+/// other jobs, and a message that panics on every try ends as a dead letter); so does running
+/// past the try's deadline.
+async fn run_try<S: StageHandler>(
+    loop_context: &LoopContext<'_>,
+    handler: &S,
+    input: S::Input,
+    record: &JobRecord,
+    claim: &RunningJob,
+    message: &Message,
+) -> Run<Result<Outcome, StageError>> {
+    let (pipeline, stage) = (loop_context.pipeline, S::Input::STAGE);
+    let attempt = record.stages.get(&stage).map_or(0, |run| run.attempts);
     let context = JobContext::new(
-        job.job_id,
+        record.job_id,
         stage,
         attempt,
         pipeline.jobs().clone(),
         pipeline.events().clone(),
     );
-    let heartbeat_every = pipeline.settings().ack_wait / 3;
-    // A panic fails the try like any error: the stage goes on serving other jobs, and a
-    // message that panics on every try ends as a dead letter.
-    let deadline = stage.deadline(try_timeout, &record);
+    let deadline = stage.deadline(loop_context.try_timeout, record);
     let handled = AssertUnwindSafe(handler.handle(input, &context))
         .catch_unwind()
         .map(|handled| handled.unwrap_or_else(|panic| Err(StageError::from_panic(panic))));
@@ -247,36 +273,16 @@ async fn handle<S: StageHandler>(
     });
     let watch = Watch {
         message,
-        every: heartbeat_every,
-        shutdown,
-        cancelled: &claim,
+        every: pipeline.settings().ack_wait / 3,
+        shutdown: loop_context.shutdown,
+        cancelled: claim,
         // Only a job that is running can be cancelled: the notifier delivering a cancelled
         // job's webhook is not stopped by that cancellation.
         watch_cancellation: !record.status.is_final(),
         pipeline,
-        job_id: job.job_id,
+        job_id: record.job_id,
     };
-    let result = match with_heartbeat(handled, watch).await {
-        Run::Handled(result) => result,
-        Run::ShuttingDown => {
-            info!("shutting down: job handed back to the stream");
-            return job.hand_back(None).await;
-        }
-        Run::Cancelled => {
-            info!("job cancelled: its handler stopped");
-            job.end_try().await;
-            return Settle::Ack;
-        }
-    };
-    if let Err(err @ StageError::Transient { .. }) = &result {
-        // The job's record gets only what the stage was doing; the causes are logged here.
-        warn!(error = %ErrorChain(err), "stage error");
-    }
-    job.carry_out(
-        decide(result, stage, run.failed_tries(), max_attempts),
-        attempt,
-    )
-    .await
+    with_heartbeat(handled, watch).await
 }
 
 /// How a handler's run ended.

@@ -36,6 +36,9 @@ pub enum Decision {
     /// Record `reason` on the stage's run and hand the message back, for another try after
     /// `delay`.
     Retry { reason: String, delay: Duration },
+    /// A service the stage needs is down: record `reason` on the stage's run as an outage (not
+    /// a failed try) and hand the message back, for another try after `delay`.
+    Wait { reason: String, delay: Duration },
     /// Fail the job with this reason, which users read.
     Fail(String),
     /// Keep the message as a dead letter and fail the job with this reason: the stage failed
@@ -53,21 +56,25 @@ pub fn out_of_tries(run: &StageRun, stage: Stage, max_attempts: u32) -> Option<S
     })
 }
 
-/// What the handler's `result` leads to, when the stage had failed `failures` times on this job
-/// before this try and allows `max_attempts` failures.
+/// What the handler's `result` leads to, when the stage's earlier tries on this job went as
+/// `run` records them and it allows `max_attempts` failed tries.
 pub fn decide(
     result: Result<Outcome, StageError>,
     stage: Stage,
-    failures: u32,
+    run: &StageRun,
     max_attempts: u32,
 ) -> Decision {
-    let tries_failed = failures + 1;
+    let tries_failed = run.failed_tries() + 1;
     match result {
         Ok(Outcome::Forward) => Decision::Forward,
         Ok(Outcome::Done) => Decision::Finish,
         Ok(Outcome::Reschedule(message)) => Decision::Enqueue(message),
         Ok(Outcome::TooEarly(delay)) => Decision::Redeliver(delay),
         Err(err @ StageError::Permanent(_)) => Decision::Fail(err.client_message()),
+        Err(err @ StageError::Unavailable { .. }) => Decision::Wait {
+            reason: err.client_message(),
+            delay: retry_delay(run.outages + 1),
+        },
         Err(err) if tries_failed >= max_attempts => Decision::GiveUp {
             reason: format!(
                 "{stage} failed after {tries_failed} attempts: {}",
@@ -175,7 +182,16 @@ mod tests {
             delay: Duration::from_secs(seconds),
         };
         let message = EncodedMessage::of(&NotifyRequest::first(Uuid::nil())).expect("encodes");
-        // (answer, failures before this try, decision)
+        let outage = || {
+            let down = std::io::Error::from(std::io::ErrorKind::ReadOnlyFilesystem);
+            StageError::transient("writing the audio blob", down)
+        };
+        let wait = |seconds| Decision::Wait {
+            reason: "storage or network unavailable (writing the audio blob); waiting for it"
+                .into(),
+            delay: Duration::from_secs(seconds),
+        };
+        // (answer, failures before this try, decision); outages before this try: failures × 2
         let cases: Vec<(Result<Outcome, StageError>, u32, Decision)> = vec![
             (Ok(Outcome::Forward), 0, Decision::Forward),
             (Ok(Outcome::Done), 4, Decision::Finish),
@@ -213,14 +229,19 @@ mod tests {
                     try_failed: true,
                 },
             ),
+            // However long the store is down, the job waits for it.
+            (Err(outage()), 0, wait(2)),
+            (Err(outage()), 1, wait(8)),
+            (Err(outage()), 4, wait(60)),
         ];
         for (result, failures, expected) in cases {
             let shown = format!("{result:?} after {failures} failures");
-            assert_eq!(
-                decide(result, Stage::Decode, failures, 5),
-                expected,
-                "{shown}"
-            );
+            let run = StageRun {
+                failures,
+                outages: failures * 2,
+                ..Default::default()
+            };
+            assert_eq!(decide(result, Stage::Decode, &run, 5), expected, "{shown}");
         }
     }
 

@@ -211,6 +211,9 @@ pub(crate) fn json_response(status: StatusCode, body: &impl Serialize) -> Respon
     }
 }
 
+/// When a client refused because a dependency (NATS, the object store) failed may try again.
+pub(crate) const RETRY_AFTER_OUTAGE: Duration = Duration::from_secs(5);
+
 /// A refused request, answered as the original service did: `{"detail": "..."}`, where the
 /// detail names the field at fault and why.
 #[derive(Debug, thiserror::Error)]
@@ -237,13 +240,15 @@ impl ApiError {
         self
     }
 
-    /// 503 for a dependency that failed: logged here with its causes, named to the client.
+    /// 503 for a dependency that failed: logged here with its causes, named to the client,
+    /// who may try again in a few seconds.
     pub(crate) fn unavailable(what: &str, err: &(dyn std::error::Error + 'static)) -> Self {
         error!(error = %ErrorChain(err), "{what} unavailable");
         Self::new(
             StatusCode::SERVICE_UNAVAILABLE,
             format!("{what} unavailable"),
         )
+        .retry_after(RETRY_AFTER_OUTAGE)
     }
 }
 

@@ -561,7 +561,8 @@ async fn queue(state: ApiState, record: JobRecord, cleanup: UploadCleanup) -> Re
             Err(ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "the job queue is unavailable; try again",
-            ))
+            )
+            .retry_after(crate::RETRY_AFTER_OUTAGE))
         }
     }
 }

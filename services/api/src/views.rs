@@ -123,12 +123,13 @@ impl<'a> From<&'a DeadLetter> for DeadLetterView<'a> {
     }
 }
 
-/// One stage's run in `/status`: tries and failed tries, start and end, seconds taken, last
-/// error, resume point.
+/// One stage's run in `/status`: tries, failed tries and tries stopped by an outage, start and
+/// end, seconds taken, last error, resume point.
 #[derive(Debug, Serialize)]
 pub struct StageRunView<'a> {
     pub attempts: u32,
     pub failures: u32,
+    pub outages: u32,
     #[serde(with = "time::serde::rfc3339::option")]
     pub started_at: Option<OffsetDateTime>,
     #[serde(with = "time::serde::rfc3339::option")]
@@ -147,6 +148,7 @@ impl<'a> From<&'a StageRun> for StageRunView<'a> {
         Self {
             attempts: run.attempts,
             failures: run.failures,
+            outages: run.outages,
             started_at: run.started_at,
             finished_at: run.finished_at,
             seconds,

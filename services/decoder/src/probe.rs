@@ -289,13 +289,18 @@ mod tests {
             ),
             (ProbeError::NoAudio, Some("no audio stream in talk.mp3")),
             (ProbeError::Run(std::io::Error::other("not found")), None),
+            (
+                ProbeError::Run(std::io::ErrorKind::PermissionDenied.into()),
+                None,
+            ),
         ];
         for (error, permanent) in cases {
             match (error.into_stage_error("talk.mp3"), permanent) {
                 (StageError::Permanent(reason), Some(expected)) => assert_eq!(reason, expected),
-                (StageError::Transient { context, .. }, None) => {
-                    assert_eq!(context, "running ffprobe")
-                }
+                (
+                    StageError::Transient { context, .. } | StageError::Unavailable { context, .. },
+                    None,
+                ) => assert_eq!(context, "running ffprobe"),
                 (other, expected) => panic!("{other:?} instead of {expected:?}"),
             }
         }
