@@ -13,6 +13,8 @@ Rows:
 
 Needs: target/release/jetscribe, models/, ffmpeg, nats-server, and a venv with faster-whisper
 (made by `make bench` in .bench/venv). Corpus: ../shared/corpus (or BENCH_CORPUS).
+BENCH_ROWS picks rows (transcription, wer, upload, decode, memory, burst), e.g.
+`BENCH_ROWS=burst make bench`.
 """
 
 import concurrent.futures
@@ -37,6 +39,13 @@ CORPUS = Path(os.environ.get("BENCH_CORPUS", ROOT.parent / "shared/corpus"))
 THREADS = int(os.environ.get("BENCH_THREADS", os.cpu_count() or 2))
 WORK = Path(os.environ.get("BENCH_DIR", ROOT / ".bench"))
 REPEAT = int(os.environ.get("BENCH_REPEAT", 3))
+# Which rows to run: a comma-separated subset of ROWS (default: all).
+ROWS = ("transcription", "wer", "upload", "decode", "memory", "burst")
+ONLY = [row.strip() for row in os.environ.get("BENCH_ROWS", ",".join(ROWS)).split(",") if row.strip()]
+
+
+def wanted(row):
+    return row in ONLY
 SAMPLE_RATE = 16000
 
 
@@ -267,6 +276,19 @@ def faster_whisper(python, files):
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def hour_file(media, speech):
+    """60 min of Opus: twice the speech file followed by silence up to the half hour (so the
+    transcriber also has speech to work on late in the file, without an hour of decoding time)."""
+    hour = media / "hour.ogg"
+    if not hour.exists():
+        half = SAMPLE_RATE * 2 * 1800
+        block = (speech + silence(1800))[:half]
+        write_wav(media / "hour.wav", block * 2)
+        ffmpeg("-i", str(media / "hour.wav"), "-c:a", "libopus", "-b:a", "32k", str(hour))
+        os.remove(media / "hour.wav")
+    return hour
+
+
 def main():
     python = sys.argv[1] if len(sys.argv) > 1 else sys.executable
     WORK.mkdir(parents=True, exist_ok=True)
@@ -285,142 +307,140 @@ def main():
     data = Path(tempfile.mkdtemp(dir=WORK))
     service = Service(data)
     try:
-        # 1. Transcription time (transcribe stage, from its start to its end, model loaded).
-        ours, theirs = [], []
-        for run in range(REPEAT):
-            job, _ = service.submit(speech_wav)
-            service.wait(job)
-            ours.append(service.stage_seconds(job, "transcribe"))
-            theirs.append(faster_whisper(python, [speech_wav])[str(speech_wav)]["seconds"])
-            log(f"transcription run {run + 1}: ours {ours[-1]:.1f} s, faster-whisper {theirs[-1]:.1f} s")
-        rows.append((f"transcription, {speech_s/60:.1f} min of speech (s)", spread(ours),
-                     f"faster-whisper {spread(theirs)}",
-                     f"{median(theirs)/median(ours):.2f}x as fast", "≥ 1.3x"))
-
-        # 2. WER on the English clips (deterministic: one run).
-        clips = [CORPUS / r["file"] for r in english]
-        jobs = [service.submit(c)[0] for c in clips]
-        ours_err = ours_n = 0
-        for r, j in zip(english, jobs):
-            service.wait(j)
-            e, n = wer(r["transcript"], service.transcript(j))
-            ours_err += e
-            ours_n += n
-        fw_out = faster_whisper(python, clips)
-        fw_err = fw_n = 0
-        for r, c in zip(english, clips):
-            e, n = wer(r["transcript"], fw_out[str(c)]["text"])
-            fw_err += e
-            fw_n += n
-        ours_wer, fw_wer = 100 * ours_err / ours_n, 100 * fw_err / fw_n
-        rows.append((f"WER, {len(clips)} English clips (%)", f"{ours_wer:.1f}",
-                     f"faster-whisper {fw_wer:.1f}", f"{ours_wer - fw_wer:+.1f} points",
-                     "≤ +1 point"))
-        # The API's memory so far: small uploads only.
-        api_small = service.peak_rss("api")
-
-        # 3. Upload throughput against cp to the same disk.
-        big = media / "upload.bin"
-        if not big.exists() or big.stat().st_size != 1 << 30:
-            with open(big, "wb") as f:
-                for _ in range(1024):
-                    f.write(os.urandom(1 << 20))
-        ours, theirs = [], []
-        for run in range(REPEAT):
-            job, up_s = service.submit(big)
-            ours.append(up_s)
-            # Neither side syncs to the platter: both measure the path through the page cache.
-            start = time.perf_counter()
-            subprocess.run(["cp", str(big), str(data / "cp-copy.bin")], check=True)
-            theirs.append(time.perf_counter() - start)
-            os.remove(data / "cp-copy.bin")
-            # Not media: the job fails at the probe and its blob is kept until cleanup.
-            service.wait(job)
-            log(f"upload run {run + 1}: ours {ours[-1]:.2f} s, cp {theirs[-1]:.2f} s")
-        rows.append(("upload 1 GiB (s)", spread(ours, "{:.2f}"), f"cp {spread(theirs, '{:.2f}')}",
-                     f"{median(theirs)/median(ours):.2f} of cp's throughput", "≥ 0.8"))
-        api_big = service.peak_rss("api")
-        # Bounded by design: 256 KiB reads, 8 MiB parts, at most 2 parts in flight.
-        rows.append((f"API peak RSS, small uploads only / after {REPEAT} × 1 GiB (MiB)",
-                     f"{api_small >> 20} / {api_big >> 20}", "",
-                     f"+{(api_big - api_small) >> 20} MiB for {REPEAT} GiB uploaded",
-                     "bounded (≤ +24 MiB of buffers)"))
-
-        # 4. Decoder against ffmpeg alone, on 60 min of compressed audio: twice the speech
-        # file followed by silence up to the half hour (so the transcriber also has speech to
-        # work on late in the file, without an hour of decoding time).
-        hour = media / "hour.ogg"
-        if not hour.exists():
-            half = SAMPLE_RATE * 2 * 1800
-            block = (speech + silence(1800))[:half]
-            hour_pcm = block * 2
-            write_wav(media / "hour.wav", hour_pcm)
-            ffmpeg("-i", str(media / "hour.wav"), "-c:a", "libopus", "-b:a", "32k", str(hour))
-            os.remove(media / "hour.wav")
-        # The decode runs go to a service without a transcriber, so that the repeated hour
-        # does not have to be transcribed each time.
-        decode_data = Path(tempfile.mkdtemp(dir=WORK))
-        decode_only = Service(decode_data, parts=("api", "decoder"))
-        ours, theirs = [], []
-        try:
+        if wanted("transcription"):
+            # 1. Transcription time (transcribe stage, from its start to its end, model loaded).
+            ours, theirs = [], []
             for run in range(REPEAT):
+                job, _ = service.submit(speech_wav)
+                service.wait(job)
+                ours.append(service.stage_seconds(job, "transcribe"))
+                theirs.append(faster_whisper(python, [speech_wav])[str(speech_wav)]["seconds"])
+                log(f"transcription run {run + 1}: ours {ours[-1]:.1f} s, faster-whisper {theirs[-1]:.1f} s")
+            rows.append((f"transcription, {speech_s/60:.1f} min of speech (s)", spread(ours),
+                         f"faster-whisper {spread(theirs)}",
+                         f"{median(theirs)/median(ours):.2f}x as fast", "≥ 1.3x"))
+
+        if wanted("wer"):
+            # 2. WER on the English clips (deterministic: one run).
+            clips = [CORPUS / r["file"] for r in english]
+            jobs = [service.submit(c)[0] for c in clips]
+            ours_err = ours_n = 0
+            for r, j in zip(english, jobs):
+                service.wait(j)
+                e, n = wer(r["transcript"], service.transcript(j))
+                ours_err += e
+                ours_n += n
+            fw_out = faster_whisper(python, clips)
+            fw_err = fw_n = 0
+            for r, c in zip(english, clips):
+                e, n = wer(r["transcript"], fw_out[str(c)]["text"])
+                fw_err += e
+                fw_n += n
+            ours_wer, fw_wer = 100 * ours_err / ours_n, 100 * fw_err / fw_n
+            rows.append((f"WER, {len(clips)} English clips (%)", f"{ours_wer:.1f}",
+                         f"faster-whisper {fw_wer:.1f}", f"{ours_wer - fw_wer:+.1f} points",
+                         "≤ +1 point"))
+
+        if wanted("upload"):
+            # 3. Upload throughput against cp to the same disk. The API's memory before: small
+            # uploads only.
+            api_small = service.peak_rss("api")
+            big = media / "upload.bin"
+            if not big.exists() or big.stat().st_size != 1 << 30:
+                with open(big, "wb") as f:
+                    for _ in range(1024):
+                        f.write(os.urandom(1 << 20))
+            ours, theirs = [], []
+            for run in range(REPEAT):
+                job, up_s = service.submit(big)
+                ours.append(up_s)
+                # Neither side syncs to the platter: both measure the path through the page cache.
                 start = time.perf_counter()
-                ffmpeg("-i", str(hour), "-vn", "-ac", "1", "-ar", "16000", "-f", "s16le",
-                       str(decode_data / "ffmpeg.pcm"))
+                subprocess.run(["cp", str(big), str(data / "cp-copy.bin")], check=True)
                 theirs.append(time.perf_counter() - start)
-                os.remove(decode_data / "ffmpeg.pcm")
-                job, _ = decode_only.submit(hour)
-                deadline = time.time() + 600
-                while not decode_only.get(f"/status/{job}")[1]["stages"].get("decode", {}).get("seconds"):
-                    if time.time() > deadline:
-                        raise RuntimeError("decode did not finish")
-                    time.sleep(0.2)
-                ours.append(decode_only.stage_seconds(job, "decode"))
-                log(f"decode run {run + 1}: ours {ours[-1]:.2f} s, ffmpeg {theirs[-1]:.2f} s")
-        finally:
-            decode_only.close()
-            shutil.rmtree(decode_data, ignore_errors=True)
-        rows.append(("decode 60 min of Opus (s)", spread(ours, "{:.2f}"),
-                     f"ffmpeg {spread(theirs, '{:.2f}')}",
-                     f"{median(theirs)/median(ours):.2f} of ffmpeg's speed", "≥ 0.9"))
+                os.remove(data / "cp-copy.bin")
+                # Not media: the job fails at the probe and its blob is kept until cleanup.
+                service.wait(job)
+                log(f"upload run {run + 1}: ours {ours[-1]:.2f} s, cp {theirs[-1]:.2f} s")
+            rows.append(("upload 1 GiB (s)", spread(ours, "{:.2f}"), f"cp {spread(theirs, '{:.2f}')}",
+                         f"{median(theirs)/median(ours):.2f} of cp's throughput", "≥ 0.8"))
+            api_big = service.peak_rss("api")
+            # Bounded by design: 256 KiB reads, 8 MiB parts, at most 2 parts in flight.
+            rows.append((f"API peak RSS, small uploads only / after {REPEAT} × 1 GiB (MiB)",
+                         f"{api_small >> 20} / {api_big >> 20}", "",
+                         f"+{(api_big - api_small) >> 20} MiB for {REPEAT} GiB uploaded",
+                         "bounded (≤ +24 MiB of buffers)"))
 
-        # 5. Transcriber peak memory: 10 min against 60 min (fresh process each).
-        service.restart("transcriber")
-        job, _ = service.submit(hour)
-        service.wait(job)
-        hour_peak = service.peak_rss("transcriber")
-        ten = media / "ten.ogg"
-        if not ten.exists():
-            ffmpeg("-i", str(hour), "-t", "600", "-c", "copy", str(ten))
-        service.restart("transcriber")
-        job, _ = service.submit(ten)
-        service.wait(job)
-        ten_peak = service.peak_rss("transcriber")
-        rows.append(("transcriber peak RSS, 10 vs 60 min (MiB)", f"{ten_peak >> 20} / {hour_peak >> 20}",
-                     "", f"ratio {hour_peak/ten_peak:.2f}", "≤ 1.2"))
+        if wanted("decode"):
+            # 4. Decoder against ffmpeg alone, on 60 min of compressed audio.
+            hour = hour_file(media, speech)
+            # The decode runs go to a service without a transcriber, so that the repeated hour
+            # does not have to be transcribed each time.
+            decode_data = Path(tempfile.mkdtemp(dir=WORK))
+            decode_only = Service(decode_data, parts=("api", "decoder"))
+            ours, theirs = [], []
+            try:
+                for run in range(REPEAT):
+                    start = time.perf_counter()
+                    ffmpeg("-i", str(hour), "-vn", "-ac", "1", "-ar", "16000", "-f", "s16le",
+                           str(decode_data / "ffmpeg.pcm"))
+                    theirs.append(time.perf_counter() - start)
+                    os.remove(decode_data / "ffmpeg.pcm")
+                    job, _ = decode_only.submit(hour)
+                    deadline = time.time() + 600
+                    while not decode_only.get(f"/status/{job}")[1]["stages"].get("decode", {}).get("seconds"):
+                        if time.time() > deadline:
+                            raise RuntimeError("decode did not finish")
+                        time.sleep(0.2)
+                    ours.append(decode_only.stage_seconds(job, "decode"))
+                    log(f"decode run {run + 1}: ours {ours[-1]:.2f} s, ffmpeg {theirs[-1]:.2f} s")
+            finally:
+                decode_only.close()
+                shutil.rmtree(decode_data, ignore_errors=True)
+            rows.append(("decode 60 min of Opus (s)", spread(ours, "{:.2f}"),
+                         f"ffmpeg {spread(theirs, '{:.2f}')}",
+                         f"{median(theirs)/median(ours):.2f} of ffmpeg's speed", "≥ 0.9"))
 
-        # 6. 500 submissions of a 1 s clip at once, against a fresh service without a rate limit.
-        load_data = Path(tempfile.mkdtemp(dir=WORK))
-        loaded = Service(load_data, extra_env={"RATE_LIMIT": "off"})
-        try:
-            second = media / "second.wav"
-            write_wav(second, silence(1))
-            answers, burst_s = submission_burst(loaded, second, 500)
-        finally:
-            loaded.close()
-            shutil.rmtree(load_data, ignore_errors=True)
-        accepted = [s for status, _, s in answers if status == 202]
-        retry = sum(1 for status, after, _ in answers if status in (429, 503) and after)
-        dropped = len(answers) - len(accepted) - retry
-        latencies = sorted(s for _, _, s in answers)
-        p50 = latencies[len(latencies) // 2] * 1000
-        p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] * 1000
-        log(f"burst: {len(accepted)} accepted, {retry} told to retry, {dropped} dropped, "
-            f"{burst_s:.1f} s")
-        rows.append(("POST /process, 500 at once: accepted / told to retry / dropped",
-                     f"{len(accepted)} / {retry} / {dropped}", "",
-                     f"{len(accepted) / burst_s:.0f} accepted/s; latency p50 {p50:.0f} ms, "
-                     f"p99 {p99:.0f} ms", "none dropped"))
+        if wanted("memory"):
+            # 5. Transcriber peak memory: 10 min against 60 min (fresh process each).
+            hour = hour_file(media, speech)
+            service.restart("transcriber")
+            job, _ = service.submit(hour)
+            service.wait(job)
+            hour_peak = service.peak_rss("transcriber")
+            ten = media / "ten.ogg"
+            if not ten.exists():
+                ffmpeg("-i", str(hour), "-t", "600", "-c", "copy", str(ten))
+            service.restart("transcriber")
+            job, _ = service.submit(ten)
+            service.wait(job)
+            ten_peak = service.peak_rss("transcriber")
+            rows.append(("transcriber peak RSS, 10 vs 60 min (MiB)", f"{ten_peak >> 20} / {hour_peak >> 20}",
+                         "", f"ratio {hour_peak/ten_peak:.2f}", "≤ 1.2"))
+
+        if wanted("burst"):
+            # 6. 500 submissions of a 1 s clip at once, against a fresh service without a rate limit.
+            load_data = Path(tempfile.mkdtemp(dir=WORK))
+            loaded = Service(load_data, extra_env={"RATE_LIMIT": "off"})
+            try:
+                second = media / "second.wav"
+                write_wav(second, silence(1))
+                answers, burst_s = submission_burst(loaded, second, 500)
+            finally:
+                loaded.close()
+                shutil.rmtree(load_data, ignore_errors=True)
+            accepted = [s for status, _, s in answers if status == 202]
+            retry = sum(1 for status, after, _ in answers if status in (429, 503) and after)
+            dropped = len(answers) - len(accepted) - retry
+            latencies = sorted(s for _, _, s in answers)
+            p50 = latencies[len(latencies) // 2] * 1000
+            p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] * 1000
+            log(f"burst: {len(accepted)} accepted, {retry} told to retry, {dropped} dropped, "
+                f"{burst_s:.1f} s")
+            rows.append(("POST /process, 500 at once: accepted / told to retry / dropped",
+                         f"{len(accepted)} / {retry} / {dropped}", "",
+                         f"{len(accepted) / burst_s:.0f} accepted/s; latency p50 {p50:.0f} ms, "
+                         f"p99 {p99:.0f} ms", "none dropped"))
     finally:
         service.close()
         shutil.rmtree(data, ignore_errors=True)
