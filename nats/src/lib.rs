@@ -1,5 +1,6 @@
 //! The only crate that knows JetStream. It owns:
-//! - [`Pipeline`]: the connection (with retry), the idempotent creation of the work stream, the
+//! - [`Pipeline`]: the connection (to one of NATS_URL's servers, with credentials and TLS,
+//!   retried while they start: `connection`), the idempotent creation of the work stream, the
 //!   events stream, one durable consumer per stage and the job bucket; publishing to a stage;
 //!   dead letters (`JETSCRIBE_DLQ`);
 //!   queue statistics and health;
@@ -15,6 +16,7 @@
 //! - [`ErrorChain`]: an error and its causes on one line, as logged and recorded.
 
 mod cancel;
+mod connection;
 mod error_chain;
 mod events;
 mod housekeeping;
@@ -28,6 +30,7 @@ mod submissions;
 pub mod trace_context;
 
 pub use cancel::Cancellation;
+pub use connection::{NatsAuth, parse_servers};
 pub use error_chain::{BoxError, ErrorChain, is_outage};
 pub use events::{EventPublisher, StoredEvent};
 pub use idempotency::IdempotencyKeys;

@@ -6,17 +6,17 @@
 
 use std::time::Duration;
 
+use async_nats::HeaderMap;
 use async_nats::jetstream::{self, consumer, kv, stream};
-use async_nats::{ConnectOptions, HeaderMap};
 use proto_msgs::{
     CodecError, DeadLetter, EncodedMessage, InputError, JobRecord, PipelineMessage, Stage,
 };
 use tracing::{info, warn};
 
+use crate::connection::connect_with_retry;
 use crate::error_chain::{BoxError, ErrorChain};
 use crate::{
-    EventPublisher, IdempotencyKeys, JobStore, JobStoreError, StoredEvent, redact_url,
-    trace_context,
+    EventPublisher, IdempotencyKeys, JobStore, JobStoreError, NatsAuth, StoredEvent, trace_context,
 };
 
 /// A JetStream operation failed.
@@ -29,6 +29,9 @@ pub enum PipelineError {
         #[source]
         source: async_nats::ConnectError,
     },
+    /// A setting the connection cannot use (a server address, a credentials file).
+    #[error("{0}")]
+    Config(String),
     #[error("cannot set up JetStream {what}")]
     Setup {
         what: String,
@@ -81,7 +84,14 @@ impl PipelineError {
 /// How the pipeline is laid out on the server.
 #[derive(Debug, Clone)]
 pub struct PipelineSettings {
+    /// NATS_URL: one server, or several separated by commas.
     pub nats_url: String,
+    /// Credentials and TLS (NATS_CREDS, NATS_USER/NATS_PASSWORD, NATS_TOKEN, NATS_CA,
+    /// NATS_CERT/NATS_KEY).
+    pub auth: NatsAuth,
+    /// NATS_REPLICAS: copies of every stream and bucket kept by a cluster (1, 3 or 5); streams
+    /// made with another number are updated to it.
+    pub replicas: usize,
     /// Name this client shows in the server's connection list.
     pub client_name: String,
     /// How long the server waits for an ack (or an in-progress ack) before redelivering.
@@ -103,6 +113,8 @@ impl PipelineSettings {
     pub fn new(nats_url: impl Into<String>) -> Self {
         Self {
             nats_url: nats_url.into(),
+            auth: NatsAuth::default(),
+            replicas: 1,
             client_name: "jetscribe".to_owned(),
             ack_wait: Duration::from_secs(60),
             max_attempts: 5,
@@ -347,38 +359,6 @@ pub(crate) async fn publish_stored(
     Ok(())
 }
 
-async fn connect_with_retry(
-    settings: &PipelineSettings,
-) -> Result<async_nats::Client, PipelineError> {
-    let deadline = tokio::time::Instant::now() + settings.connect_timeout;
-    let mut delay = Duration::from_millis(100);
-    loop {
-        let options = ConnectOptions::new()
-            .name(&settings.client_name)
-            .connection_timeout(Duration::from_secs(5))
-            // Once connected, the client reconnects on its own; this bounds its backoff.
-            .reconnect_delay_callback(|attempts| {
-                Duration::from_millis((100 * 2u64.pow(attempts.min(6) as u32)).min(5_000))
-            });
-        match options.connect(&settings.nats_url).await {
-            Ok(client) => return Ok(client),
-            Err(err) if tokio::time::Instant::now() + delay < deadline => {
-                let (url, error) = (redact_url(&settings.nats_url), ErrorChain(&err));
-                let retry_in_ms = delay.as_millis() as u64;
-                warn!(%url, %error, retry_in_ms, "NATS not reachable yet");
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(2));
-            }
-            Err(err) => {
-                return Err(PipelineError::Connect {
-                    url: redact_url(&settings.nats_url),
-                    source: err,
-                });
-            }
-        }
-    }
-}
-
 /// Makes sure the streams, the consumers and the bucket exist, with this process's settings
 /// (JOB_ACK_WAIT, JOB_CLEANUP_DAYS): ones made by an earlier start with other settings are
 /// updated, so that the server's redelivery follows the heartbeats this process sends and
@@ -389,7 +369,7 @@ async fn ensure_topology(
     js: &jetstream::Context,
     settings: &PipelineSettings,
 ) -> Result<(kv::Store, kv::Store), PipelineError> {
-    let work_stream = ensure_stream(js, work_stream_config()).await?;
+    let work_stream = ensure_stream(js, work_stream_config(settings)).await?;
     for stage in Stage::ALL {
         ensure_consumer(&work_stream, consumer_config(stage, settings)).await?;
     }
@@ -405,7 +385,7 @@ async fn ensure_topology(
         (proto_msgs::JOBS_BUCKET, Duration::ZERO),
         (proto_msgs::IDEMPOTENCY_BUCKET, IDEMPOTENCY_KEPT),
     ] {
-        ensure_stream(js, bucket_config(bucket, max_age)).await?;
+        ensure_stream(js, bucket_config(bucket, max_age, settings)).await?;
         let store = js
             .get_key_value(bucket)
             .await
@@ -419,8 +399,8 @@ async fn ensure_topology(
     Ok((jobs, idempotency))
 }
 
-/// The stream of `config`: made if missing, updated if its retention or duplicate window
-/// differ.
+/// The stream of `config`: made if missing, updated if its retention, duplicate window or
+/// replicas differ.
 async fn ensure_stream(
     js: &jetstream::Context,
     config: stream::Config,
@@ -432,7 +412,10 @@ async fn ensure_stream(
         .await
         .map_err(|err| setup(Box::new(err)))?;
     let current = &stream.cached_info().config;
-    if current.max_age != config.max_age || current.duplicate_window != config.duplicate_window {
+    if current.max_age != config.max_age
+        || current.duplicate_window != config.duplicate_window
+        || current.num_replicas != config.num_replicas
+    {
         js.update_stream(config)
             .await
             .map_err(|err| setup(Box::new(err)))?;
@@ -441,7 +424,8 @@ async fn ensure_stream(
     Ok(stream)
 }
 
-/// The consumer of `config`: made if missing, updated if its ack wait or deliveries differ.
+/// The consumer of `config`: made if missing, updated if its ack wait, deliveries or replicas
+/// differ.
 async fn ensure_consumer(
     stream: &jetstream::stream::Stream,
     config: consumer::pull::Config,
@@ -453,7 +437,10 @@ async fn ensure_consumer(
         .await
         .map_err(|err| setup(Box::new(err)))?;
     let current = &consumer.cached_info().config;
-    if current.ack_wait != config.ack_wait || current.max_deliver != config.max_deliver {
+    if current.ack_wait != config.ack_wait
+        || current.max_deliver != config.max_deliver
+        || current.num_replicas != config.num_replicas
+    {
         stream
             .create_consumer(config)
             .await
@@ -470,9 +457,10 @@ const IDEMPOTENCY_KEPT: Duration = Duration::from_secs(24 * 3600);
 /// must outlast a stage's retries.
 const DUPLICATE_WINDOW: Duration = Duration::from_secs(2 * 3600);
 
-fn work_stream_config() -> stream::Config {
+fn work_stream_config(settings: &PipelineSettings) -> stream::Config {
     stream::Config {
         name: proto_msgs::PIPELINE_STREAM.to_owned(),
+        num_replicas: settings.replicas,
         subjects: vec![format!("{}.>", proto_msgs::PIPELINE_SUBJECT_PREFIX)],
         retention: stream::RetentionPolicy::WorkQueue,
         storage: stream::StorageType::File,
@@ -491,6 +479,9 @@ fn consumer_config(stage: Stage, settings: &PipelineSettings) -> consumer::pull:
         filter_subject: stage.subject(),
         ack_policy: consumer::AckPolicy::Explicit,
         ack_wait: settings.ack_wait,
+        // As many copies as its stream: a consumer left on one server loses its place when
+        // that server dies.
+        num_replicas: settings.replicas,
         // Unlimited: the stages count failed tries on the job record and give up themselves.
         // A server-side limit also counts hand-backs on shutdown, and the job of a message it
         // drops is left unfinished when no process of the stage hears the advisory.
@@ -510,6 +501,7 @@ fn consumer_config(stage: Stage, settings: &PipelineSettings) -> consumer::pull:
 fn events_stream_config(settings: &PipelineSettings) -> stream::Config {
     stream::Config {
         name: proto_msgs::EVENTS_STREAM.to_owned(),
+        num_replicas: settings.replicas,
         subjects: vec![format!("{}.*", proto_msgs::EVENTS_SUBJECT_PREFIX)],
         retention: stream::RetentionPolicy::Limits,
         storage: stream::StorageType::File,
@@ -524,6 +516,7 @@ fn events_stream_config(settings: &PipelineSettings) -> stream::Config {
 fn submissions_stream_config(settings: &PipelineSettings) -> stream::Config {
     stream::Config {
         name: proto_msgs::SUBMISSIONS_STREAM.to_owned(),
+        num_replicas: settings.replicas,
         subjects: vec![format!("{}.*", proto_msgs::SUBMISSIONS_SUBJECT_PREFIX)],
         retention: stream::RetentionPolicy::Limits,
         storage: stream::StorageType::File,
@@ -538,6 +531,7 @@ fn submissions_stream_config(settings: &PipelineSettings) -> stream::Config {
 fn dead_letter_stream_config(settings: &PipelineSettings) -> stream::Config {
     stream::Config {
         name: proto_msgs::DEAD_LETTER_STREAM.to_owned(),
+        num_replicas: settings.replicas,
         subjects: vec![format!("{}.*", proto_msgs::DEAD_LETTER_SUBJECT_PREFIX)],
         retention: stream::RetentionPolicy::Limits,
         storage: stream::StorageType::File,
@@ -553,9 +547,10 @@ fn dead_letter_stream_config(settings: &PipelineSettings) -> stream::Config {
 const SERVER_SIDE_GRACE: Duration = Duration::from_secs(24 * 3600);
 
 /// The stream behind a KV bucket, as async-nats's `create_key_value` would make it.
-fn bucket_config(bucket: &str, max_age: Duration) -> stream::Config {
+fn bucket_config(bucket: &str, max_age: Duration, settings: &PipelineSettings) -> stream::Config {
     stream::Config {
         name: format!("KV_{bucket}"),
+        num_replicas: settings.replicas,
         subjects: vec![format!("$KV.{bucket}.>")],
         max_messages_per_subject: 1,
         max_bytes: -1,
@@ -572,7 +567,6 @@ fn bucket_config(bucket: &str, max_age: Duration) -> stream::Config {
             false => Duration::from_secs(120).min(max_age),
         },
         discard: stream::DiscardPolicy::New,
-        num_replicas: 1,
         ..Default::default()
     }
 }

@@ -27,6 +27,8 @@ pub struct LocalNatsServer {
     child: Child,
     url: String,
     store_dir: PathBuf,
+    /// Options given on the command line besides those of every local server.
+    options: Vec<String>,
     // Keeps a temporary store alive as long as the server.
     _temp: Option<tempfile::TempDir>,
 }
@@ -44,23 +46,35 @@ const START_TIMEOUT: Duration = Duration::from_secs(20);
 impl LocalNatsServer {
     /// Starts a server that keeps its JetStream data in `store_dir`.
     pub fn start(store_dir: &Path) -> Result<Self, ServerError> {
-        Self::start_in(store_dir, None)
+        Self::start_in(store_dir, Vec::new(), None)
     }
 
     /// Starts a server whose data lives in a temporary folder removed on drop (for tests).
     pub fn start_temporary() -> Result<Self, ServerError> {
-        let temp = tempfile::tempdir()?;
-        let store = temp.path().join("store");
-        Self::start_in(&store, Some(temp))
+        Self::start_temporary_with(&[])
     }
 
-    fn start_in(store_dir: &Path, temp: Option<tempfile::TempDir>) -> Result<Self, ServerError> {
+    /// [`start_temporary`](Self::start_temporary) with more command-line `options` (for tests
+    /// of credentials and TLS: `--user`, `--pass`, `--auth`, `--tls` …).
+    pub fn start_temporary_with(options: &[&str]) -> Result<Self, ServerError> {
+        let temp = tempfile::tempdir()?;
+        let store = temp.path().join("store");
+        let options = options.iter().map(|option| (*option).to_owned()).collect();
+        Self::start_in(&store, options, Some(temp))
+    }
+
+    fn start_in(
+        store_dir: &Path,
+        options: Vec<String>,
+        temp: Option<tempfile::TempDir>,
+    ) -> Result<Self, ServerError> {
         std::fs::create_dir_all(store_dir)?;
-        let (child, url) = spawn_server(store_dir, None)?;
+        let (child, url) = spawn_server(store_dir, None, &options)?;
         Ok(Self {
             child,
             url,
             store_dir: store_dir.to_owned(),
+            options,
             _temp: temp,
         })
     }
@@ -74,7 +88,7 @@ impl LocalNatsServer {
             .rsplit(':')
             .next()
             .and_then(|port| port.parse().ok());
-        let (child, url) = spawn_server(&self.store_dir, port)?;
+        let (child, url) = spawn_server(&self.store_dir, port, &self.options)?;
         self.child = child;
         self.url = url;
         Ok(())
@@ -110,8 +124,12 @@ impl LocalNatsServer {
 }
 
 /// Starts `nats-server -js` on `port` (one the system picks when `None`) with its store in
-/// `store_dir`; returns the child and its client URL once it listens.
-fn spawn_server(store_dir: &Path, port: Option<u16>) -> Result<(Child, String), ServerError> {
+/// `store_dir` and `options`; returns the child and its client URL once it listens.
+fn spawn_server(
+    store_dir: &Path,
+    port: Option<u16>,
+    options: &[String],
+) -> Result<(Child, String), ServerError> {
     // nats-server writes `nats-server_<pid>.ports` (JSON with its client URLs) here once it
     // listens: the only race-free way to learn the port it picked.
     let ports_dir = tempfile::tempdir()?;
@@ -123,6 +141,7 @@ fn spawn_server(store_dir: &Path, port: Option<u16>) -> Result<(Child, String), 
             .arg(store_dir)
             .arg("--ports_file_dir")
             .arg(ports_dir.path())
+            .args(options)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())

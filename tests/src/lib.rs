@@ -1,17 +1,19 @@
 //! The harness of the black-box tests: the real `jetscribe` binary started as child processes
 //! against a private nats-server ([`TestApp`]), local HTTP receivers for webhooks and traces
-//! ([`receivers`]), deadline-based waiting ([`wait`]), media made with the real ffmpeg
+//! ([`receivers`]), a three-node NATS cluster ([`NatsCluster`]), deadline-based waiting ([`wait`]), media made with the real ffmpeg
 //! ([`media`]) and reference transcripts with word error rate ([`reference`](mod@reference)).
 //! Nothing here is mocked; every server listens on a port the system picked, read back once
 //! bound.
 
 pub mod app;
+pub mod cluster;
 pub mod media;
 pub mod receivers;
 pub mod reference;
 pub mod wait;
 
 pub use app::TestApp;
+pub use cluster::NatsCluster;
 pub use receivers::{ScriptedAnswer, TraceCollector, Tripwire, WebhookDelivery, WebhookReceiver};
 pub use reference::{JFK_REFERENCE, assert_refused, fixture, word_error_rate};
 pub use wait::{JOB_TIMEOUT, wait_for};

@@ -21,8 +21,14 @@ pub struct SettingsError {
 /// Everything jetscribe reads from its environment.
 #[derive(Debug, Clone)]
 pub struct Settings {
-    /// NATS_URL; `None`: `up` starts a local nats-server.
+    /// NATS_URL: one server or several, comma-separated; `None`: `up` starts a local
+    /// nats-server.
     pub nats_url: Option<String>,
+    /// NATS_REPLICAS (default 1): copies of every stream and bucket in a NATS cluster.
+    pub nats_replicas: usize,
+    /// NATS_CREDS, NATS_USER and NATS_PASSWORD, NATS_TOKEN, NATS_CA, NATS_CERT and NATS_KEY:
+    /// how the processes prove themselves to the servers of NATS_URL.
+    pub nats_auth: jetscribe_nats::NatsAuth,
     /// DATA_DIR (default `./data`), absolute.
     pub data_dir: PathBuf,
     /// OBJECT_STORE_URL (default `file://$DATA_DIR/blobs`).
@@ -121,7 +127,9 @@ impl Settings {
             false => "0.0.0.0:8000",
         };
         Ok(Self {
-            nats_url: vars.text("NATS_URL"),
+            nats_url: nats_url(&vars)?,
+            nats_replicas: vars.number("NATS_REPLICAS", 1, 1..=5, "replicas")?,
+            nats_auth: nats_auth(&vars)?,
             object_store_url: vars
                 .text("OBJECT_STORE_URL")
                 .unwrap_or_else(|| format!("file://{}", data_dir.join("blobs").display())),
@@ -173,6 +181,60 @@ impl Settings {
             data_dir,
         })
     }
+}
+
+/// NATS_URL, checked: every server of the list must parse (the error names the one at fault,
+/// without credentials).
+fn nats_url(vars: &Vars) -> Result<Option<String>, SettingsError> {
+    let Some(list) = vars.text("NATS_URL") else {
+        return Ok(None);
+    };
+    match jetscribe_nats::parse_servers(&list) {
+        Ok(_) => Ok(Some(list)),
+        Err(reason) => Err(SettingsError {
+            variable: "NATS_URL",
+            value: jetscribe_nats::redact_url(&list),
+            expected: format!("nats://host:port, or several separated by commas; {reason}"),
+        }),
+    }
+}
+
+/// The NATS credentials and TLS files: each file must exist, and the variables that go in
+/// pairs are set together. A password or token never appears in an error.
+fn nats_auth(vars: &Vars) -> Result<jetscribe_nats::NatsAuth, SettingsError> {
+    let file = |variable: &'static str| match vars.text(variable) {
+        None => Ok(None),
+        Some(path) if Path::new(&path).is_file() => Ok(Some(PathBuf::from(path))),
+        Some(path) => Err(SettingsError {
+            variable,
+            value: path,
+            expected: "a file that exists".to_owned(),
+        }),
+    };
+    let pair = |first: &'static str, second: &'static str| {
+        let missing = |variable, other: &str| SettingsError {
+            variable,
+            value: String::new(),
+            expected: format!("a value, as {other} is set"),
+        };
+        match (vars.text(first), vars.text(second)) {
+            (Some(one), Some(two)) => Ok(Some((one, two))),
+            (None, None) => Ok(None),
+            (Some(_), None) => Err(missing(second, first)),
+            (None, Some(_)) => Err(missing(first, second)),
+        }
+    };
+    let client_cert = match pair("NATS_CERT", "NATS_KEY")? {
+        Some(_) => file("NATS_CERT")?.zip(file("NATS_KEY")?),
+        None => None,
+    };
+    Ok(jetscribe_nats::NatsAuth {
+        creds_file: file("NATS_CREDS")?,
+        user_password: pair("NATS_USER", "NATS_PASSWORD")?,
+        token: vars.text("NATS_TOKEN"),
+        ca_file: file("NATS_CA")?,
+        client_cert,
+    })
 }
 
 /// FFPROBE_PATH, else `ffprobe` beside FFMPEG_PATH when that is a path, else from PATH.
@@ -531,6 +593,53 @@ mod tests {
         let err = settings(&[("LOG_FORMAT", "xml")]).expect_err("must fail");
         assert!(err.to_string().contains("text, json"), "{err}");
         assert!(settings(&[("BIND_ADDR", "localhost")]).is_err());
+    }
+
+    #[test]
+    fn nats_settings_take_a_server_list_and_credentials_in_their_pairs() {
+        // Only its existence is checked here; the client reads it when it connects.
+        let ca = concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml");
+        let s = settings(&[
+            ("NATS_URL", "nats://n1:4222,nats://n2:4222,nats://n3:4222"),
+            ("NATS_REPLICAS", "3"),
+            ("NATS_USER", "jetscribe"),
+            ("NATS_PASSWORD", "hunter2"),
+            ("NATS_CA", ca),
+        ])
+        .expect("valid");
+        assert_eq!(s.nats_replicas, 3);
+        let auth = &s.nats_auth;
+        assert_eq!(
+            auth.user_password,
+            Some(("jetscribe".into(), "hunter2".into()))
+        );
+        assert!(auth.requires_tls() && auth.creds_file.is_none());
+        assert_eq!(settings(&[]).expect("defaults").nats_replicas, 1);
+
+        let refused = [
+            (
+                vec![("NATS_URL", "nats://u:secret@n1:4222,nats://n2:port")],
+                "NATS_URL",
+                "\"nats://n2:port\": NATS server URL is invalid: invalid port number",
+            ),
+            (vec![("NATS_REPLICAS", "7")], "NATS_REPLICAS", "from 1 to 5"),
+            (
+                vec![("NATS_USER", "jetscribe")],
+                "NATS_PASSWORD",
+                "NATS_USER is set",
+            ),
+            (vec![("NATS_KEY", ca)], "NATS_CERT", "NATS_KEY is set"),
+            (
+                vec![("NATS_CREDS", "/nowhere/x.creds")],
+                "NATS_CREDS",
+                "exists",
+            ),
+        ];
+        for (vars, variable, expected) in refused {
+            let line = settings(&vars).expect_err("refused").to_string();
+            assert!(line.contains(variable) && line.contains(expected), "{line}");
+            assert!(!line.contains("secret"), "{line}");
+        }
     }
 
     #[test]
