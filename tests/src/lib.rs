@@ -1,6 +1,6 @@
 //! The harness of the black-box tests: the real `jetscribe` binary started as child processes
 //! against a private nats-server ([`TestApp`]), local HTTP receivers for webhooks and traces
-//! ([`receivers`]), a three-node NATS cluster ([`NatsCluster`]), deadline-based waiting ([`wait`]), media made with the real ffmpeg
+//! ([`receivers`]), a three-node NATS cluster ([`NatsCluster`]), a real S3 server ([`S3Server`]), deadline-based waiting ([`wait`]), media made with the real ffmpeg
 //! ([`media`]) and reference transcripts with word error rate ([`reference`](mod@reference)).
 //! Nothing here is mocked; every server listens on a port the system picked, read back once
 //! bound.
@@ -10,12 +10,14 @@ pub mod cluster;
 pub mod media;
 pub mod receivers;
 pub mod reference;
+pub mod s3;
 pub mod wait;
 
 pub use app::TestApp;
 pub use cluster::NatsCluster;
 pub use receivers::{ScriptedAnswer, TraceCollector, Tripwire, WebhookDelivery, WebhookReceiver};
 pub use reference::{JFK_REFERENCE, assert_refused, fixture, word_error_rate};
+pub use s3::S3Server;
 pub use wait::{JOB_TIMEOUT, wait_for};
 
 use jetscribe_nats::{LocalNatsServer, Pipeline, PipelineSettings};

@@ -1,7 +1,7 @@
 //! Faults injected into a running deployment, each stage its own process against a real
 //! nats-server: stage processes killed at random (chaos), the transcriber stopped and started
 //! again and again during one job, the nats-server itself killed mid-job, and the object store
-//! down for half a minute. Nothing is lost, nothing runs twice to a client, and no process
+//! (a folder, and a real S3 server) down for half a minute. Nothing is lost, nothing runs twice to a client, and no process
 //! needs a restart to recover.
 //!
 //! The CI runs short versions; `make chaos` runs them long (CHAOS_KILLS, CHAOS_JOBS,
@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 
 use jetscribe_tests::media::jfk_every;
 use jetscribe_tests::{
-    JFK_REFERENCE, JOB_TIMEOUT, TestApp, WebhookReceiver, fixture, wait_for, word_error_rate,
+    JFK_REFERENCE, JOB_TIMEOUT, S3Server, TestApp, WebhookReceiver, fixture, wait_for,
+    word_error_rate,
 };
 
 /// The stage processes of a deployment, each its own process.
@@ -353,4 +354,52 @@ async fn an_object_store_down_for_half_a_minute_fails_no_job() {
         let wer = jfk_error_rate(&result, clips);
         assert!(wer < 0.15, "WER {wer:.3}");
     }
+}
+
+/// The object store a real S3 server (SeaweedFS), stopped for OUTAGE_S (30) seconds while one
+/// job is being transcribed and another waits for the decoder: the S3 client retries with
+/// backoff, then the stages, and both jobs complete.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_s3_server_stopped_for_half_a_minute_fails_no_job() {
+    let outage = Duration::from_secs(env_number("OUTAGE_S", 30) as u64);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let long = dir.path().join("long.wav");
+    let long_clips = jfk_every(&long, 180, 15);
+    let mut s3 = S3Server::start().await;
+    let s3_env = s3.env();
+    let mut env: Vec<(&str, &str)> = s3_env
+        .iter()
+        .map(|(name, value)| (name.as_str(), value.as_str()))
+        .collect();
+    env.push(("WHISPER_BATCH_SIZE", "1"));
+    let mut app = spawn_deployment(&env).await;
+    let long_job = app.submit_job(&long, "").await;
+    wait_for(
+        "the long job to be transcribed",
+        Duration::from_secs(120),
+        || {
+            let (app, job_id) = (&app, &long_job);
+            async move { (status(app, job_id).await["step"] == "transcribing").then_some(()) }
+        },
+    )
+    .await;
+    // The next job waits for a decoder, which comes back once the store is down.
+    assert!(app.terminate_part("decoder").success());
+    let jfk = fixture("jfk.flac");
+    let short_job = app.submit_job(&jfk, "").await;
+
+    s3.stop();
+    app.start_part("decoder");
+    // The fault lasts its length (a clock, not a state to wait for).
+    tokio::time::sleep(outage).await;
+    s3.start_again().await;
+
+    for (job_id, clips) in [(&long_job, long_clips), (&short_job, 1)] {
+        let (ended, _) = app.follow_status_for(job_id, JOB_TIMEOUT).await;
+        assert_eq!(ended["status"], "completed", "{ended}");
+        let (_, result) = app.get_json(&format!("/result/{job_id}")).await;
+        let wer = jfk_error_rate(&result, clips);
+        assert!(wer < 0.15, "WER {wer:.3}");
+    }
+    assert_eq!(app.exited_parts(), Vec::<String>::new());
 }
