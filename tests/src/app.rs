@@ -302,16 +302,32 @@ impl TestApp {
     /// Sends SIGTERM to the newest process running `part` and waits (30 s at most) for it to
     /// exit; returns how it exited.
     pub fn terminate_part(&mut self, part: &str) -> ExitStatus {
+        self.send_sigterm(part);
+        self.wait_for_exit(part, Duration::from_secs(30))
+            .unwrap_or_else(|| panic!("{part} did not exit within 30 s of SIGTERM"))
+    }
+
+    /// Sends SIGTERM to the newest process running `part`, without waiting.
+    pub fn send_sigterm(&self, part: &str) {
+        let (_, child) = self
+            .children
+            .iter()
+            .rev()
+            .find(|(name, _)| name == part)
+            .expect("a process runs that part");
+        send_sigterm(child);
+    }
+
+    /// Waits (`timeout` at most) for the newest process running `part` to exit, and forgets
+    /// it; returns how it exited, or `None` (and kills it) if it did not.
+    pub fn wait_for_exit(&mut self, part: &str, timeout: Duration) -> Option<ExitStatus> {
         let index = self
             .children
             .iter()
             .rposition(|(name, _)| name == part)
             .expect("a process runs that part");
         let (_, mut child) = self.children.remove(index);
-        send_sigterm(&child);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        exit_status_by(&mut child, deadline)
-            .unwrap_or_else(|| panic!("{part} did not exit within 30 s of SIGTERM"))
+        exit_status_by(&mut child, Instant::now() + timeout)
     }
 
     /// The parts whose processes have exited without the test stopping them.

@@ -29,7 +29,9 @@ fn env_number(name: &str, default: usize) -> usize {
 async fn spawn_deployment(extra_env: &[(&str, &str)]) -> TestApp {
     let mut parts = vec!["api"];
     parts.extend(STAGES);
-    let mut env = vec![("JOB_ACK_WAIT", "3")];
+    // A try stopped by SIGTERM is handed back a second later: these tests restart processes
+    // in the middle of long jobs, which no grace would let finish.
+    let mut env = vec![("JOB_ACK_WAIT", "3"), ("SHUTDOWN_GRACE", "1")];
     env.extend_from_slice(extra_env);
     TestApp::spawn_parts(&parts, &env).await
 }

@@ -84,17 +84,88 @@ async fn wait_for_status(
     .await
 }
 
+/// The stage loop on `pipeline`, whose tries get half a second to finish on shutdown.
 fn spawn_stage<S: StageHandler>(
     pipeline: &jetscribe_nats::Pipeline,
     handler: Arc<S>,
     shutdown: &CancellationToken,
 ) -> tokio::task::JoinHandle<Result<(), jetscribe_nats::PipelineError>> {
+    let settings = StageLoopSettings {
+        shutdown_grace: Duration::from_millis(500),
+        ..Default::default()
+    };
+    spawn_stage_with(pipeline, handler, shutdown, settings)
+}
+
+fn spawn_stage_with<S: StageHandler>(
+    pipeline: &jetscribe_nats::Pipeline,
+    handler: Arc<S>,
+    shutdown: &CancellationToken,
+    settings: StageLoopSettings,
+) -> tokio::task::JoinHandle<Result<(), jetscribe_nats::PipelineError>> {
     tokio::spawn(run_stage(
         pipeline.clone(),
         handler,
-        StageLoopSettings::default(),
+        settings,
         shutdown.clone(),
     ))
+}
+
+/// A decode stage that completes a job once told to go.
+#[derive(Default)]
+struct FinishesWhenTold {
+    running: std::sync::atomic::AtomicUsize,
+    go: tokio::sync::Notify,
+}
+
+impl StageHandler for FinishesWhenTold {
+    type Input = DecodeRequest;
+
+    async fn handle(&self, _: DecodeRequest, _: &JobContext) -> Result<Outcome, StageError> {
+        self.running
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.go.notified().await;
+        Ok(Outcome::Done)
+    }
+}
+
+#[tokio::test]
+async fn a_try_that_ends_within_the_shutdown_grace_is_finished_not_handed_back() {
+    let (_server, pipeline) = private_pipeline(|_| {}).await;
+    let job_id = queued_job(&pipeline).await;
+    let shutdown = CancellationToken::new();
+    let handler = Arc::new(FinishesWhenTold::default());
+    let settings = StageLoopSettings {
+        shutdown_grace: Duration::from_secs(60),
+        ..Default::default()
+    };
+    let stage = spawn_stage_with(&pipeline, handler.clone(), &shutdown, settings);
+    wait_for_tries(&pipeline, job_id, 1).await;
+    wait_for("the handler to run", Duration::from_secs(30), || {
+        let running = handler.running.load(std::sync::atomic::Ordering::SeqCst);
+        async move { (running > 0).then_some(()) }
+    })
+    .await;
+
+    // The process begins to shut down; the try ends afterwards, within the grace.
+    shutdown.cancel();
+    handler.go.notify_one();
+    stage
+        .await
+        .expect("joined")
+        .expect("stage loop ends cleanly");
+
+    let record = pipeline
+        .jobs()
+        .get(job_id)
+        .await
+        .expect("read")
+        .expect("job");
+    let run = &record.stages[&proto_msgs::Stage::Decode];
+    assert!(run.finished_at.is_some(), "{run:?}");
+    assert_eq!((run.attempts, run.failures), (1, 0), "{run:?}");
+    let queued = pipeline.queued_jobs().await.expect("work stream read");
+    assert!(!queued.contains(&job_id), "the message was acknowledged");
 }
 
 #[tokio::test]

@@ -30,9 +30,10 @@ pub struct StageLoopSettings {
     pub concurrency: usize,
     /// How long one pull request waits on the server for a message.
     pub pull_expiry: Duration,
-    /// How long in-flight handlers get to finish after shutdown before they are abandoned (their
-    /// messages are nak'd so another process takes them at once).
-    pub drain_timeout: Duration,
+    /// SHUTDOWN_GRACE: on shutdown the loop stops pulling, and each running try may go on for
+    /// this long to finish; one still running then is stopped and its message handed back (not
+    /// a failed try), so that another process takes it at once.
+    pub shutdown_grace: Duration,
     /// STAGE_TIMEOUT: the least time one try may run; longer media get more
     /// ([`proto_msgs::Stage::deadline`]). A try past it is stopped and counts as failed.
     pub try_timeout: Duration,
@@ -43,7 +44,7 @@ impl Default for StageLoopSettings {
         Self {
             concurrency: 2,
             pull_expiry: Duration::from_secs(5),
-            drain_timeout: Duration::from_secs(3),
+            shutdown_grace: Duration::from_secs(20),
             try_timeout: Duration::from_secs(600),
         }
     }
@@ -89,19 +90,22 @@ pub async fn run_stage<S: StageHandler>(
         };
         let (pipeline, handler, shutdown) = (pipeline.clone(), handler.clone(), shutdown.clone());
         let (running, try_timeout) = (running.clone(), settings.try_timeout);
+        let shutdown_grace = settings.shutdown_grace;
         in_flight.spawn(async move {
             let context = LoopContext {
                 pipeline: &pipeline,
                 shutdown: &shutdown,
                 running: &running,
                 try_timeout,
+                shutdown_grace,
             };
             process_message(&context, handler.as_ref(), message).await;
             drop(permit);
         });
     }
     info!(stage = %stage, in_flight = in_flight.len(), "stage stopping");
-    let drained = tokio::time::timeout(settings.drain_timeout, async {
+    // The tries get their grace, then a moment to hand their messages back.
+    let drained = tokio::time::timeout(settings.shutdown_grace + HAND_BACK_TIME, async {
         while in_flight.join_next().await.is_some() {}
     })
     .await;
@@ -111,6 +115,9 @@ pub async fn run_stage<S: StageHandler>(
     listener.abort();
     Ok(())
 }
+
+/// How long a try stopped at the end of SHUTDOWN_GRACE gets to record its hand-back.
+const HAND_BACK_TIME: Duration = Duration::from_secs(5);
 
 async fn pull_one(
     consumer: &PullConsumer,
@@ -136,6 +143,7 @@ struct LoopContext<'a> {
     shutdown: &'a CancellationToken,
     running: &'a RunningJobs,
     try_timeout: Duration,
+    shutdown_grace: Duration,
 }
 
 /// Decodes, handles and settles one message, inside a span that continues the job's trace.
@@ -217,7 +225,7 @@ async fn handle<S: StageHandler>(
     let result = match run_try(loop_context, handler, input, &record, &claim, message).await {
         Run::Handled(result) => result,
         Run::ShuttingDown => {
-            info!("shutting down: job handed back to the stream");
+            info!("shutting down: the try did not end within SHUTDOWN_GRACE; handed back");
             return job.hand_back(None).await;
         }
         Run::Cancelled => {
@@ -275,6 +283,7 @@ async fn run_try<S: StageHandler>(
         message,
         every: pipeline.settings().ack_wait / 3,
         shutdown: loop_context.shutdown,
+        grace: loop_context.shutdown_grace,
         cancelled: claim,
         // Only a job that is running can be cancelled: the notifier delivering a cancelled
         // job's webhook is not stopped by that cancellation.
@@ -300,6 +309,8 @@ struct Watch<'a> {
     /// Between in-progress acks (and looks at the job's record).
     every: Duration,
     shutdown: &'a CancellationToken,
+    /// How long the handler may go on once `shutdown` is cancelled.
+    grace: Duration,
     /// Cancelled when the job's cancellation is announced.
     cancelled: &'a RunningJob,
     watch_cancellation: bool,
@@ -308,11 +319,19 @@ struct Watch<'a> {
 }
 
 /// Awaits `handled`, telling the server every `watch.every` that the message is still in
-/// progress; stops it (drops it: the stages' blocking work ends with its channels) when the
-/// process shuts down or the job is cancelled, announced or found on its record.
+/// progress; stops it (drops it: the stages' blocking work ends with its channels) when the job
+/// is cancelled (announced or found on its record), or `watch.grace` after the process began
+/// to shut down.
 async fn with_heartbeat<T>(handled: impl Future<Output = T>, watch: Watch<'_>) -> Run<T> {
     tokio::pin!(handled);
+    let mut grace_ends: Option<tokio::time::Instant> = None;
     loop {
+        let grace_over = async move {
+            match grace_ends {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             result = &mut handled => return Run::Handled(result),
             _ = tokio::time::sleep(watch.every) => {
@@ -330,7 +349,11 @@ async fn with_heartbeat<T>(handled: impl Future<Output = T>, watch: Watch<'_>) -
             _ = watch.cancelled.cancelled(), if watch.watch_cancellation => {
                 return Run::Cancelled;
             }
-            _ = watch.shutdown.cancelled() => return Run::ShuttingDown,
+            _ = watch.shutdown.cancelled(), if grace_ends.is_none() => {
+                info!(grace_s = watch.grace.as_secs_f64(), "shutting down: the try may finish");
+                grace_ends = Some(tokio::time::Instant::now() + watch.grace);
+            }
+            () = grace_over => return Run::ShuttingDown,
         }
     }
 }

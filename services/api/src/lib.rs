@@ -65,6 +65,8 @@ pub struct ApiSettings {
     pub min_free_space: u64,
     /// Connection count and timeouts.
     pub connections: ConnectionLimits,
+    /// How long requests in flight get to finish once the server shuts down (SHUTDOWN_GRACE).
+    pub shutdown_grace: Duration,
 }
 
 /// What every handler shares.
@@ -75,6 +77,9 @@ pub struct ApiState {
     pub settings: ApiSettings,
     limits: Limits,
     followers: followers::JobFollowers,
+    /// Cancelled when the server begins to shut down: event streams end (their clients
+    /// reconnect elsewhere with Last-Event-ID) and synchronous waits answer with the job's id.
+    shutdown: CancellationToken,
 }
 
 /// The counters behind the settings' limits, shared by every request.
@@ -106,6 +111,7 @@ impl ApiState {
             settings,
             limits,
             followers: followers::JobFollowers::default(),
+            shutdown: CancellationToken::new(),
         }
     }
 }
@@ -157,16 +163,22 @@ impl ApiServer {
         self.local_addr
     }
 
-    /// Serves the API until `shutdown` is cancelled; requests in flight get 5 s.
-    pub async fn run(self, state: ApiState, shutdown: CancellationToken) -> std::io::Result<()> {
+    /// Serves the API until `shutdown` is cancelled: then no connection is accepted, and the
+    /// requests in flight (uploads) get SHUTDOWN_GRACE to finish.
+    pub async fn run(
+        self,
+        mut state: ApiState,
+        shutdown: CancellationToken,
+    ) -> std::io::Result<()> {
         info!(addr = %self.local_addr, "HTTP API listening");
-        let limits = state.settings.connections;
+        let (limits, grace) = (state.settings.connections, state.settings.shutdown_grace);
+        state.shutdown = shutdown.clone();
         Server::new_with_acceptor(LimitedAcceptor::new(self.acceptor, limits))
             .idle_timeout(limits.idle_timeout)
             .run_with_graceful_shutdown(
                 app(state),
                 async move { shutdown.cancelled().await },
-                Some(Duration::from_secs(5)),
+                Some(grace),
             )
             .await
     }

@@ -62,6 +62,9 @@ pub(crate) async fn job_events(
         .follow(&state.pipeline, record.job_id, after)
         .await
         .map_err(|err| store_unavailable(&err))?;
+    // Ends when the server shuts down: the client reconnects, to another instance, with
+    // Last-Event-ID.
+    let events = events.take_until(state.shutdown.clone().cancelled_owned());
     Ok(SSE::new(sse_events(events, stream_slot))
         .keep_alive(KEEP_ALIVE)
         .into_response())
@@ -127,7 +130,16 @@ pub(crate) async fn process_and_wait(
             format!("too many event streams at once (MAX_EVENT_STREAMS); poll /result/{job_id}"),
         );
     }
-    match tokio::time::timeout(timeout, wait_for_end(state, job_id)).await {
+    let waited = tokio::select! {
+        waited = tokio::time::timeout(timeout, wait_for_end(state, job_id)) => waited,
+        () = state.shutdown.cancelled() => {
+            return still_running(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("the server is shutting down; the job goes on: poll /result/{job_id}"),
+            );
+        }
+    };
+    match waited {
         Ok(Ok(())) => {
             let record = load_record(state, caller, job_id).await?;
             result_response(state, &record, ResultFormat::Json).await

@@ -78,6 +78,7 @@ impl Shared {
         let settings = StageLoopSettings {
             concurrency: self.settings.max_concurrent_jobs,
             try_timeout: self.settings.stage_timeout,
+            shutdown_grace: self.settings.shutdown_grace,
             ..Default::default()
         };
         let stage = <S::Input as proto_msgs::PipelineMessage>::STAGE;
@@ -121,6 +122,7 @@ async fn api(shared: Shared) -> anyhow::Result<()> {
         max_event_streams: settings.max_event_streams,
         min_free_space: settings.min_free_space,
         connections: settings.connections,
+        shutdown_grace: settings.shutdown_grace,
     };
     let state = ApiState::new(shared.pipeline.clone(), shared.blobs.clone(), api_settings);
     server

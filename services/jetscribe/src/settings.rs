@@ -99,6 +99,10 @@ pub struct Settings {
     /// job; longer media get more (the decoder a second per MB, the transcriber three times the
     /// media's length). A try past it is stopped and counts as failed.
     pub stage_timeout: Duration,
+    /// SHUTDOWN_GRACE in seconds (default 20): on SIGTERM a stage stops pulling and its running
+    /// tries may finish within it (the rest are handed back, not counted as failed); the API
+    /// stops accepting connections and finishes the requests in flight within it.
+    pub shutdown_grace: Duration,
     /// JOB_MAX_ATTEMPTS (default 5): failed tries of one stage (errors, panics, a process that
     /// died on the job) before the job fails and its message is kept as a dead letter.
     pub max_attempts: u32,
@@ -156,6 +160,7 @@ impl Settings {
             ack_wait: vars.seconds("JOB_ACK_WAIT", 60.0)?,
             max_attempts: vars.number("JOB_MAX_ATTEMPTS", 5, 1..=100, "attempts")?,
             stage_timeout: vars.seconds("STAGE_TIMEOUT", 600.0)?,
+            shutdown_grace: vars.seconds("SHUTDOWN_GRACE", 20.0)?,
             rate_limit: vars.rate_limit("RATE_LIMIT", "60/min")?,
             max_concurrent_uploads: vars.number(
                 "MAX_CONCURRENT_UPLOADS",
