@@ -148,6 +148,19 @@ impl S3Server {
         format!("http://127.0.0.1:{}", self.s3_port)
     }
 
+    /// `OBJECT_STORE_URL` for this server's bucket, under `prefix`.
+    pub fn url(&self, prefix: &str) -> String {
+        format!("s3://{BUCKET}/{prefix}")
+    }
+
+    /// The S3 options of [`env`](Self::env) without the URL, for `BlobStore::open_with`.
+    pub fn options(&self) -> Vec<(String, String)> {
+        self.env()
+            .into_iter()
+            .filter(|(name, _)| name.starts_with("AWS_"))
+            .collect()
+    }
+
     /// The environment that points jetscribe's object store at this server.
     pub fn env(&self) -> Vec<(String, String)> {
         [

@@ -133,8 +133,16 @@ impl std::fmt::Debug for BlobStore {
 }
 
 impl BlobStore {
-    /// Opens `file:///abs/dir` (created if missing) or `s3://bucket[/prefix]`.
+    /// Opens `file:///abs/dir` (created if missing) or `s3://bucket[/prefix]`, with the S3
+    /// client configured from the usual AWS_* variables.
     pub fn open(url: &str) -> Result<Self, BlobError> {
+        Self::open_with(url, &[])
+    }
+
+    /// [`open`](Self::open), with S3 options given here rather than in the environment (their
+    /// AWS_* names, lower case or not: `aws_endpoint`, `aws_access_key_id` …), over those of the
+    /// environment.
+    pub fn open_with(url: &str, s3_options: &[(&str, &str)]) -> Result<Self, BlobError> {
         let shown = shown_url(url);
         let config_error = |reason: String| BlobError::Config {
             url: shown.clone(),
@@ -165,8 +173,15 @@ impl BlobStore {
                 let bucket = parsed
                     .host_str()
                     .ok_or_else(|| config_error("expected s3://bucket/prefix".to_owned()))?;
-                let s3 = AmazonS3Builder::from_env()
-                    .with_bucket_name(bucket)
+                let mut builder = AmazonS3Builder::from_env().with_bucket_name(bucket);
+                for (key, value) in s3_options {
+                    let key = key
+                        .to_ascii_lowercase()
+                        .parse()
+                        .map_err(|_| config_error(format!("unknown S3 option {key:?}")))?;
+                    builder = builder.with_config(key, *value);
+                }
+                let s3 = builder
                     .build()
                     .map_err(|err| config_error(err.to_string()))?;
                 let prefix = parsed.path().trim_matches('/');
