@@ -135,6 +135,20 @@ async fn a_job_runs_over_a_server_list_whose_first_server_is_down_with_a_passwor
     assert_eq!(ended["status"], "completed", "{ended}");
 }
 
+#[tokio::test]
+async fn a_job_runs_with_a_token() {
+    let nats = LocalNatsServer::start_temporary_with(&["--auth", "t0ken-for-jetscribe"])
+        .expect("nats-server starts");
+    let app = TestApp::spawn(&[
+        ("NATS_URL", nats.url()),
+        ("NATS_TOKEN", "t0ken-for-jetscribe"),
+    ])
+    .await;
+    let job_id = app.submit_job(&fixture("jfk.flac"), "").await;
+    let ended = app.wait_until_ended(&job_id).await;
+    assert_eq!(ended["status"], "completed", "{ended}");
+}
+
 #[test]
 fn a_refused_password_stops_the_process_at_once_with_one_clear_line() {
     let nats =
