@@ -89,9 +89,10 @@ pub struct PipelineSettings {
     /// Credentials and TLS (NATS_CREDS, NATS_USER/NATS_PASSWORD, NATS_TOKEN, NATS_CA,
     /// NATS_CERT/NATS_KEY).
     pub auth: NatsAuth,
-    /// NATS_REPLICAS: copies of every stream and bucket kept by a cluster (1, 3 or 5); streams
-    /// made with another number are updated to it.
-    pub replicas: usize,
+    /// NATS_REPLICAS: copies of every stream, consumer and bucket kept by a cluster; ones made
+    /// with another number are updated to it. `None`: new ones get 1, existing ones keep theirs
+    /// (a process started without the setting never scales a cluster's streams down).
+    pub replicas: Option<usize>,
     /// Name this client shows in the server's connection list.
     pub client_name: String,
     /// How long the server waits for an ack (or an in-progress ack) before redelivering.
@@ -114,7 +115,7 @@ impl PipelineSettings {
         Self {
             nats_url: nats_url.into(),
             auth: NatsAuth::default(),
-            replicas: 1,
+            replicas: None,
             client_name: "jetscribe".to_owned(),
             ack_wait: Duration::from_secs(60),
             max_attempts: 5,
@@ -369,13 +370,14 @@ async fn ensure_topology(
     js: &jetstream::Context,
     settings: &PipelineSettings,
 ) -> Result<(kv::Store, kv::Store), PipelineError> {
-    let work_stream = ensure_stream(js, work_stream_config(settings)).await?;
+    let replicas = settings.replicas;
+    let work_stream = ensure_stream(js, work_stream_config(settings), replicas).await?;
     for stage in Stage::ALL {
-        ensure_consumer(&work_stream, consumer_config(stage, settings)).await?;
+        ensure_consumer(&work_stream, consumer_config(stage, settings), replicas).await?;
     }
-    ensure_stream(js, events_stream_config(settings)).await?;
-    ensure_stream(js, submissions_stream_config(settings)).await?;
-    ensure_stream(js, dead_letter_stream_config(settings)).await?;
+    ensure_stream(js, events_stream_config(settings), replicas).await?;
+    ensure_stream(js, submissions_stream_config(settings), replicas).await?;
+    ensure_stream(js, dead_letter_stream_config(settings), replicas).await?;
     // The buckets' streams are made directly: async-nats's `create_key_value` first asks for the
     // account info, whose 2.9 reply it cannot parse.
     let mut buckets = Vec::new();
@@ -385,7 +387,7 @@ async fn ensure_topology(
         (proto_msgs::JOBS_BUCKET, Duration::ZERO),
         (proto_msgs::IDEMPOTENCY_BUCKET, IDEMPOTENCY_KEPT),
     ] {
-        ensure_stream(js, bucket_config(bucket, max_age, settings)).await?;
+        ensure_stream(js, bucket_config(bucket, max_age, settings), replicas).await?;
         let store = js
             .get_key_value(bucket)
             .await
@@ -403,7 +405,8 @@ async fn ensure_topology(
 /// replicas differ.
 async fn ensure_stream(
     js: &jetstream::Context,
-    config: stream::Config,
+    mut config: stream::Config,
+    replicas: Option<usize>,
 ) -> Result<jetstream::stream::Stream, PipelineError> {
     let name = config.name.clone();
     let setup = |err| PipelineError::setup(name.clone(), err);
@@ -412,6 +415,9 @@ async fn ensure_stream(
         .await
         .map_err(|err| setup(Box::new(err)))?;
     let current = &stream.cached_info().config;
+    if replicas.is_none() {
+        config.num_replicas = current.num_replicas;
+    }
     if current.max_age != config.max_age
         || current.duplicate_window != config.duplicate_window
         || current.num_replicas != config.num_replicas
@@ -428,7 +434,8 @@ async fn ensure_stream(
 /// differ.
 async fn ensure_consumer(
     stream: &jetstream::stream::Stream,
-    config: consumer::pull::Config,
+    mut config: consumer::pull::Config,
+    replicas: Option<usize>,
 ) -> Result<(), PipelineError> {
     let name = config.durable_name.clone().unwrap_or_default();
     let setup = |err| PipelineError::setup(format!("consumer {name}"), err);
@@ -437,6 +444,9 @@ async fn ensure_consumer(
         .await
         .map_err(|err| setup(Box::new(err)))?;
     let current = &consumer.cached_info().config;
+    if replicas.is_none() {
+        config.num_replicas = current.num_replicas;
+    }
     if current.ack_wait != config.ack_wait
         || current.max_deliver != config.max_deliver
         || current.num_replicas != config.num_replicas
@@ -460,7 +470,7 @@ const DUPLICATE_WINDOW: Duration = Duration::from_secs(2 * 3600);
 fn work_stream_config(settings: &PipelineSettings) -> stream::Config {
     stream::Config {
         name: proto_msgs::PIPELINE_STREAM.to_owned(),
-        num_replicas: settings.replicas,
+        num_replicas: settings.replicas.unwrap_or(1),
         subjects: vec![format!("{}.>", proto_msgs::PIPELINE_SUBJECT_PREFIX)],
         retention: stream::RetentionPolicy::WorkQueue,
         storage: stream::StorageType::File,
@@ -481,7 +491,7 @@ fn consumer_config(stage: Stage, settings: &PipelineSettings) -> consumer::pull:
         ack_wait: settings.ack_wait,
         // As many copies as its stream: a consumer left on one server loses its place when
         // that server dies.
-        num_replicas: settings.replicas,
+        num_replicas: settings.replicas.unwrap_or(1),
         // Unlimited: the stages count failed tries on the job record and give up themselves.
         // A server-side limit also counts hand-backs on shutdown, and the job of a message it
         // drops is left unfinished when no process of the stage hears the advisory.
@@ -501,7 +511,7 @@ fn consumer_config(stage: Stage, settings: &PipelineSettings) -> consumer::pull:
 fn events_stream_config(settings: &PipelineSettings) -> stream::Config {
     stream::Config {
         name: proto_msgs::EVENTS_STREAM.to_owned(),
-        num_replicas: settings.replicas,
+        num_replicas: settings.replicas.unwrap_or(1),
         subjects: vec![format!("{}.*", proto_msgs::EVENTS_SUBJECT_PREFIX)],
         retention: stream::RetentionPolicy::Limits,
         storage: stream::StorageType::File,
@@ -516,7 +526,7 @@ fn events_stream_config(settings: &PipelineSettings) -> stream::Config {
 fn submissions_stream_config(settings: &PipelineSettings) -> stream::Config {
     stream::Config {
         name: proto_msgs::SUBMISSIONS_STREAM.to_owned(),
-        num_replicas: settings.replicas,
+        num_replicas: settings.replicas.unwrap_or(1),
         subjects: vec![format!("{}.*", proto_msgs::SUBMISSIONS_SUBJECT_PREFIX)],
         retention: stream::RetentionPolicy::Limits,
         storage: stream::StorageType::File,
@@ -531,7 +541,7 @@ fn submissions_stream_config(settings: &PipelineSettings) -> stream::Config {
 fn dead_letter_stream_config(settings: &PipelineSettings) -> stream::Config {
     stream::Config {
         name: proto_msgs::DEAD_LETTER_STREAM.to_owned(),
-        num_replicas: settings.replicas,
+        num_replicas: settings.replicas.unwrap_or(1),
         subjects: vec![format!("{}.*", proto_msgs::DEAD_LETTER_SUBJECT_PREFIX)],
         retention: stream::RetentionPolicy::Limits,
         storage: stream::StorageType::File,
@@ -550,7 +560,7 @@ const SERVER_SIDE_GRACE: Duration = Duration::from_secs(24 * 3600);
 fn bucket_config(bucket: &str, max_age: Duration, settings: &PipelineSettings) -> stream::Config {
     stream::Config {
         name: format!("KV_{bucket}"),
-        num_replicas: settings.replicas,
+        num_replicas: settings.replicas.unwrap_or(1),
         subjects: vec![format!("$KV.{bucket}.>")],
         max_messages_per_subject: 1,
         max_bytes: -1,

@@ -130,6 +130,12 @@ impl TestApp {
             }
             None => Command::new(jetscribe_binary()),
         };
+        // S3 settings come from the test alone, never from the environment it runs in.
+        for (name, _) in std::env::vars_os() {
+            if name.to_string_lossy().starts_with("AWS_") {
+                command.env_remove(name);
+            }
+        }
         // The launcher execs the binary: the pid is the process's own.
         let child = command
             .arg(part)

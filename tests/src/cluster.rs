@@ -34,12 +34,6 @@ pub struct NatsCluster {
     _store: tempfile::TempDir,
 }
 
-/// A port free now on loopback (the system picks it; it stays free until a node binds it).
-fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
-    listener.local_addr().expect("bound").port()
-}
-
 impl NatsCluster {
     /// Starts `size` nodes (`nats-1` …) routed to each other and waits until each one's
     /// JetStream is ready.
@@ -47,7 +41,9 @@ impl NatsCluster {
         let binary = current_nats_server();
         let config = repo_root().join("nats/cluster/nats.conf");
         let store = tempfile::tempdir().expect("tempdir");
-        let route_ports: Vec<u16> = (0..size).map(|_| free_port()).collect();
+        // Route, client and monitoring ports of every node, all picked before any starts.
+        let ports = crate::ports::free_ports(3 * size);
+        let route_ports = &ports[..size];
         let routes: Vec<String> = route_ports
             .iter()
             .map(|port| format!("nats-route://127.0.0.1:{port}"))
@@ -55,7 +51,7 @@ impl NatsCluster {
         let mut nodes = Vec::with_capacity(size);
         for (index, route_port) in route_ports.iter().enumerate() {
             let name = format!("nats-{}", index + 1);
-            let (client_port, monitor_port) = (free_port(), free_port());
+            let (client_port, monitor_port) = (ports[size + index], ports[2 * size + index]);
             let mut command = Command::new(&binary);
             command
                 .arg("-c")

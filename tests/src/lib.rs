@@ -3,11 +3,12 @@
 //! ([`receivers`]), a three-node NATS cluster ([`NatsCluster`]), a real S3 server ([`S3Server`]), deadline-based waiting ([`wait`]), media made with the real ffmpeg
 //! ([`media`]) and reference transcripts with word error rate ([`reference`](mod@reference)).
 //! Nothing here is mocked; every server listens on a port the system picked, read back once
-//! bound.
+//! bound, except those that must be named before they start ([`ports`]).
 
 pub mod app;
 pub mod cluster;
 pub mod media;
+pub mod ports;
 pub mod receivers;
 pub mod reference;
 pub mod s3;

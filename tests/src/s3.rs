@@ -7,7 +7,6 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use crate::reference::repo_root;
-use crate::wait::wait_for;
 
 /// The bucket the tests' deployments store their blobs in (made at start-up).
 pub const BUCKET: &str = "jetscribe";
@@ -21,12 +20,6 @@ pub fn seaweedfs_binary() -> PathBuf {
         binary.display()
     );
     binary
-}
-
-/// A port free now on loopback.
-fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
-    listener.local_addr().expect("bound").port()
 }
 
 /// A running SeaweedFS serving S3; stopped on drop.
@@ -58,7 +51,19 @@ impl S3Server {
         std::fs::write(&config, identities.to_string()).expect("s3.json written");
         let data = dir.path().join("data");
         std::fs::create_dir_all(&data).expect("data dir");
-        let s3_port = free_port();
+        let listeners = [
+            "s3.port.grpc",
+            "master.port",
+            "master.port.grpc",
+            "volume.port",
+            "volume.port.grpc",
+            "filer.port",
+            "filer.port.grpc",
+            "admin.port",
+            "admin.port.grpc",
+        ];
+        let ports = crate::ports::free_ports(listeners.len() + 1);
+        let s3_port = ports[0];
         let mut args = vec![
             "mini".to_owned(),
             format!("-dir={}", data.display()),
@@ -72,18 +77,8 @@ impl S3Server {
             "-webdav=false".to_owned(),
             "-admin.ui=false".to_owned(),
         ];
-        for listener in [
-            "s3.port.grpc",
-            "master.port",
-            "master.port.grpc",
-            "volume.port",
-            "volume.port.grpc",
-            "filer.port",
-            "filer.port.grpc",
-            "admin.port",
-            "admin.port.grpc",
-        ] {
-            args.push(format!("-{listener}={}", free_port()));
+        for (listener, port) in listeners.iter().zip(&ports[1..]) {
+            args.push(format!("-{listener}={port}"));
         }
         let mut server = S3Server {
             args,
@@ -108,15 +103,21 @@ impl S3Server {
             .expect("weed starts");
         self.child = Some(child);
         // The bucket is made in the background once S3 listens.
-        wait_for(
-            "SeaweedFS's S3 to hold the bucket",
-            Duration::from_secs(60),
-            || {
-                let ready = self.bucket_exists();
-                async move { ready.then_some(()) }
-            },
-        )
-        .await;
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while !self.bucket_exists() {
+            let exited = self
+                .child
+                .as_mut()
+                .and_then(|child| child.try_wait().ok().flatten());
+            if let Some(status) = exited {
+                panic!("weed exited while starting ({status}): {:?}", self.args);
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "SeaweedFS's S3 did not hold the bucket within 60 s"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     /// Whether the bucket answers a signed HEAD (curl signs it with SigV4).

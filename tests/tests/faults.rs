@@ -329,17 +329,21 @@ async fn an_object_store_down_for_half_a_minute_fails_no_job() {
     assert_eq!(refused.status(), 503, "an upload while the store is down");
     assert!(refused.headers().contains_key("retry-after"));
     app.start_part("decoder");
-    wait_for("both stages to meet the outage", outage, || {
-        let (app, long_job, short_job) = (&app, &long_job, &short_job);
-        async move {
-            let long = status(app, long_job).await;
-            let short = status(app, short_job).await;
-            let outages = |status: &serde_json::Value, stage: &str| {
-                status["stages"][stage]["outages"].as_u64().unwrap_or(0)
-            };
-            (outages(&long, "transcribe") > 0 && outages(&short, "decode") > 0).then_some(())
-        }
-    })
+    wait_for(
+        "both stages to meet the outage",
+        Duration::from_secs(120),
+        || {
+            let (app, long_job, short_job) = (&app, &long_job, &short_job);
+            async move {
+                let long = status(app, long_job).await;
+                let short = status(app, short_job).await;
+                let outages = |status: &serde_json::Value, stage: &str| {
+                    status["stages"][stage]["outages"].as_u64().unwrap_or(0)
+                };
+                (outages(&long, "transcribe") > 0 && outages(&short, "decode") > 0).then_some(())
+            }
+        },
+    )
     .await;
     // The fault lasts its length (a clock, not a state to wait for).
     tokio::time::sleep(outage.saturating_sub(down_since.elapsed())).await;

@@ -62,10 +62,13 @@ pub async fn run_stage<S: StageHandler>(
     let slots = Arc::new(Semaphore::new(settings.concurrency.max(1)));
     let mut in_flight = JoinSet::new();
     let running = RunningJobs::default();
+    // Listens until the tries have drained: a job cancelled during the shutdown grace is
+    // stopped like any other.
+    let drained = CancellationToken::new();
     let listener = tokio::spawn(listen_for_cancellations(
         pipeline.clone(),
         running.clone(),
-        shutdown.clone(),
+        drained.clone(),
     ));
     info!(stage = %stage, concurrency = settings.concurrency, "stage started");
     loop {
@@ -105,14 +108,15 @@ pub async fn run_stage<S: StageHandler>(
     }
     info!(stage = %stage, in_flight = in_flight.len(), "stage stopping");
     // The tries get their grace, then a moment to hand their messages back.
-    let drained = tokio::time::timeout(settings.shutdown_grace + HAND_BACK_TIME, async {
+    let all_ended = tokio::time::timeout(settings.shutdown_grace + HAND_BACK_TIME, async {
         while in_flight.join_next().await.is_some() {}
     })
     .await;
-    if drained.is_err() {
+    if all_ended.is_err() {
         in_flight.abort_all();
     }
-    listener.abort();
+    drained.cancel();
+    drop(listener.await);
     Ok(())
 }
 
@@ -430,11 +434,11 @@ impl Drop for RunningJob {
 }
 
 /// Stops the handlers of jobs announced cancelled on `jetscribe.cancel.<job_id>`, until
-/// `shutdown`. Every process of every stage listens (no queue group).
+/// `stop`. Every process of every stage listens (no queue group).
 async fn listen_for_cancellations(
     pipeline: Pipeline,
     running: RunningJobs,
-    shutdown: CancellationToken,
+    stop: CancellationToken,
 ) {
     let subject = format!("{}.*", proto_msgs::CANCEL_SUBJECT_PREFIX);
     let mut announcements = match pipeline.client().subscribe(subject).await {
@@ -446,7 +450,7 @@ async fn listen_for_cancellations(
     };
     loop {
         let announcement = tokio::select! {
-            _ = shutdown.cancelled() => return,
+            _ = stop.cancelled() => return,
             announcement = announcements.next() => match announcement {
                 Some(announcement) => announcement,
                 None => return,

@@ -46,6 +46,11 @@ pub enum Decision {
     GiveUp { reason: String, try_failed: bool },
 }
 
+/// Tries stopped by an outage after which a stage gives up on a job all the same: with
+/// retries a minute apart, about two hours of a store that stays down, or that never answers
+/// (a wrong endpoint refuses every connection). Past it, the job fails with the reason.
+pub const MAX_OUTAGES: u32 = 120;
+
 /// Why the stage gives up on its message before trying again: its earlier tries, as `run`
 /// records them, failed (or took their process down) `max_attempts` times.
 pub fn out_of_tries(run: &StageRun, stage: Stage, max_attempts: u32) -> Option<String> {
@@ -71,6 +76,16 @@ pub fn decide(
         Ok(Outcome::Reschedule(message)) => Decision::Enqueue(message),
         Ok(Outcome::TooEarly(delay)) => Decision::Redeliver(delay),
         Err(err @ StageError::Permanent(_)) => Decision::Fail(err.client_message()),
+        Err(err @ StageError::Unavailable { .. }) if run.outages + 1 >= MAX_OUTAGES => {
+            Decision::GiveUp {
+                reason: format!(
+                    "{stage} gave up after {} tries stopped by an outage: {}",
+                    run.outages + 1,
+                    err.client_message()
+                ),
+                try_failed: true,
+            }
+        }
         Err(err @ StageError::Unavailable { .. }) => Decision::Wait {
             reason: err.client_message(),
             delay: retry_delay(run.outages + 1),
@@ -229,7 +244,7 @@ mod tests {
                     try_failed: true,
                 },
             ),
-            // However long the store is down, the job waits for it.
+            // While the store is down, the job waits for it…
             (Err(outage()), 0, wait(2)),
             (Err(outage()), 1, wait(8)),
             (Err(outage()), 4, wait(60)),
@@ -243,6 +258,18 @@ mod tests {
             };
             assert_eq!(decide(result, Stage::Decode, &run, 5), expected, "{shown}");
         }
+        // … up to a point: a store that never comes back fails the job in the end.
+        let long_outage = StageRun {
+            outages: MAX_OUTAGES - 1,
+            ..Default::default()
+        };
+        assert!(matches!(
+            decide(Err(outage()), Stage::Decode, &long_outage, 5),
+            Decision::GiveUp {
+                try_failed: true,
+                ..
+            }
+        ));
     }
 
     #[test]

@@ -132,7 +132,15 @@ impl Decoder {
             .blobs
             .download_to(blob, &path)
             .await
-            .map_err(|err| StageError::transient("staging the upload", err))?;
+            .map_err(|err| match err {
+                // Writing the local copy failed (the work disk full): this upload's own size may
+                // be why, so it counts against the job rather than waiting as an outage would.
+                BlobError::Io { .. } => StageError::Transient {
+                    context: "staging the upload",
+                    source: err.into(),
+                },
+                err => StageError::transient("staging the upload", err),
+            })?;
         debug!(size, "upload staged");
         Ok(MediaFile {
             path,

@@ -24,8 +24,9 @@ pub struct Settings {
     /// NATS_URL: one server or several, comma-separated; `None`: `up` starts a local
     /// nats-server.
     pub nats_url: Option<String>,
-    /// NATS_REPLICAS (default 1): copies of every stream and bucket in a NATS cluster.
-    pub nats_replicas: usize,
+    /// NATS_REPLICAS (1 to 5): copies of every stream, consumer and bucket in a NATS cluster;
+    /// unset: new ones get 1 and existing ones keep theirs.
+    pub nats_replicas: Option<usize>,
     /// NATS_CREDS, NATS_USER and NATS_PASSWORD, NATS_TOKEN, NATS_CA, NATS_CERT and NATS_KEY:
     /// how the processes prove themselves to the servers of NATS_URL.
     pub nats_auth: jetscribe_nats::NatsAuth,
@@ -132,7 +133,10 @@ impl Settings {
         };
         Ok(Self {
             nats_url: nats_url(&vars)?,
-            nats_replicas: vars.number("NATS_REPLICAS", 1, 1..=5, "replicas")?,
+            nats_replicas: match vars.text("NATS_REPLICAS") {
+                Some(_) => Some(vars.number("NATS_REPLICAS", 1, 1..=5, "replicas")?),
+                None => None,
+            },
             nats_auth: nats_auth(&vars)?,
             object_store_url: vars
                 .text("OBJECT_STORE_URL")
@@ -612,14 +616,14 @@ mod tests {
             ("NATS_CA", ca),
         ])
         .expect("valid");
-        assert_eq!(s.nats_replicas, 3);
+        assert_eq!(s.nats_replicas, Some(3));
         let auth = &s.nats_auth;
         assert_eq!(
             auth.user_password,
             Some(("jetscribe".into(), "hunter2".into()))
         );
         assert!(auth.requires_tls() && auth.creds_file.is_none());
-        assert_eq!(settings(&[]).expect("defaults").nats_replicas, 1);
+        assert_eq!(settings(&[]).expect("defaults").nats_replicas, None);
 
         let refused = [
             (
