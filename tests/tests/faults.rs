@@ -268,6 +268,51 @@ async fn a_nats_server_killed_mid_job_comes_back_and_every_job_completes_without
     );
 }
 
+/// Two jobs placed for an outage of the object store: a long one being transcribed, and a
+/// short one waiting for a decoder (stopped here; the test starts it once the store is down).
+struct JobsAtBothStages {
+    /// Job id and how many JFK clips its media holds.
+    jobs: [(String, usize); 2],
+    _media: tempfile::TempDir,
+}
+
+async fn jobs_at_both_stages(app: &mut TestApp) -> JobsAtBothStages {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let long = dir.path().join("long.wav");
+    let long_clips = jfk_every(&long, 180, 15);
+    let long_job = app.submit_job(&long, "").await;
+    wait_for(
+        "the long job to be transcribed",
+        Duration::from_secs(120),
+        || {
+            let (app, job_id) = (&*app, &long_job);
+            async move { (status(app, job_id).await["step"] == "transcribing").then_some(()) }
+        },
+    )
+    .await;
+    assert!(app.terminate_part("decoder").success());
+    let short_job = app.submit_job(&fixture("jfk.flac"), "").await;
+    JobsAtBothStages {
+        jobs: [(long_job, long_clips), (short_job, 1)],
+        _media: dir,
+    }
+}
+
+/// Waits for each job to end; checks it completed with its transcript. Returns the last
+/// `/status` of each.
+async fn assert_completed(app: &TestApp, placed: &JobsAtBothStages) -> Vec<serde_json::Value> {
+    let mut ended_all = Vec::new();
+    for (job_id, clips) in &placed.jobs {
+        let (ended, _) = app.follow_status_for(job_id, JOB_TIMEOUT).await;
+        assert_eq!(ended["status"], "completed", "{ended}");
+        let (_, result) = app.get_json(&format!("/result/{job_id}")).await;
+        let wer = jfk_error_rate(&result, *clips);
+        assert!(wer < 0.15, "WER {wer:.3}");
+        ended_all.push(ended);
+    }
+    ended_all
+}
+
 /// Sets the permission bits of `path`; returns the ones it had.
 fn set_mode(path: &std::path::Path, mode: u32) -> u32 {
     use std::os::unix::fs::PermissionsExt;
@@ -285,9 +330,6 @@ fn set_mode(path: &std::path::Path, mode: u32) -> u32 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_object_store_down_for_half_a_minute_fails_no_job() {
     let outage = Duration::from_secs(env_number("OUTAGE_S", 30) as u64);
-    let dir = tempfile::tempdir().expect("tempdir");
-    let long = dir.path().join("long.wav");
-    let long_clips = jfk_every(&long, 180, 15);
     let mut parts = vec!["api"];
     parts.extend(STAGES);
     let env = [
@@ -296,20 +338,8 @@ async fn an_object_store_down_for_half_a_minute_fails_no_job() {
         ("WHISPER_BATCH_SIZE", "1"),
     ];
     let mut app = TestApp::spawn_parts_unprivileged(&parts, &env).await;
-    let long_job = app.submit_job(&long, "").await;
-    wait_for(
-        "the long job to be transcribed",
-        Duration::from_secs(120),
-        || {
-            let (app, job_id) = (&app, &long_job);
-            async move { (status(app, job_id).await["step"] == "transcribing").then_some(()) }
-        },
-    )
-    .await;
-    // The next job waits for a decoder, which comes back once the store is down.
-    assert!(app.terminate_part("decoder").success());
-    let jfk = fixture("jfk.flac");
-    let short_job = app.submit_job(&jfk, "").await;
+    let placed = jobs_at_both_stages(&mut app).await;
+    let [(long_job, _), (short_job, _)] = &placed.jobs;
 
     let store = app.data_dir.path().join("blobs");
     let down_since = Instant::now();
@@ -325,7 +355,7 @@ async fn an_object_store_down_for_half_a_minute_fails_no_job() {
         "the app's processes can still read {}: the outage cannot be made here",
         store.display()
     );
-    let refused = app.submit(&jfk, "").await;
+    let refused = app.submit(&fixture("jfk.flac"), "").await;
     assert_eq!(refused.status(), 503, "an upload while the store is down");
     assert!(refused.headers().contains_key("retry-after"));
     app.start_part("decoder");
@@ -333,7 +363,7 @@ async fn an_object_store_down_for_half_a_minute_fails_no_job() {
         "both stages to meet the outage",
         Duration::from_secs(120),
         || {
-            let (app, long_job, short_job) = (&app, &long_job, &short_job);
+            let app = &app;
             async move {
                 let long = status(app, long_job).await;
                 let short = status(app, short_job).await;
@@ -349,16 +379,11 @@ async fn an_object_store_down_for_half_a_minute_fails_no_job() {
     tokio::time::sleep(outage.saturating_sub(down_since.elapsed())).await;
     set_mode(&store, mode);
 
-    for (job_id, clips) in [(&long_job, long_clips), (&short_job, 1)] {
-        let (ended, _) = app.follow_status_for(job_id, JOB_TIMEOUT).await;
-        assert_eq!(ended["status"], "completed", "{ended}");
+    for ended in assert_completed(&app, &placed).await {
         let stages = ended["stages"].as_object().expect("stages");
         for (stage, run) in stages {
             assert_eq!(run["failures"], 0, "{stage}: {run}");
         }
-        let (_, result) = app.get_json(&format!("/result/{job_id}")).await;
-        let wer = jfk_error_rate(&result, clips);
-        assert!(wer < 0.15, "WER {wer:.3}");
     }
 }
 
@@ -368,9 +393,6 @@ async fn an_object_store_down_for_half_a_minute_fails_no_job() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_s3_server_stopped_for_half_a_minute_fails_no_job() {
     let outage = Duration::from_secs(env_number("OUTAGE_S", 30) as u64);
-    let dir = tempfile::tempdir().expect("tempdir");
-    let long = dir.path().join("long.wav");
-    let long_clips = jfk_every(&long, 180, 15);
     let mut s3 = S3Server::start().await;
     let s3_env = s3.env();
     let mut env: Vec<(&str, &str)> = s3_env
@@ -379,20 +401,7 @@ async fn an_s3_server_stopped_for_half_a_minute_fails_no_job() {
         .collect();
     env.push(("WHISPER_BATCH_SIZE", "1"));
     let mut app = spawn_deployment(&env).await;
-    let long_job = app.submit_job(&long, "").await;
-    wait_for(
-        "the long job to be transcribed",
-        Duration::from_secs(120),
-        || {
-            let (app, job_id) = (&app, &long_job);
-            async move { (status(app, job_id).await["step"] == "transcribing").then_some(()) }
-        },
-    )
-    .await;
-    // The next job waits for a decoder, which comes back once the store is down.
-    assert!(app.terminate_part("decoder").success());
-    let jfk = fixture("jfk.flac");
-    let short_job = app.submit_job(&jfk, "").await;
+    let placed = jobs_at_both_stages(&mut app).await;
 
     s3.stop();
     app.start_part("decoder");
@@ -400,12 +409,6 @@ async fn an_s3_server_stopped_for_half_a_minute_fails_no_job() {
     tokio::time::sleep(outage).await;
     s3.start_again().await;
 
-    for (job_id, clips) in [(&long_job, long_clips), (&short_job, 1)] {
-        let (ended, _) = app.follow_status_for(job_id, JOB_TIMEOUT).await;
-        assert_eq!(ended["status"], "completed", "{ended}");
-        let (_, result) = app.get_json(&format!("/result/{job_id}")).await;
-        let wer = jfk_error_rate(&result, clips);
-        assert!(wer < 0.15, "WER {wer:.3}");
-    }
+    assert_completed(&app, &placed).await;
     assert_eq!(app.exited_parts(), Vec::<String>::new());
 }

@@ -3,11 +3,10 @@
 //! past the rate limit, a disk short of space. Each gets a clear answer (or a closed
 //! connection) while the API stays small and keeps serving others.
 
-use std::path::Path;
 use std::time::Duration;
 
 use futures::StreamExt;
-use jetscribe_tests::{TestApp, assert_refused, fixture, peak_rss_bytes, wait_for};
+use jetscribe_tests::{TestApp, assert_refused, files_under, fixture, peak_rss_bytes, wait_for};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -187,20 +186,6 @@ async fn a_connection_trickling_its_next_head_is_cut_off_and_a_silent_event_stre
     assert!(!matches!(next, Ok(None)), "the event stream was closed");
 }
 
-/// Regular files under `dir`.
-fn files_under(dir: &Path) -> usize {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return 0;
-    };
-    entries
-        .flatten()
-        .map(|entry| match entry.path() {
-            path if path.is_dir() => files_under(&path),
-            _ => 1,
-        })
-        .sum()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn past_max_concurrent_uploads_a_submission_gets_503_with_retry_after() {
     let settings = [("MAX_CONCURRENT_UPLOADS", "1"), ("RATE_LIMIT", "off")];
@@ -224,7 +209,7 @@ async fn past_max_concurrent_uploads_a_submission_gets_503_with_retry_after() {
         "the slow upload to be stored",
         Duration::from_secs(30),
         || {
-            let stored = files_under(&blobs);
+            let stored = files_under(&blobs).len();
             async move { (stored > 0).then_some(()) }
         },
     )
@@ -269,7 +254,7 @@ async fn an_upload_is_refused_with_507_when_the_disk_is_short_of_space() {
     let refused = app.submit(&fixture("jfk.flac"), "").await;
     assert!(refused.headers().contains_key("retry-after"));
     assert_refused(refused, 507, "short of disk space").await;
-    assert_eq!(files_under(&app.data_dir.path().join("blobs")), 0);
+    assert_eq!(files_under(&app.data_dir.path().join("blobs")).len(), 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

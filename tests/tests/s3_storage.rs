@@ -2,31 +2,15 @@
 //! transcript with nothing left under DATA_DIR, and a 2 GiB upload streamed to the store in
 //! multipart parts while the API's memory stays flat.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use jetscribe_tests::{
-    JFK_REFERENCE, S3Server, TestApp, fixture, peak_rss_bytes, wait_for, word_error_rate,
+    JFK_REFERENCE, S3Server, TestApp, files_under, fixture, peak_rss_bytes, wait_for,
+    word_error_rate,
 };
 
 const MIB: u64 = 1 << 20;
-
-/// Regular files under `dir`.
-fn files_under(dir: &Path) -> Vec<PathBuf> {
-    let mut found = Vec::new();
-    let mut pending = vec![dir.to_owned()];
-    while let Some(dir) = pending.pop() {
-        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
-            let path = entry.path();
-            if path.is_dir() {
-                pending.push(path);
-            } else {
-                found.push(path);
-            }
-        }
-    }
-    found
-}
 
 fn env_of(s3: &S3Server) -> Vec<(String, String)> {
     s3.env()
@@ -80,31 +64,13 @@ async fn a_2_gib_upload_to_s3_streams_through_an_api_of_flat_memory() {
     let api = app.pid_of("api").expect("the api process");
     let before = peak_rss_bytes(api).expect("VmHWM");
 
-    let boundary = "jetscribe-s3";
-    let head = format!(
-        "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"big.bin\"\r\n\
-         Content-Type: application/octet-stream\r\n\r\n"
-    )
-    .into_bytes();
-    let tail = format!("\r\n--{boundary}--\r\n").into_bytes();
     let chunks = 2048;
     let body = futures::stream::iter(
-        std::iter::once(head)
-            .chain((0..chunks).map(|i: u32| vec![(i % 251) as u8; MIB as usize]))
-            .chain(std::iter::once(tail))
+        (0..chunks)
+            .map(|i: u32| vec![(i % 251) as u8; MIB as usize])
             .map(Ok::<_, std::io::Error>),
     );
-    let response = app
-        .http
-        .post(app.url("/process"))
-        .header(
-            "content-type",
-            format!("multipart/form-data; boundary={boundary}"),
-        )
-        .body(reqwest::Body::wrap_stream(body))
-        .send()
-        .await
-        .expect("answered");
+    let response = app.post_streamed_file(body).send().await.expect("answered");
     assert_eq!(response.status(), 202);
     let accepted: serde_json::Value = response.json().await.expect("json");
     assert_eq!(

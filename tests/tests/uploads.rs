@@ -3,28 +3,8 @@
 use std::path::Path;
 use std::time::Duration;
 
-use jetscribe_tests::{TestApp, assert_refused, fixture, wait_for};
+use jetscribe_tests::{TestApp, assert_refused, files_under, fixture, wait_for};
 use tokio::io::AsyncWriteExt;
-
-/// Regular files under `dir` (blobs and staged parts alike).
-fn files_under(dir: &Path) -> Vec<std::path::PathBuf> {
-    let mut found = Vec::new();
-    let mut pending = vec![dir.to_owned()];
-    while let Some(dir) = pending.pop() {
-        let Ok(entries) = std::fs::read_dir(&dir) else {
-            continue;
-        };
-        for entry in entries.flatten() {
-            let path = entry.path();
-            if path.is_dir() {
-                pending.push(path);
-            } else {
-                found.push(path);
-            }
-        }
-    }
-    found
-}
 
 async fn job_count(app: &TestApp) -> usize {
     use futures::StreamExt;
