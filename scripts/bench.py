@@ -10,10 +10,12 @@ Rows:
   - upload throughput vs `cp` of the same file to the same disk, and the API's peak memory
   - decode time vs ffmpeg alone producing the same PCM
   - transcriber peak memory, 10 min vs 60 min of audio
+  - 500 submissions at once: accepted, told to retry, dropped
+  - scaling: 8 equal jobs through 1 then 2 transcriber processes of one thread each
 
 Needs: target/release/jetscribe, models/, ffmpeg, nats-server, and a venv with faster-whisper
 (made by `make bench` in .bench/venv). Corpus: ../shared/corpus (or BENCH_CORPUS).
-BENCH_ROWS picks rows (transcription, wer, upload, decode, memory, burst), e.g.
+BENCH_ROWS picks rows (transcription, wer, upload, decode, memory, burst, scaling), e.g.
 `BENCH_ROWS=burst make bench`.
 """
 
@@ -40,7 +42,7 @@ THREADS = int(os.environ.get("BENCH_THREADS", os.cpu_count() or 2))
 WORK = Path(os.environ.get("BENCH_DIR", ROOT / ".bench"))
 REPEAT = int(os.environ.get("BENCH_REPEAT", 3))
 # Which rows to run: a comma-separated subset of ROWS (default: all).
-ROWS = ("transcription", "wer", "upload", "decode", "memory", "burst")
+ROWS = ("transcription", "wer", "upload", "decode", "memory", "burst", "scaling")
 ONLY = [row.strip() for row in os.environ.get("BENCH_ROWS", ",".join(ROWS)).split(",") if row.strip()]
 
 
@@ -137,7 +139,8 @@ class Service:
         self.wait_healthy()
 
     def start(self, part):
-        self.procs[part] = subprocess.Popen([str(BIN), part], env=self.env,
+        """Starts `part`; `transcriber#2` is a second process of the transcriber."""
+        self.procs[part] = subprocess.Popen([str(BIN), part.split("#")[0]], env=self.env,
                                             stdout=subprocess.DEVNULL)
 
     def restart(self, part):
@@ -287,6 +290,32 @@ def hour_file(media, speech):
         ffmpeg("-i", str(media / "hour.wav"), "-c:a", "libopus", "-b:a", "32k", str(hour))
         os.remove(media / "hour.wav")
     return hour
+
+
+def scaling_run(clip, transcribers, jobs):
+    """Seconds from the first submission of `jobs` copies of `clip` to the end of the last,
+    through one api, decoder, analyzer and notifier and `transcribers` transcriber processes
+    of one thread each (the models loaded, the transcribers waiting, before the clock starts)."""
+    data = Path(tempfile.mkdtemp(dir=WORK))
+    parts = ["api", "decoder", "analyzer", "notifier"]
+    parts += [f"transcriber#{n}" for n in range(transcribers)]
+    service = Service(data, parts, {"WHISPER_THREADS": "1", "RATE_LIMIT": "off"})
+    try:
+        deadline = time.time() + 300
+        while time.time() < deadline:
+            _, body = service.get("/models")
+            if body and body["models"][0]["idle_workers"] >= transcribers:
+                break
+            time.sleep(0.2)
+        start = time.perf_counter()
+        ids = [service.submit(clip)[0] for _ in range(jobs)]
+        for job in ids:
+            if service.wait(job)["status"] != "completed":
+                raise RuntimeError(f"scaling job {job} failed")
+        return time.perf_counter() - start
+    finally:
+        service.close()
+        shutil.rmtree(data, ignore_errors=True)
 
 
 def main():
@@ -444,6 +473,20 @@ def main():
     finally:
         service.close()
         shutil.rmtree(data, ignore_errors=True)
+
+    if wanted("scaling"):
+        # 7. Scaling: 8 equal jobs (half a minute of the English clips each) through 1, then
+        # 2, transcriber processes of one thread: the speed-up of adding a process.
+        clip = media / "scaling.wav"
+        write_wav(clip, speech[: SAMPLE_RATE * 2 * 30])
+        one, two = [], []
+        for run in range(REPEAT):
+            one.append(scaling_run(clip, 1, 8))
+            two.append(scaling_run(clip, 2, 8))
+            log(f"scaling run {run + 1}: 1 transcriber {one[-1]:.1f} s, 2 transcribers {two[-1]:.1f} s")
+        rows.append(("8 jobs of 30 s, 1 vs 2 transcriber processes of 1 thread (s)", spread(one),
+                     f"2 processes {spread(two)}", f"{median(one)/median(two):.2f}x as fast",
+                     "≥ 1.8x"))
 
     print(f"\njetscribe benchmark — {time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores, "
           f"{THREADS} threads, model {MODEL.name} int8, beam 5, "

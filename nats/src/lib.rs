@@ -35,7 +35,9 @@ pub use error_chain::{BoxError, ErrorChain, is_outage};
 pub use events::{EventPublisher, StoredEvent};
 pub use idempotency::IdempotencyKeys;
 pub use jobs::{JobStore, JobStoreError};
-pub use pipeline::{JobEvents, Pipeline, PipelineError, PipelineSettings, StageQueue};
+pub use pipeline::{
+    DEFAULT_MODEL, JobEvents, Pipeline, PipelineError, PipelineSettings, StageQueue,
+};
 pub use redact::redact_url;
 pub use server::{LocalNatsServer, ServerError};
 pub use stage::{JobContext, Outcome, StageError, StageHandler, StageLoopSettings, run_stage};

@@ -8,8 +8,10 @@ use std::time::Duration;
 
 use async_nats::HeaderMap;
 use async_nats::jetstream::{self, consumer, kv, stream};
+use futures::TryStreamExt as _;
 use proto_msgs::{
-    CodecError, DeadLetter, EncodedMessage, InputError, JobRecord, PipelineMessage, Stage,
+    CodecError, DeadLetter, EncodedMessage, InputError, JobRecord, ModelName, PipelineMessage,
+    Queue, Stage,
 };
 use tracing::{info, warn};
 
@@ -108,6 +110,13 @@ pub struct PipelineSettings {
     pub retention: Duration,
     /// How long a connection attempt may keep retrying at start-up before giving up.
     pub connect_timeout: Duration,
+    /// The Whisper models whose pools this process declares (WHISPER_MODELS): their consumers
+    /// are made at start-up, so that a job for one of them is accepted (and waits) even while
+    /// no transcriber of that pool runs, as when an autoscaler has scaled it to zero.
+    pub models: Vec<ModelName>,
+    /// The model of a job that names none (WHISPER_DEFAULT_MODEL); its pool is always
+    /// declared.
+    pub default_model: ModelName,
 }
 
 impl PipelineSettings {
@@ -121,9 +130,31 @@ impl PipelineSettings {
             max_attempts: 5,
             retention: Duration::from_secs(7 * 24 * 3600),
             connect_timeout: Duration::from_secs(30),
+            models: Vec::new(),
+            default_model: ModelName::parse(DEFAULT_MODEL).expect("a valid model name"),
         }
     }
+
+    /// Every queue this process declares: one per stage, one per model pool of a stage routed
+    /// by model (the default model's among them).
+    pub fn queues(&self) -> Vec<Queue> {
+        let mut models = vec![&self.default_model];
+        models.extend(self.models.iter().filter(|m| **m != self.default_model));
+        Stage::ALL
+            .into_iter()
+            .flat_map(|stage| match stage.is_routed_by_model() {
+                true => models
+                    .iter()
+                    .map(|model| Queue::for_message(stage, Some(model), model))
+                    .collect(),
+                false => vec![Queue::for_message(stage, None, &self.default_model)],
+            })
+            .collect()
+    }
 }
+
+/// The default model's name when none is configured.
+pub const DEFAULT_MODEL: &str = "base";
 
 /// Tries at setting up the topology before giving up (about 10 s of back-off in all).
 const SETUP_ATTEMPTS: u32 = 8;
@@ -131,10 +162,13 @@ const SETUP_ATTEMPTS: u32 = 8;
 /// One job's stored events, then its live ones ([`Pipeline::follow_job_events`]).
 pub type JobEvents = futures::stream::BoxStream<'static, Result<StoredEvent, PipelineError>>;
 
-/// Queue figures of one stage, for `/jobs/processing`.
+/// Queue figures of one stage (or one model pool of it), for `/jobs/processing` and `/models`.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct StageQueue {
     pub stage: Stage,
+    /// The model pool, for a stage routed by model.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub model: Option<ModelName>,
     /// Messages waiting for a worker.
     pub pending: u64,
     /// Messages delivered to a worker and not yet acknowledged.
@@ -244,8 +278,12 @@ impl Pipeline {
     pub async fn publish_encoded(&self, message: &EncodedMessage) -> Result<(), PipelineError> {
         let mut headers = message_id_header(&message.message_id);
         trace_context::inject_current(&mut headers);
-        let subject = message.stage.subject();
-        publish_stored(&self.js, subject, headers, message.payload.clone()).await
+        let queue = Queue::for_message(
+            message.stage,
+            message.model.as_ref(),
+            &self.settings.default_model,
+        );
+        publish_stored(&self.js, queue.subject(), headers, message.payload.clone()).await
     }
 
     /// Stores `letter` in the dead-letter stream (once per job and stage: `Nats-Msg-Id`).
@@ -286,34 +324,53 @@ impl Pipeline {
             .map_err(|err| PipelineError::request(doing, err))
     }
 
+    /// The consumer of `queue`, made if it is missing (a transcriber started with a model no
+    /// other process declared).
     pub(crate) async fn consumer(
         &self,
-        stage: Stage,
+        queue: &Queue,
     ) -> Result<consumer::Consumer<consumer::pull::Config>, PipelineError> {
-        self.js
-            .get_consumer_from_stream(stage.consumer_name(), proto_msgs::PIPELINE_STREAM)
+        let stream = self
+            .stream(proto_msgs::PIPELINE_STREAM, "reading the work stream")
+            .await?;
+        let config = consumer_config(queue, &self.settings);
+        ensure_consumer(&stream, config, self.settings.replicas).await?;
+        stream
+            .get_consumer(&queue.consumer_name())
             .await
-            .map_err(|err| PipelineError::setup(format!("consumer {}", stage.consumer_name()), err))
+            .map_err(|err| PipelineError::setup(format!("consumer {}", queue.consumer_name()), err))
     }
 
-    /// Pending and in-flight messages of each stage.
+    /// Pending and in-flight messages of each stage, and of each model pool of a stage routed
+    /// by model (every pool any process declared).
     pub async fn queues(&self) -> Result<Vec<StageQueue>, PipelineError> {
         let stream = self
             .stream(proto_msgs::PIPELINE_STREAM, "reading the work stream")
             .await?;
-        let mut queues = Vec::with_capacity(Stage::ALL.len());
-        for stage in Stage::ALL {
-            let info = stream
-                .consumer_info(stage.consumer_name())
-                .await
-                .map_err(|err| PipelineError::request("reading a consumer", err))?;
-            queues.push(StageQueue {
-                stage,
-                pending: info.num_pending,
-                in_progress: info.num_ack_pending,
-                waiting_workers: info.num_waiting,
-            });
-        }
+        let reading = |err| PipelineError::request("reading the consumers", err);
+        let consumers: Vec<consumer::Info> =
+            stream.consumers().try_collect().await.map_err(reading)?;
+        let mut queues: Vec<StageQueue> = consumers
+            .iter()
+            .filter_map(|info| {
+                let queue = queue_of_consumer(info)?;
+                Some(StageQueue {
+                    stage: queue.stage,
+                    model: queue.model,
+                    pending: info.num_pending,
+                    in_progress: info.num_ack_pending,
+                    waiting_workers: info.num_waiting,
+                })
+            })
+            .collect();
+        queues.sort_by(|a, b| (a.stage, &a.model).cmp(&(b.stage, &b.model)));
+        Ok(queues)
+    }
+
+    /// The model pools of the transcriber: every pool a process declared, with its queue.
+    pub async fn model_pools(&self) -> Result<Vec<StageQueue>, PipelineError> {
+        let mut queues = self.queues().await?;
+        queues.retain(|queue| queue.model.is_some());
         Ok(queues)
     }
 
@@ -372,9 +429,10 @@ async fn ensure_topology(
 ) -> Result<(kv::Store, kv::Store), PipelineError> {
     let replicas = settings.replicas;
     let work_stream = ensure_stream(js, work_stream_config(settings), replicas).await?;
-    for stage in Stage::ALL {
-        ensure_consumer(&work_stream, consumer_config(stage, settings), replicas).await?;
+    for queue in settings.queues() {
+        ensure_consumer(&work_stream, consumer_config(&queue, settings), replicas).await?;
     }
+    move_unrouted_messages(js, &work_stream, &settings.default_model).await?;
     ensure_stream(js, events_stream_config(settings), replicas).await?;
     ensure_stream(js, submissions_stream_config(settings), replicas).await?;
     ensure_stream(js, dead_letter_stream_config(settings), replicas).await?;
@@ -460,6 +518,69 @@ async fn ensure_consumer(
     Ok(())
 }
 
+/// The queue a consumer of the work stream serves, from its filter subject; `None` for a
+/// consumer that is none of the pipeline's (an operator's, or one from before routing).
+fn queue_of_consumer(info: &consumer::Info) -> Option<Queue> {
+    let subject = &info.config.filter_subject;
+    Stage::ALL.into_iter().find_map(|stage| {
+        let queue = match stage.is_routed_by_model() {
+            true => Queue {
+                stage,
+                model: Some(Queue::pool_of(stage, subject)?),
+            },
+            false if *subject == stage.subject() => Queue { stage, model: None },
+            false => return None,
+        };
+        (queue.consumer_name() == info.name).then_some(queue)
+    })
+}
+
+/// Messages a version without model routing queued on a routed stage's own subject
+/// (`jetscribe.pipeline.transcribe`) are moved to the default model's pool, and that stage's
+/// old consumer is removed: an upgrade loses no queued job. Several processes may do this at
+/// once: a moved message keeps one message id, so it is stored once.
+async fn move_unrouted_messages(
+    js: &jetstream::Context,
+    stream: &jetstream::stream::Stream,
+    default_model: &ModelName,
+) -> Result<(), PipelineError> {
+    for stage in Stage::ALL.into_iter().filter(|s| s.is_routed_by_model()) {
+        match stream.consumer_info(stage.consumer_name()).await {
+            Ok(_) => {}
+            Err(err) if err.kind() == jetstream::context::ConsumerInfoErrorKind::NotFound => {
+                continue;
+            }
+            Err(err) => return Err(PipelineError::setup("the unrouted consumer", err)),
+        }
+        let pool = Queue::for_message(stage, None, default_model);
+        let mut moved = 0;
+        let mut sequence = 1;
+        loop {
+            let message = match stream
+                .get_first_raw_message_by_subject(stage.subject(), sequence)
+                .await
+            {
+                Ok(message) => message,
+                Err(err) if err.kind() == stream::LastRawMessageErrorKind::NoMessageFound => break,
+                Err(err) => return Err(PipelineError::setup("an unrouted message", err)),
+            };
+            let id = format!("{}:{}:routed", stage.name(), message.sequence);
+            let payload = message.payload.to_vec();
+            publish_stored(js, pool.subject(), message_id_header(&id), payload).await?;
+            if let Err(err) = stream.delete_message(message.sequence).await {
+                warn!(error = %ErrorChain(&err), "an unrouted message moved but not removed");
+            }
+            moved += 1;
+            sequence = message.sequence + 1;
+        }
+        if let Err(err) = stream.delete_consumer(&stage.consumer_name()).await {
+            warn!(error = %ErrorChain(&err), "the unrouted consumer is left");
+        }
+        info!(stage = %stage, moved, pool = %pool, "unrouted messages moved to the default pool");
+    }
+    Ok(())
+}
+
 /// How long an idempotency key names its job.
 const IDEMPOTENCY_KEPT: Duration = Duration::from_secs(24 * 3600);
 
@@ -483,10 +604,11 @@ fn work_stream_config(settings: &PipelineSettings) -> stream::Config {
 /// holds them (webhook retries).
 const MAX_WAITING_MESSAGES: i64 = 1_000_000;
 
-fn consumer_config(stage: Stage, settings: &PipelineSettings) -> consumer::pull::Config {
+fn consumer_config(queue: &Queue, settings: &PipelineSettings) -> consumer::pull::Config {
+    let stage = queue.stage;
     consumer::pull::Config {
-        durable_name: Some(stage.consumer_name()),
-        filter_subject: stage.subject(),
+        durable_name: Some(queue.consumer_name()),
+        filter_subject: queue.subject(),
         ack_policy: consumer::AckPolicy::Explicit,
         ack_wait: settings.ack_wait,
         // As many copies as its stream: a consumer left on one server loses its place when

@@ -8,6 +8,7 @@
 //! any language sees field names, and fields added later are ignored by older readers.
 //!
 //! - [`stage`]: the stages in pipeline order, their subjects and progress spans;
+//! - [`routing`]: where a stage's messages wait (the transcriber's pool per model);
 //! - [`messages`]: one message per stage, built from the job record ([`Stage::input_for`]);
 //! - [`record`]: the job record and what it holds;
 //! - [`transcript`]: transcripts and results;
@@ -27,6 +28,7 @@ pub mod languages;
 pub mod messages;
 pub mod pcm;
 pub mod record;
+pub mod routing;
 pub mod stage;
 pub mod submissions;
 pub mod transcript;
@@ -45,6 +47,7 @@ pub use record::{
     JobBlobs, JobOptions, JobRecord, JobStatus, StageRun, WebhookAttempt, WebhookDelivery,
     WebhookState,
 };
+pub use routing::{InvalidModelName, ModelName, Queue};
 pub use stage::{JobStep, Stage};
 pub use submissions::{
     SUBMISSIONS_STREAM, SUBMISSIONS_SUBJECT_PREFIX, Submission, submissions_subject,

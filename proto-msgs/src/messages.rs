@@ -10,6 +10,7 @@ use uuid::Uuid;
 
 use crate::codec::{CodecError, encode};
 use crate::record::{JobRecord, JobStatus};
+use crate::routing::ModelName;
 use crate::stage::Stage;
 
 /// A message of the pipeline: the payload of one stage's subject.
@@ -23,6 +24,11 @@ pub trait PipelineMessage: Serialize + DeserializeOwned + Send + Sync + 'static 
     /// window, so a publish retried after a crash is not doubled. One per job and stage.
     fn message_id(&self) -> String {
         format!("{}:{}", self.job_id(), Self::STAGE.name())
+    }
+
+    /// The model pool the message goes to, for a stage routed by model ([`crate::Queue`]).
+    fn model(&self) -> Option<&ModelName> {
+        None
     }
 
     /// The message that starts this stage for the job `record` describes, from what the earlier
@@ -44,10 +50,12 @@ pub struct MissingInput {
     pub field: &'static str,
 }
 
-/// A message encoded for its stage's subject, with its `Nats-Msg-Id`.
+/// A message encoded for its stage (and model pool), with its `Nats-Msg-Id`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct EncodedMessage {
     pub stage: Stage,
+    /// The model pool, for a stage routed by model; `None`: the deployment's default there.
+    pub model: Option<ModelName>,
     pub message_id: String,
     pub payload: Vec<u8>,
 }
@@ -56,6 +64,7 @@ impl EncodedMessage {
     pub fn of<M: PipelineMessage>(message: &M) -> Result<Self, CodecError> {
         Ok(Self {
             stage: M::STAGE,
+            model: message.model().cloned(),
             message_id: message.message_id(),
             payload: encode(message)?,
         })
@@ -119,7 +128,7 @@ pub struct DecodeRequest {
     pub filename: String,
 }
 
-/// `jetscribe.pipeline.transcribe`: decoded audio is waiting to be transcribed.
+/// `jetscribe.pipeline.transcribe.<model>`: decoded audio is waiting to be transcribed.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TranscribeRequest {
     pub job_id: Uuid,
@@ -131,6 +140,9 @@ pub struct TranscribeRequest {
     /// Time every word, not only segments.
     #[serde(default)]
     pub word_timestamps: bool,
+    /// The model pool the job was routed to (see [`crate::routing`]).
+    #[serde(default)]
+    pub model: Option<ModelName>,
 }
 
 /// `jetscribe.pipeline.analyze`: a transcript is waiting to be analyzed.
@@ -196,6 +208,9 @@ impl PipelineMessage for TranscribeRequest {
     fn job_id(&self) -> Uuid {
         self.job_id
     }
+    fn model(&self) -> Option<&ModelName> {
+        self.model.as_ref()
+    }
     fn from_record(record: &JobRecord) -> Result<Self, MissingInput> {
         Ok(Self {
             job_id: record.job_id,
@@ -203,6 +218,7 @@ impl PipelineMessage for TranscribeRequest {
             duration_s: required(Self::STAGE, "duration_s", &record.duration_s)?,
             language: record.language.clone(),
             word_timestamps: record.word_timestamps,
+            model: record.model.clone(),
         })
     }
 }
@@ -250,6 +266,7 @@ mod tests {
             language: Some("de".into()),
             webhook_url: webhook.then(|| "https://example.org/hook".into()),
             word_timestamps: true,
+            model: Some(ModelName::parse("tiny.en").expect("a valid name")),
         };
         JobRecord::new_pending(
             Uuid::nil(),
@@ -285,6 +302,10 @@ mod tests {
         let request: TranscribeRequest = crate::decode(&message.payload).expect("decodes");
         assert_eq!(request.language.as_deref(), Some("de"));
         assert!(request.word_timestamps);
+        assert_eq!(request.model, job.model);
+        assert_eq!(message.model, job.model, "routed to the job's model pool");
+        let analyze = Stage::Decode.input_for(&job).expect("built");
+        assert_eq!(analyze.model, None, "one queue for the other stages");
     }
 
     #[test]

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+use crate::routing::ModelName;
 use crate::stage::{JobStep, Stage};
 
 /// Life-cycle of a job, as `/status` shows it.
@@ -63,6 +64,9 @@ pub struct StageRun {
     /// Media second this attempt resumed from (a checkpoint of an earlier attempt), if any.
     #[serde(default)]
     pub resumed_from_s: Option<f64>,
+    /// The process of the latest try, `<host>/<pid>` (a pod's name in Kubernetes).
+    #[serde(default)]
+    pub worker: Option<String>,
 }
 
 impl StageRun {
@@ -120,6 +124,10 @@ pub struct JobRecord {
     /// The client asked for the time of every word.
     #[serde(default)]
     pub word_timestamps: bool,
+    /// The Whisper model (pool) that transcribes the job; `None` on records from before models
+    /// were routed: the deployment's default.
+    #[serde(default)]
+    pub model: Option<ModelName>,
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
     #[serde(with = "time::serde::rfc3339")]
@@ -214,6 +222,9 @@ pub struct JobOptions {
     pub language: Option<String>,
     pub webhook_url: Option<String>,
     pub word_timestamps: bool,
+    /// The Whisper model to transcribe with; the API sets the default when the client names
+    /// none.
+    pub model: Option<ModelName>,
 }
 
 /// Object store paths of one job's data. All live under `jobs/<job_id>/`.
@@ -263,6 +274,7 @@ impl JobRecord {
             language,
             webhook_url,
             word_timestamps,
+            model,
         } = options;
         Self {
             job_id,
@@ -274,6 +286,7 @@ impl JobRecord {
             language,
             webhook_url,
             word_timestamps,
+            model,
             created_at: now,
             updated_at: now,
             completed_at: None,

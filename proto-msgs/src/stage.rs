@@ -45,7 +45,8 @@ impl Stage {
         Stage::ALL.get(index + 1).copied()
     }
 
-    /// The subject this stage consumes.
+    /// The subject this stage consumes (a stage routed by model: the start of its pools'
+    /// subjects, [`crate::Queue`]).
     pub fn subject(self) -> String {
         format!("{PIPELINE_SUBJECT_PREFIX}.{}", self.name())
     }
@@ -53,6 +54,12 @@ impl Stage {
     /// The durable consumer shared by every process of this stage.
     pub fn consumer_name(self) -> String {
         format!("jetscribe-{}", self.name())
+    }
+
+    /// Whether this stage has one queue per Whisper model (a pool per model, see
+    /// [`crate::routing`]) rather than one queue.
+    pub fn is_routed_by_model(self) -> bool {
+        self == Stage::Transcribe
     }
 
     /// Whether this stage's messages may wait, unacknowledged, until they are due: a webhook

@@ -122,6 +122,12 @@ impl TestApp {
 
     /// Starts one more process running `part`; returns its pid.
     pub fn start_part(&mut self, part: &str) -> u32 {
+        self.start_part_with(part, &[])
+    }
+
+    /// [`start_part`](Self::start_part) with `extra_env` added to (or replacing) this app's
+    /// environment for that process alone.
+    pub fn start_part_with(&mut self, part: &str, extra_env: &[(&str, &str)]) -> u32 {
         let mut command = match self.launcher.split_first() {
             Some((program, args)) => {
                 let mut command = Command::new(program);
@@ -140,6 +146,7 @@ impl TestApp {
         let child = command
             .arg(part)
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .envs(extra_env.iter().copied())
             .stdin(Stdio::null())
             .spawn()
             .expect("jetscribe starts");

@@ -7,7 +7,7 @@ use jetscribe_nats::{Pipeline, PipelineSettings};
 use jetscribe_tests::private_pipeline;
 use proto_msgs::{
     AnalyzeRequest, DecodeRequest, EventKind, JobEvent, JobOptions, JobRecord, JobStatus,
-    NotifyRequest, Stage, TranscribeRequest,
+    ModelName, NotifyRequest, Stage, TranscribeRequest,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -36,6 +36,7 @@ fn sample_record(job_id: Uuid) -> JobRecord {
             language: Some("de".into()),
             webhook_url: Some("https://example.org/hook".into()),
             word_timestamps: true,
+            model: Some(ModelName::parse("tiny.en").expect("a valid name")),
         },
         OffsetDateTime::now_utc()
             .replace_nanosecond(0)
@@ -57,6 +58,7 @@ fn every_message_survives_a_round_trip_as_a_named_map() {
         duration_s: 11.0,
         language: None,
         word_timestamps: true,
+        model: Some(ModelName::parse("large-v3").expect("a valid name")),
     });
     round_trip(&AnalyzeRequest {
         job_id,
@@ -245,21 +247,21 @@ async fn setup_brings_streams_and_consumers_made_earlier_to_the_current_settings
     let mut settings = PipelineSettings::new(server.url());
     settings.ack_wait = Duration::from_secs(300);
     settings.retention = Duration::from_secs(86_400);
-    let pipeline = Pipeline::connect(settings).await.expect("connects");
+    let pipeline = Pipeline::connect(settings.clone()).await.expect("connects");
     let js = pipeline.jetstream();
     let work = js
         .get_stream(proto_msgs::PIPELINE_STREAM)
         .await
         .expect("work stream");
-    for stage in proto_msgs::Stage::ALL {
+    for queue in settings.queues() {
         let consumer = work
-            .consumer_info(stage.consumer_name())
+            .consumer_info(queue.consumer_name())
             .await
             .expect("consumer");
         assert_eq!(
             consumer.config.ack_wait,
             Duration::from_secs(300),
-            "{stage}"
+            "{queue}"
         );
     }
     // The janitor removes a finished job at the retention; the server keeps what is left of
@@ -299,4 +301,64 @@ async fn the_jobs_with_a_stored_message_are_all_found_whatever_their_stage() {
         .expect("published");
     let queued = pipeline.queued_jobs().await.expect("queued jobs");
     assert_eq!(queued, ids.iter().copied().collect());
+}
+
+#[tokio::test]
+async fn transcriptions_queued_before_models_were_routed_move_to_the_default_models_pool() {
+    use async_nats::jetstream::consumer;
+    let (server, first) = private_pipeline(|_| {}).await;
+    let js = first.jetstream();
+    let work = js
+        .get_stream(proto_msgs::PIPELINE_STREAM)
+        .await
+        .expect("work stream");
+    // What a version without routing left: the stage's one consumer and a message queued on
+    // the stage's own subject, naming no model.
+    let unrouted = Stage::Transcribe.consumer_name();
+    work.create_consumer(consumer::pull::Config {
+        durable_name: Some(unrouted.clone()),
+        filter_subject: Stage::Transcribe.subject(),
+        ack_policy: consumer::AckPolicy::Explicit,
+        ..Default::default()
+    })
+    .await
+    .expect("the old consumer");
+    let request = TranscribeRequest {
+        job_id: Uuid::now_v7(),
+        audio_blob: "jobs/x/audio.s16le".into(),
+        duration_s: 11.0,
+        language: None,
+        word_timestamps: false,
+        model: None,
+    };
+    let payload = proto_msgs::encode(&request).expect("encodes");
+    js.publish(Stage::Transcribe.subject(), payload.into())
+        .await
+        .expect("published")
+        .await
+        .expect("stored");
+    // Two processes of this version start (one would do; both may run at once).
+    for _ in 0..2 {
+        let mut settings = PipelineSettings::new(server.url());
+        settings.default_model = ModelName::parse("tiny.en").expect("valid");
+        Pipeline::connect(settings).await.expect("set up");
+    }
+    let pool = "jetscribe.pipeline.transcribe.tiny.en";
+    let moved = work
+        .get_last_raw_message_by_subject(pool)
+        .await
+        .expect("moved to the default model's pool");
+    let moved: TranscribeRequest = proto_msgs::decode(&moved.payload).expect("decodes");
+    assert_eq!(moved, request);
+    let mut info = work.clone();
+    let state = info.info().await.expect("stream info").state.clone();
+    assert_eq!(state.messages, 1, "moved once, the old message removed");
+    let err = work
+        .consumer_info(&unrouted)
+        .await
+        .expect_err("the old consumer is removed");
+    assert_eq!(
+        err.kind(),
+        async_nats::jetstream::context::ConsumerInfoErrorKind::NotFound
+    );
 }

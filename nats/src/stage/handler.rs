@@ -4,7 +4,7 @@
 use std::future::Future;
 use std::time::Duration;
 
-use proto_msgs::{EncodedMessage, JobRecord, PipelineMessage};
+use proto_msgs::{EncodedMessage, JobRecord, ModelName, PipelineMessage};
 
 use crate::error_chain::{BoxError, ErrorChain, is_outage};
 use crate::stage::JobContext;
@@ -24,6 +24,12 @@ pub trait StageHandler: Send + Sync + 'static {
     /// permanent error, or out of deliveries), besides failing the job. The notifier marks the
     /// webhook delivery failed.
     fn on_give_up(_record: &mut JobRecord, _reason: &str) {}
+
+    /// The model pool this handler serves, for a stage routed by model (a transcriber loads
+    /// one model per handler); `None`: the deployment's default model there.
+    fn model(&self) -> Option<&ModelName> {
+        None
+    }
 }
 
 /// What a stage did with a message.

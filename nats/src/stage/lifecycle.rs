@@ -41,7 +41,9 @@ impl JobLifecycle<'_> {
                     return;
                 }
                 let progress = record.progress;
-                record.stage_run(stage).begin_try(stage, progress, now);
+                let run = record.stage_run(stage);
+                run.begin_try(stage, progress, now);
+                run.worker = Some(worker_name().to_owned());
                 if !record.status.is_final() {
                     record.status = JobStatus::Processing;
                     record.step = stage.step();
@@ -303,4 +305,19 @@ impl JobLifecycle<'_> {
         warn!(error = %ErrorChain(err), "{what}; retrying");
         Settle::Nak(Some(retry_delay(attempt).max(RECORD_RETRY)))
     }
+}
+
+/// This process as a job record names it: `<host>/<pid>`. The host is HOSTNAME (a pod's name in
+/// Kubernetes, a container's id in compose), else the kernel's host name.
+fn worker_name() -> &'static str {
+    static NAME: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    NAME.get_or_init(|| {
+        let host = std::env::var("HOSTNAME")
+            .ok()
+            .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
+            .map(|host| host.trim().to_owned())
+            .filter(|host| !host.is_empty())
+            .unwrap_or_else(|| "localhost".to_owned());
+        format!("{host}/{}", std::process::id())
+    })
 }

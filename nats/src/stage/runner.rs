@@ -10,7 +10,7 @@ use std::time::Duration;
 use async_nats::jetstream::consumer::PullConsumer;
 use async_nats::jetstream::{AckKind, Message};
 use futures::{FutureExt, StreamExt};
-use proto_msgs::{JobRecord, JobStatus, PipelineMessage};
+use proto_msgs::{JobRecord, JobStatus, PipelineMessage, Queue};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -58,7 +58,8 @@ pub async fn run_stage<S: StageHandler>(
     shutdown: CancellationToken,
 ) -> Result<(), PipelineError> {
     let stage = S::Input::STAGE;
-    let consumer = pipeline.consumer(stage).await?;
+    let queue = Queue::for_message(stage, handler.model(), &pipeline.settings().default_model);
+    let consumer = pipeline.consumer(&queue).await?;
     let slots = Arc::new(Semaphore::new(settings.concurrency.max(1)));
     let mut in_flight = JoinSet::new();
     let running = RunningJobs::default();
@@ -70,7 +71,7 @@ pub async fn run_stage<S: StageHandler>(
         running.clone(),
         drained.clone(),
     ));
-    info!(stage = %stage, concurrency = settings.concurrency, "stage started");
+    info!(stage = %stage, queue = %queue.subject(), concurrency = settings.concurrency, "stage started");
     loop {
         // Reap finished handlers so the set does not grow.
         while in_flight.try_join_next().is_some() {}

@@ -1,7 +1,8 @@
 //! The HTTP API (poem), compatible with the service jetscribe replaces:
 //! `POST /process` (streamed upload → 202 with a job id, `upload.rs`), `GET /status/{id}`,
 //! `GET /result/{id}` (200/202/500/404; subtitles in `subtitles.rs`), `GET /jobs` and
-//! `GET /jobs/processing` (`jobs.rs`), `GET /health`; `live.rs`: `/events/{id}` (SSE) and the synchronous `/process-audio`,
+//! `GET /jobs/processing` (`jobs.rs`), `GET /models` (the transcriber's model pools,
+//! `models.rs`), `GET /health`; `live.rs`: `/events/{id}` (SSE) and the synchronous `/process-audio`,
 //! `/process-video`. It owns request parsing, validation and the response bodies (`views.rs`),
 //! and what one client may take: keys (`auth.rs`), rates, slots and free space (`limits.rs`),
 //! connections (`connections.rs`) and multipart bounds (`part_headers.rs`); the work happens in
@@ -14,6 +15,7 @@ mod janitor;
 mod jobs;
 mod limits;
 mod live;
+mod models;
 mod part_headers;
 mod pattern;
 mod subtitles;
@@ -77,6 +79,8 @@ pub struct ApiState {
     pub settings: ApiSettings,
     limits: Limits,
     followers: followers::JobFollowers,
+    /// The transcriber's model pools, as last read.
+    models: std::sync::Arc<models::ServedModels>,
     /// Cancelled when the server begins to shut down: event streams end (their clients
     /// reconnect elsewhere with Last-Event-ID) and synchronous waits answer with the job's id.
     shutdown: CancellationToken,
@@ -111,6 +115,7 @@ impl ApiState {
             settings,
             limits,
             followers: followers::JobFollowers::default(),
+            models: Default::default(),
             shutdown: CancellationToken::new(),
         }
     }
@@ -132,6 +137,7 @@ pub fn app(state: ApiState) -> impl poem::Endpoint {
             "/jobs/:job_id",
             get(jobs::job_detail).delete(jobs::cancel_job),
         )
+        .at("/models", get(models::list_models))
         .at("/health", get(health_check))
         .data(state)
         .around(move |endpoint, request| auth::authenticate(endpoint, request, keys.clone()))

@@ -9,7 +9,7 @@ use jetscribe_nats::ErrorChain;
 use poem::http::StatusCode;
 use poem::web::{Field, Multipart, Query};
 use poem::{FromRequest, Request, RequestBody, Response, handler};
-use proto_msgs::{EventKind, JobBlobs, JobOptions, JobRecord, JobStatus, Submission};
+use proto_msgs::{EventKind, JobBlobs, JobOptions, JobRecord, JobStatus, ModelName, Submission};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
@@ -34,6 +34,7 @@ pub(crate) struct ProcessParams {
     language: Option<String>,
     webhook_url: Option<String>,
     word_timestamps: Option<String>,
+    model: Option<String>,
 }
 
 #[handler]
@@ -304,10 +305,17 @@ async fn accept_upload(
     let allow_private = state.settings.webhook_allow_private;
     // Query options are checked before any byte is stored.
     let mut options = options_from_query(params, allow_private).await?;
+    if let Some(model) = &options.model {
+        state.models.check(&state.pipeline, model).await?;
+    }
     let job_id = Uuid::now_v7();
     let cleanup = UploadCleanup::new(state.blobs.clone(), job_id);
     let input_blob = JobBlobs::input_path(job_id);
     let (filename, size) = read_form(state, form, &input_blob, &mut options).await?;
+    let model = options
+        .model
+        .get_or_insert_with(|| state.pipeline.settings().default_model.clone());
+    state.models.check(&state.pipeline, model).await?;
     let mut record =
         JobRecord::new_pending(job_id, filename, size, options, OffsetDateTime::now_utc());
     record.owner = caller.owner();
@@ -353,7 +361,7 @@ async fn read_form(
                 let size = store_upload(state, input_blob, field).await?;
                 upload = Some((filename, size));
             }
-            name @ ("language" | "webhook_url" | "word_timestamps") => {
+            name @ ("language" | "webhook_url" | "word_timestamps" | "model") => {
                 let name = name.to_owned();
                 let value = small_field_text(&name, field).await?;
                 apply_option(options, &name, Some(value), allow_private).await?;
@@ -457,6 +465,7 @@ async fn options_from_query(
         ("language", params.language),
         ("webhook_url", params.webhook_url),
         ("word_timestamps", params.word_timestamps),
+        ("model", params.model),
     ];
     for (name, value) in given {
         apply_option(&mut options, name, value, allow_private).await?;
@@ -490,6 +499,10 @@ async fn apply_option(
         }
         "word_timestamps" => {
             options.word_timestamps = parse_flag(&value).map_err(|why| invalid(why.to_owned()))?;
+        }
+        "model" => {
+            let model = ModelName::parse(&value).map_err(|why| invalid(why.to_string()))?;
+            options.model = Some(model);
         }
         "webhook_url" if value.len() > MAX_WEBHOOK_URL => {
             let detail = format!("webhook_url: longer than {MAX_WEBHOOK_URL} bytes");

@@ -5,7 +5,9 @@
 use std::collections::BTreeMap;
 
 use jetscribe_nats::StageQueue;
-use proto_msgs::{DeadLetter, JobRecord, JobStatus, JobStep, Stage, StageRun, WebhookDelivery};
+use proto_msgs::{
+    DeadLetter, JobRecord, JobStatus, JobStep, ModelName, Stage, StageRun, WebhookDelivery,
+};
 use serde::Serialize;
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -72,6 +74,9 @@ pub struct JobStatusView<'a> {
     pub size_bytes: u64,
     pub duration_s: Option<f64>,
     pub language: Option<&'a str>,
+    /// The Whisper model (pool) that transcribes the job (`null` for a job submitted before
+    /// models were routed: the default).
+    pub model: Option<&'a ModelName>,
     #[serde(with = "time::serde::rfc3339")]
     pub updated_at: OffsetDateTime,
     #[serde(with = "time::serde::rfc3339::option")]
@@ -137,6 +142,8 @@ pub struct StageRunView<'a> {
     pub seconds: Option<f64>,
     pub last_error: Option<&'a str>,
     pub resumed_from_s: Option<f64>,
+    /// The process of the latest try, `<host>/<pid>`.
+    pub worker: Option<&'a str>,
 }
 
 impl<'a> From<&'a StageRun> for StageRunView<'a> {
@@ -154,6 +161,7 @@ impl<'a> From<&'a StageRun> for StageRunView<'a> {
             seconds,
             last_error: run.last_error.as_deref(),
             resumed_from_s: run.resumed_from_s,
+            worker: run.worker.as_deref(),
         }
     }
 }
@@ -166,6 +174,7 @@ impl<'a> From<&'a JobRecord> for JobStatusView<'a> {
             size_bytes: record.size_bytes,
             duration_s: record.duration_s,
             language: record.language.as_deref(),
+            model: record.model.as_ref(),
             updated_at: record.updated_at,
             completed_at: record.completed_at,
             error_message: record.error_message.as_deref(),
@@ -209,6 +218,26 @@ pub struct ActiveJobs<'a> {
     pub count: usize,
     pub jobs: Vec<JobSummary<'a>>,
     pub stages: Option<Vec<StageQueue>>,
+}
+
+/// `GET /models`: the default model, and every model a transcriber pool serves.
+#[derive(Debug, Serialize)]
+pub struct ModelsView {
+    pub default: ModelName,
+    pub models: Vec<ModelPool>,
+}
+
+/// One model's pool: its queue, and the transcribers waiting for work now (0 while a
+/// transcriber works or none runs).
+#[derive(Debug, Serialize)]
+pub struct ModelPool {
+    pub name: ModelName,
+    pub default: bool,
+    /// Jobs waiting for a transcriber of this model.
+    pub queued: u64,
+    /// Jobs being transcribed.
+    pub in_progress: usize,
+    pub idle_workers: usize,
 }
 
 /// `GET /health`: `ok` or what is wrong with each dependency, in words meant for whoever can

@@ -127,6 +127,12 @@ fn pipeline_settings(settings: &Settings, nats_url: String, command: Command) ->
     pipeline.ack_wait = settings.ack_wait;
     pipeline.max_attempts = settings.max_attempts;
     pipeline.retention = settings.job_cleanup;
+    pipeline.models = settings
+        .whisper_models
+        .iter()
+        .map(|model| model.name.clone())
+        .collect();
+    pipeline.default_model = settings.whisper_default_model.clone();
     // A local nats-server (`up` without NATS_URL) is one node and asks for no credentials.
     if settings.nats_url.is_some() {
         pipeline.replicas = settings.nats_replicas;

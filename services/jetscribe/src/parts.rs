@@ -171,19 +171,33 @@ async fn sweep_work_dir(work_dir: PathBuf, shutdown: CancellationToken) {
     }
 }
 
+/// One loop per model served (WHISPER_MODELS), each taking the jobs of its model's pool.
 async fn transcriber(shared: Shared) -> anyhow::Result<()> {
-    let settings = TranscriberSettings {
-        model_dir: shared.settings.whisper_model.clone(),
-        threads: shared.settings.whisper_threads,
-        batch_size: shared.settings.whisper_batch_size,
-        beam_size: shared.settings.whisper_beam_size,
-    };
-    let blobs = shared.blobs.clone();
-    // Seconds of blocking work: not on the async threads.
-    let transcriber = tokio::task::spawn_blocking(move || Transcriber::new(blobs, &settings))
-        .await?
-        .context("loading the Whisper model (WHISPER_MODEL)")?;
-    shared.run_stage(transcriber).await
+    let mut pools = tokio::task::JoinSet::new();
+    for model in &shared.settings.whisper_models {
+        let settings = TranscriberSettings {
+            model: model.name.clone(),
+            model_dir: model.dir.clone(),
+            threads: shared.settings.whisper_threads,
+            batch_size: shared.settings.whisper_batch_size,
+            beam_size: shared.settings.whisper_beam_size,
+        };
+        let blobs = shared.blobs.clone();
+        // Seconds of blocking work: not on the async threads.
+        let transcriber = tokio::task::spawn_blocking(move || Transcriber::new(blobs, &settings))
+            .await?
+            .with_context(|| {
+                let (name, dir) = (&model.name, model.dir.display());
+                format!("loading the Whisper model {name} from {dir} (WHISPER_MODELS)")
+            })?;
+        let shared = shared.clone();
+        pools.spawn(async move { shared.run_stage(transcriber).await });
+    }
+    // The first pool to end (an error, or shutdown) ends the part; the others follow shutdown.
+    while let Some(ended) = pools.join_next().await {
+        ended??;
+    }
+    Ok(())
 }
 
 async fn analyzer(shared: Shared) -> anyhow::Result<()> {

@@ -9,6 +9,8 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
+use proto_msgs::ModelName;
+
 /// A variable holds a value jetscribe cannot use.
 #[derive(Debug, thiserror::Error)]
 #[error("invalid {variable}={value:?}: expected {expected}")]
@@ -34,8 +36,12 @@ pub struct Settings {
     pub data_dir: PathBuf,
     /// OBJECT_STORE_URL (default `file://$DATA_DIR/blobs`).
     pub object_store_url: String,
-    /// WHISPER_MODEL (default `models/whisper-base`).
-    pub whisper_model: PathBuf,
+    /// The Whisper models a transcriber serves, each its own pool: WHISPER_MODELS, or the one
+    /// model of WHISPER_MODEL (default `models/whisper-base`).
+    pub whisper_models: Vec<WhisperModel>,
+    /// WHISPER_DEFAULT_MODEL: the model of a job that names none (default: the first of
+    /// `whisper_models`).
+    pub whisper_default_model: ModelName,
     /// WHISPER_THREADS (default: all cores).
     pub whisper_threads: usize,
     /// WHISPER_BATCH_SIZE (default 4).
@@ -141,7 +147,8 @@ impl Settings {
             object_store_url: vars
                 .text("OBJECT_STORE_URL")
                 .unwrap_or_else(|| format!("file://{}", data_dir.join("blobs").display())),
-            whisper_model: absolute(&cwd, &vars.text_or("WHISPER_MODEL", "models/whisper-base")),
+            whisper_models: whisper_models(&vars, &cwd)?,
+            whisper_default_model: default_model(&vars, &cwd)?,
             whisper_threads: vars.number("WHISPER_THREADS", cores, 1..=4096, "threads")?,
             whisper_batch_size: vars.number("WHISPER_BATCH_SIZE", 4, 1..=32, "30 s windows")?,
             whisper_beam_size: vars.number("WHISPER_BEAM_SIZE", 5, 1..=10, "beams")?,
@@ -191,6 +198,79 @@ impl Settings {
         })
     }
 }
+
+/// A Whisper model served by the transcriber: its name (its pool) and its CTranslate2 folder.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WhisperModel {
+    pub name: ModelName,
+    pub dir: PathBuf,
+}
+
+/// WHISPER_MODELS: `name=folder` or just `name` (the folder `models/whisper-<name>`), separated
+/// by commas, e.g. `base=models/whisper-base,tiny.en`. Unset: the one model of WHISPER_MODEL,
+/// named WHISPER_DEFAULT_MODEL or after its folder (`whisper-` left out).
+fn whisper_models(vars: &Vars, cwd: &Path) -> Result<Vec<WhisperModel>, SettingsError> {
+    let Some(list) = vars.text("WHISPER_MODELS") else {
+        let dir = absolute(cwd, &vars.text_or("WHISPER_MODEL", DEFAULT_MODEL_DIR));
+        let name = match vars.text("WHISPER_DEFAULT_MODEL") {
+            Some(name) => model_name("WHISPER_DEFAULT_MODEL", &name)?,
+            None => name_of_folder(&dir),
+        };
+        return Ok(vec![WhisperModel { name, dir }]);
+    };
+    let mut models: Vec<WhisperModel> = Vec::new();
+    for entry in list.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+        let (name, dir) = match entry.split_once('=') {
+            Some((name, dir)) => (name.trim(), dir.trim().to_owned()),
+            None => (entry, format!("models/whisper-{entry}")),
+        };
+        let name = model_name("WHISPER_MODELS", name)?;
+        if models.iter().any(|model| model.name == name) {
+            return Err(SettingsError {
+                variable: "WHISPER_MODELS",
+                value: list.clone(),
+                expected: format!("each model once; {name} is named twice"),
+            });
+        }
+        let dir = absolute(cwd, &dir);
+        models.push(WhisperModel { name, dir });
+    }
+    Ok(models)
+}
+
+/// WHISPER_DEFAULT_MODEL, or the first model served.
+fn default_model(vars: &Vars, cwd: &Path) -> Result<ModelName, SettingsError> {
+    match vars.text("WHISPER_DEFAULT_MODEL") {
+        Some(name) => model_name("WHISPER_DEFAULT_MODEL", &name),
+        None => match whisper_models(vars, cwd)?.into_iter().next() {
+            Some(first) => Ok(first.name),
+            None => Err(SettingsError {
+                variable: "WHISPER_MODELS",
+                value: String::new(),
+                expected: "at least one model, name=folder".to_owned(),
+            }),
+        },
+    }
+}
+
+fn model_name(variable: &'static str, name: &str) -> Result<ModelName, SettingsError> {
+    ModelName::parse(name.trim()).map_err(|why| SettingsError {
+        variable,
+        value: name.to_owned(),
+        expected: why.to_string(),
+    })
+}
+
+/// A model's name from its folder: `models/whisper-tiny.en` is `tiny.en`; a folder whose name
+/// is no model name serves as `default`.
+fn name_of_folder(dir: &Path) -> ModelName {
+    let folder = dir.file_name().unwrap_or_default().to_string_lossy();
+    let name = folder.strip_prefix("whisper-").unwrap_or(&folder);
+    ModelName::parse(name).unwrap_or_else(|_| ModelName::parse("default").expect("valid"))
+}
+
+/// The default model's folder.
+const DEFAULT_MODEL_DIR: &str = "models/whisper-base";
 
 /// NATS_URL, checked: every server of the list must parse (the error names the one at fault,
 /// without credentials).
@@ -547,6 +627,66 @@ mod tests {
         assert_eq!(s.rate_limit, Some(per_minute));
         assert_eq!(s.min_free_space, 2 << 30);
         assert_eq!(s.connections.header_read_timeout, Duration::from_secs(10));
+    }
+
+    #[test]
+    fn each_model_is_a_pool_named_in_whisper_models_or_after_its_folder() {
+        let cwd = std::env::current_dir().expect("cwd");
+        type Pairs<'a> = &'a [(&'a str, &'a str)];
+        let cases: [(Pairs, Pairs, &str); 5] = [
+            (&[], &[("base", "models/whisper-base")], "base"),
+            (
+                &[("WHISPER_MODEL", "/m/whisper-tiny.en")],
+                &[("tiny.en", "/m/whisper-tiny.en")],
+                "tiny.en",
+            ),
+            (
+                &[
+                    ("WHISPER_MODEL", "/m/my_model"),
+                    ("WHISPER_DEFAULT_MODEL", "small"),
+                ],
+                &[("small", "/m/my_model")],
+                "small",
+            ),
+            (
+                &[("WHISPER_MODELS", "large-v3=/gpu/large, tiny.en")],
+                &[
+                    ("large-v3", "/gpu/large"),
+                    ("tiny.en", "models/whisper-tiny.en"),
+                ],
+                "large-v3",
+            ),
+            (
+                &[
+                    ("WHISPER_MODELS", "tiny.en"),
+                    ("WHISPER_DEFAULT_MODEL", "base"),
+                ],
+                &[("tiny.en", "models/whisper-tiny.en")],
+                "base",
+            ),
+        ];
+        for (vars, models, default) in cases {
+            let s = settings(vars).expect("valid");
+            let found: Vec<(String, PathBuf)> = s
+                .whisper_models
+                .iter()
+                .map(|model| (model.name.to_string(), model.dir.clone()))
+                .collect();
+            let expected: Vec<(String, PathBuf)> = models
+                .iter()
+                .map(|(name, dir)| ((*name).to_owned(), cwd.join(dir)))
+                .collect();
+            assert_eq!(found, expected, "{vars:?}");
+            assert_eq!(s.whisper_default_model.as_str(), default, "{vars:?}");
+        }
+        for (vars, variable) in [
+            ([("WHISPER_MODELS", "tiny_en=/m/t")], "WHISPER_MODELS"),
+            ([("WHISPER_MODELS", "base,base=/m/b")], "WHISPER_MODELS"),
+            ([("WHISPER_DEFAULT_MODEL", "a b")], "WHISPER_DEFAULT_MODEL"),
+        ] {
+            let err = settings(&vars).expect_err("refused");
+            assert_eq!(err.variable, variable, "{vars:?}");
+        }
     }
 
     #[test]

@@ -19,7 +19,7 @@ use bytes::Bytes;
 use futures::{Stream, StreamExt};
 use jetscribe_blobstore::{BlobError, BlobStore};
 use jetscribe_nats::{JobContext, Outcome, StageError, StageHandler};
-use proto_msgs::{JobBlobs, Stage, TranscribeRequest, Transcript, pcm};
+use proto_msgs::{JobBlobs, ModelName, Stage, TranscribeRequest, Transcript, pcm};
 use tracing::{debug, info};
 
 use batcher::AudioBatcher;
@@ -31,7 +31,9 @@ use vad::Chunk;
 /// Settings of the transcribe stage.
 #[derive(Debug, Clone)]
 pub struct TranscriberSettings {
-    /// CTranslate2 model folder (WHISPER_MODEL).
+    /// The model's name: the pool whose jobs this transcriber takes (WHISPER_MODELS).
+    pub model: ModelName,
+    /// CTranslate2 model folder (WHISPER_MODELS, WHISPER_MODEL).
     pub model_dir: PathBuf,
     /// CPU threads of the model (WHISPER_THREADS).
     pub threads: usize,
@@ -41,8 +43,10 @@ pub struct TranscriberSettings {
     pub beam_size: usize,
 }
 
-/// The transcribe stage. The model is loaded once and shared by every job of the process.
+/// The transcribe stage for one model's pool. The model is loaded once and shared by every job
+/// of the process.
 pub struct Transcriber {
+    model: ModelName,
     blobs: BlobStore,
     engine: Arc<WhisperEngine>,
     batch_size: usize,
@@ -54,12 +58,14 @@ impl Transcriber {
         let engine =
             WhisperEngine::load(&settings.model_dir, settings.threads, settings.beam_size)?;
         info!(
-            model = engine.name(),
+            model = %settings.model,
+            folder = engine.name(),
             multilingual = engine.is_multilingual(),
             threads = settings.threads,
             "Whisper model loaded"
         );
         Ok(Self {
+            model: settings.model.clone(),
             blobs,
             engine: Arc::new(engine),
             batch_size: settings.batch_size.max(1),
@@ -69,6 +75,10 @@ impl Transcriber {
 
 impl StageHandler for Transcriber {
     type Input = TranscribeRequest;
+
+    fn model(&self) -> Option<&ModelName> {
+        Some(&self.model)
+    }
 
     async fn handle(
         &self,
