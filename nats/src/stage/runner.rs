@@ -10,7 +10,7 @@ use std::time::Duration;
 use async_nats::jetstream::consumer::PullConsumer;
 use async_nats::jetstream::{AckKind, Message};
 use futures::{FutureExt, StreamExt};
-use proto_msgs::{JobRecord, JobStatus, PipelineMessage, Queue};
+use proto_msgs::{JobRecord, JobStatus, PipelineMessage, Queue, Stage};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -227,14 +227,17 @@ async fn handle<S: StageHandler>(
     if let Some(reason) = out_of_tries(&run, stage, max_attempts) {
         return job.give_up(reason, false).await;
     }
+    let timer = TryTimer::start(stage);
     let result = match run_try(loop_context, handler, input, &record, &claim, message).await {
         Run::Handled(result) => result,
         Run::ShuttingDown => {
             info!("shutting down: the try did not end within SHUTDOWN_GRACE; handed back");
+            timer.stop("handed_back");
             return job.hand_back(None).await;
         }
         Run::Cancelled => {
             info!("job cancelled: its handler stopped");
+            timer.stop("cancelled");
             job.end_try().await;
             return Settle::Ack;
         }
@@ -245,8 +248,52 @@ async fn handle<S: StageHandler>(
         // The job's record gets only what the stage was doing; the causes are logged here.
         warn!(error = %ErrorChain(err), "stage error");
     }
-    job.carry_out(decide(result, stage, &run, max_attempts), run.attempts)
-        .await
+    let decision = decide(result, stage, &run, max_attempts);
+    timer.stop(decision.outcome());
+    job.carry_out(decision, run.attempts).await
+}
+
+/// A try counted in `jetscribe_stage_tries_running` while it runs, and observed in
+/// `jetscribe_stage_duration_seconds` with how it ended.
+struct TryTimer {
+    stage: Stage,
+    started: std::time::Instant,
+}
+
+impl TryTimer {
+    fn start(stage: Stage) -> Self {
+        running_tries(stage).inc();
+        Self {
+            stage,
+            started: std::time::Instant::now(),
+        }
+    }
+
+    fn stop(self, outcome: &str) {
+        let labels = jetscribe_metrics::TryLabels {
+            stage: self.stage.name().to_owned(),
+            outcome: outcome.to_owned(),
+        };
+        let metrics = jetscribe_metrics::metrics();
+        let duration = metrics.stage_duration.get_or_create(&labels);
+        duration.observe(self.started.elapsed().as_secs_f64());
+    }
+}
+
+impl Drop for TryTimer {
+    fn drop(&mut self) {
+        running_tries(self.stage).dec();
+    }
+}
+
+fn running_tries(stage: Stage) -> jetscribe_metrics::Gauge {
+    let label = jetscribe_metrics::StageLabel {
+        stage: stage.name().to_owned(),
+    };
+    jetscribe_metrics::metrics()
+        .tries_running
+        .get_or_create(&label)
+        .clone()
 }
 
 /// Runs one try of `handler` on the job `record`, telling the server all along that the

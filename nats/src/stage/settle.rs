@@ -46,6 +46,21 @@ pub enum Decision {
     GiveUp { reason: String, try_failed: bool },
 }
 
+impl Decision {
+    /// How the try ended, as the `outcome` label of `jetscribe_stage_duration_seconds`.
+    pub fn outcome(&self) -> &'static str {
+        match self {
+            Decision::Forward => "forwarded",
+            Decision::Finish => "finished",
+            Decision::Enqueue(_) => "rescheduled",
+            Decision::Redeliver(_) => "too_early",
+            Decision::Retry { .. } => "retried",
+            Decision::Wait { .. } => "waiting",
+            Decision::Fail(_) | Decision::GiveUp { .. } => "failed",
+        }
+    }
+}
+
 /// Tries stopped by an outage after which a stage gives up on a job all the same: with
 /// retries a minute apart, about two hours of a store that stays down, or that never answers
 /// (a wrong endpoint refuses every connection). Past it, the job fails with the reason.

@@ -182,6 +182,7 @@ async fn sweep(
     let now = OffsetDateTime::now_utc();
     let mut report = SweepReport::default();
     let (mut known, mut quiet) = (HashSet::new(), Vec::new());
+    let mut by_state: HashMap<JobStatus, i64> = HashMap::new();
     let mut records = pipeline.scan_jobs().await?;
     while let Some(record) = records.next().await {
         // One record that cannot be read or handled must not stop the sweep of the others.
@@ -194,7 +195,11 @@ async fn sweep(
             }
         };
         let job_id = record.job_id;
-        let handled = match fate(&record, now, settings) {
+        let fate = fate(&record, now, settings);
+        if fate != Fate::Expired {
+            *by_state.entry(record.status).or_default() += 1;
+        }
+        let handled = match fate {
             Fate::Keep => {
                 known.insert(job_id);
                 Ok(())
@@ -218,6 +223,14 @@ async fn sweep(
         }
     }
     drop(records);
+    let jobs = &jetscribe_metrics::metrics().jobs;
+    for status in JobStatus::ALL {
+        let label = jetscribe_metrics::StateLabel {
+            state: status.name().to_owned(),
+        };
+        let count = by_state.get(&status).copied().unwrap_or(0);
+        jobs.get_or_create(&label).set(count);
+    }
     let queued = match quiet.is_empty() {
         true => HashSet::new(),
         false => pipeline.queued_jobs().await?,

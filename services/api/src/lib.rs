@@ -2,7 +2,7 @@
 //! `POST /process` (streamed upload → 202 with a job id, `upload.rs`), `GET /status/{id}`,
 //! `GET /result/{id}` (200/202/500/404; subtitles in `subtitles.rs`), `GET /jobs` and
 //! `GET /jobs/processing` (`jobs.rs`), `GET /models` (the transcriber's model pools,
-//! `models.rs`), `GET /health`; `live.rs`: `/events/{id}` (SSE) and the synchronous `/process-audio`,
+//! `models.rs`), `GET /metrics` (Prometheus, `metrics.rs`), `GET /health`; `live.rs`: `/events/{id}` (SSE) and the synchronous `/process-audio`,
 //! `/process-video`. It owns request parsing, validation and the response bodies (`views.rs`),
 //! and what one client may take: keys (`auth.rs`), rates, slots and free space (`limits.rs`),
 //! connections (`connections.rs`) and multipart bounds (`part_headers.rs`); the work happens in
@@ -15,6 +15,7 @@ mod janitor;
 mod jobs;
 mod limits;
 mod live;
+mod metrics;
 mod models;
 mod part_headers;
 mod pattern;
@@ -44,6 +45,7 @@ pub use connections::ConnectionLimits;
 pub use janitor::{JanitorSettings, run_janitor};
 pub use limits::RateLimit;
 use limits::{RateLimiter, Slots};
+pub use metrics::metrics_server;
 use views::{ErrorBody, Health, JobStatusView, RunningJob};
 
 /// Settings of the API.
@@ -138,6 +140,10 @@ pub fn app(state: ApiState) -> impl poem::Endpoint {
             get(jobs::job_detail).delete(jobs::cancel_job),
         )
         .at("/models", get(models::list_models))
+        .at(
+            "/metrics",
+            get(metrics::serve_metrics).data(state.pipeline.clone()),
+        )
         .at("/health", get(health_check))
         .data(state)
         .around(move |endpoint, request| auth::authenticate(endpoint, request, keys.clone()))

@@ -330,6 +330,9 @@ async fn accept_upload(
         )
     })??;
     info!(job_id = %job_id, filename = %record.filename, size, "job submitted");
+    let metrics = jetscribe_metrics::metrics();
+    metrics.jobs_submitted.inc();
+    metrics.uploaded_bytes.inc_by(size);
     Ok(SubmittedJob {
         job_id,
         status: JobStatus::Pending,

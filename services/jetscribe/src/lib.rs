@@ -94,6 +94,17 @@ pub async fn run(
         shutdown: shutdown.clone(),
     };
     let mut running = JoinSet::new();
+    if let Some(addr) = shared.settings.metrics_addr.clone() {
+        let serving =
+            jetscribe_api::metrics_server(addr.clone(), pipeline.clone(), shutdown.clone());
+        running.spawn(async move {
+            let served = serving.await;
+            (
+                "metrics",
+                served.with_context(|| format!("serving METRICS_ADDR {addr}")),
+            )
+        });
+    }
     for part in command.parts() {
         let shared = shared.clone();
         running.spawn(async move { (part.name, (part.run)(shared).await) });

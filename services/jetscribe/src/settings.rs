@@ -115,6 +115,9 @@ pub struct Settings {
     pub max_attempts: u32,
     /// LOG_FORMAT: `json` or `text` (default).
     pub log_json: bool,
+    /// METRICS_ADDR: where `GET /metrics` is served alone, without keys (any process); unset:
+    /// only the API serves it, on BIND_ADDR, behind its keys.
+    pub metrics_addr: Option<String>,
     /// OTEL_EXPORTER_OTLP_ENDPOINT: traces are exported when set.
     pub otlp_endpoint: Option<String>,
 }
@@ -194,6 +197,10 @@ impl Settings {
             max_duration: vars.length("MAX_DURATION", Duration::from_secs(12 * 3600))?,
             log_json: vars.choice("LOG_FORMAT", &[("text", false), ("json", true)], false)?,
             otlp_endpoint: vars.text("OTEL_EXPORTER_OTLP_ENDPOINT"),
+            metrics_addr: match vars.text("METRICS_ADDR") {
+                Some(_) => Some(vars.socket_addr("METRICS_ADDR", "")?),
+                None => None,
+            },
             data_dir,
         })
     }

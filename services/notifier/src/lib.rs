@@ -163,7 +163,18 @@ impl Notifier {
     }
 }
 
+/// Logs an attempt and counts it in `jetscribe_webhook_attempts_total` by outcome.
 fn log_attempt(made: u32, result: &AttemptResult, next: Schedule) {
+    let outcome = match next {
+        Schedule::Delivered => "delivered",
+        Schedule::RetryAfter(_) => "retry",
+        Schedule::GiveUp => "failed",
+    };
+    let label = jetscribe_metrics::OutcomeLabel {
+        outcome: outcome.to_owned(),
+    };
+    let attempts = &jetscribe_metrics::metrics().webhook_attempts;
+    attempts.get_or_create(&label).inc();
     let error = result.error.as_deref().unwrap_or_default();
     match next {
         Schedule::Delivered => {

@@ -85,6 +85,7 @@ impl StageHandler for Transcriber {
         input: TranscribeRequest,
         job: &JobContext,
     ) -> Result<Outcome, StageError> {
+        let started = Instant::now();
         let checkpoint_blob = JobBlobs::transcribe_checkpoint_path(input.job_id);
         let checkpoint = self.load_checkpoint(&checkpoint_blob).await?;
         let audio_bytes = self
@@ -134,6 +135,8 @@ impl StageHandler for Transcriber {
             model: self.engine.name().to_owned(),
         };
         self.store_transcript(&transcript, job).await?;
+        let media_s = input.duration_s - pcm::seconds_in_bytes(resume.byte);
+        self.record_speed(media_s, started.elapsed());
         Ok(Outcome::Forward)
     }
 }
@@ -145,6 +148,24 @@ type BatchSegments = Vec<(Chunk, Vec<WindowSegment>)>;
 type PcmStream = Pin<Box<dyn Stream<Item = Result<Bytes, BlobError>> + Send>>;
 
 impl Transcriber {
+    /// Counts `media_s` seconds transcribed in `took` (this try's share of the media, when it
+    /// resumed from a checkpoint) in the model's real-time factor and media seconds.
+    fn record_speed(&self, media_s: f64, took: Duration) {
+        if !(media_s.is_finite() && media_s > 0.0) {
+            return;
+        }
+        let label = jetscribe_metrics::ModelLabel {
+            model: self.model.to_string(),
+        };
+        let metrics = jetscribe_metrics::metrics();
+        let factor = metrics.real_time_factor.get_or_create(&label);
+        factor.observe(took.as_secs_f64() / media_s);
+        metrics
+            .transcribed_media
+            .get_or_create(&label)
+            .inc_by(media_s);
+    }
+
     async fn load_checkpoint(&self, path: &str) -> Result<Checkpoint, StageError> {
         match self.blobs.get_json::<Checkpoint>(path).await {
             Ok(checkpoint) => Ok(checkpoint),

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# A Python virtual environment with the tools the tests drive the service with, pinned in
+# scripts/python-tools.txt: the reference parser of Prometheus's text formats
+# (prometheus-client). Packages come from PyPI through pip's cache (outside the clone).
+#   install-python-tools.sh DEST
+set -euo pipefail
+
+dest=$1
+requirements=$(dirname "$0")/python-tools.txt
+stamp="$dest/.complete-$(sha256sum "$requirements" | cut -c1-16)"
+if [ -e "$stamp" ]; then
+  exit 0
+fi
+python3 -m venv "$dest"
+"$dest/bin/pip" install --quiet --disable-pip-version-check -r "$requirements"
+rm -f "$dest"/.complete-*
+touch "$stamp"
+echo "python tools: $dest" >&2
