@@ -1,5 +1,5 @@
-//! Reaching NATS as a production deployment does: a list of servers, a password, TLS with a
-//! client certificate; and a refused credential or certificate that stops a process at once
+//! Reaching NATS as a production deployment does: a list of servers, a password, a token, a
+//! `.creds` file (decentralized JWT authentication), TLS with a client certificate; and a refused credential or certificate that stops a process at once
 //! with one clear line, instead of being retried as if the server were down.
 
 use std::path::Path;
@@ -218,4 +218,113 @@ async fn a_job_runs_over_tls_with_a_client_certificate_and_a_server_of_another_c
     assert!(!succeeded, "{printed}");
     assert!(printed.contains("certificate"), "{printed}");
     assert!(!printed.contains("NATS not reachable yet"), "{printed}");
+}
+
+/// A JWT as NATS's decentralized authentication signs it: ed25519 by the issuer's NKey.
+fn nats_jwt(issuer: &nkeys::KeyPair, subject: &str, name: &str, nats: serde_json::Value) -> String {
+    use base64::Engine as _;
+    let encode = |bytes: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
+    let header = serde_json::json!({"typ": "JWT", "alg": "ed25519-nkey"});
+    let claims = serde_json::json!({
+        "jti": uuid::Uuid::new_v4().simple().to_string().to_uppercase(),
+        "iat": 1_700_000_000,
+        "iss": issuer.public_key(),
+        "sub": subject,
+        "name": name,
+        "nats": nats,
+    });
+    let signed = format!(
+        "{}.{}",
+        encode(header.to_string().as_bytes()),
+        encode(claims.to_string().as_bytes())
+    );
+    let signature = issuer.sign(signed.as_bytes()).expect("signed");
+    format!("{signed}.{}", encode(&signature))
+}
+
+/// An operator, an account with JetStream and a user of it: the server's config (operator
+/// mode, the account preloaded) and the user's `.creds` file, as `nsc` would write them.
+fn decentralized_auth(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    let operator = nkeys::KeyPair::new_operator();
+    // JetStream needs a system account in operator mode.
+    let system = nkeys::KeyPair::new_account();
+    let account = nkeys::KeyPair::new_account();
+    let user = nkeys::KeyPair::new_user();
+    let operator_jwt = nats_jwt(
+        &operator,
+        &operator.public_key(),
+        "jetscribe-operator",
+        serde_json::json!({
+            "type": "operator", "version": 2, "system_account": system.public_key(),
+        }),
+    );
+    let system_jwt = nats_jwt(
+        &operator,
+        &system.public_key(),
+        "SYS",
+        serde_json::json!({"type": "account", "version": 2}),
+    );
+    let unlimited = serde_json::json!({
+        "subs": -1, "data": -1, "payload": -1, "imports": -1, "exports": -1,
+        "wildcards": true, "conn": -1, "leaf": -1,
+        "mem_storage": -1, "disk_storage": -1, "streams": -1, "consumer": -1,
+    });
+    let account_jwt = nats_jwt(
+        &operator,
+        &account.public_key(),
+        "jetscribe",
+        serde_json::json!({"type": "account", "version": 2, "limits": unlimited}),
+    );
+    let user_jwt = nats_jwt(
+        &account,
+        &user.public_key(),
+        "jetscribe-stages",
+        serde_json::json!({
+            "type": "user", "version": 2, "pub": {}, "sub": {},
+            "subs": -1, "data": -1, "payload": -1,
+        }),
+    );
+    let config = dir.join("operator.conf");
+    let (system_key, account_key) = (system.public_key(), account.public_key());
+    std::fs::write(
+        &config,
+        format!(
+            "operator: \"{operator_jwt}\"\nsystem_account: {system_key}\nresolver: MEMORY\n\
+             resolver_preload: {{\n  {system_key}: \"{system_jwt}\"\n  \
+             {account_key}: \"{account_jwt}\"\n}}\n"
+        ),
+    )
+    .expect("config written");
+    let creds = dir.join("jetscribe.creds");
+    let seed = user.seed().expect("a seed");
+    std::fs::write(
+        &creds,
+        format!(
+            "-----BEGIN NATS USER JWT-----\n{user_jwt}\n------END NATS USER JWT------\n\n\
+             -----BEGIN USER NKEY SEED-----\n{seed}\n------END USER NKEY SEED------\n"
+        ),
+    )
+    .expect("creds written");
+    (config, creds)
+}
+
+#[tokio::test]
+async fn a_job_runs_with_a_creds_file_on_a_server_in_operator_mode() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (config, creds) = decentralized_auth(dir.path());
+    let config = config.display().to_string();
+    let nats = LocalNatsServer::start_temporary_with(&["-c", &config]).expect("nats-server starts");
+    let creds = creds.display().to_string();
+    let app = TestApp::spawn(&[("NATS_URL", nats.url()), ("NATS_CREDS", &creds)]).await;
+    let job_id = app.submit_job(&fixture("jfk.flac"), "").await;
+    let ended = app.wait_until_ended(&job_id).await;
+    assert_eq!(ended["status"], "completed", "{ended}");
+
+    // Another user's creds, signed by no account the server knows: refused at once.
+    let elsewhere = tempfile::tempdir().expect("tempdir");
+    let (_, stranger) = decentralized_auth(elsewhere.path());
+    let stranger = stranger.display().to_string();
+    let (succeeded, printed) = run_decoder(&[("NATS_URL", nats.url()), ("NATS_CREDS", &stranger)]);
+    assert!(!succeeded, "{printed}");
+    assert!(printed.contains("authorization violation"), "{printed}");
 }
