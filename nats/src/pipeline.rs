@@ -371,7 +371,12 @@ impl Pipeline {
     /// the metrics are read, so that a scrape sees what JetStream holds.
     pub async fn refresh_queue_metrics(&self) -> Result<(), PipelineError> {
         let metrics = jetscribe_metrics::metrics();
-        for queue in self.queues().await? {
+        let queues = self.queues().await?;
+        // A queue removed since the last scrape (a pool's consumer deleted) is no longer shown.
+        metrics.queue_waiting.clear();
+        metrics.queue_in_progress.clear();
+        metrics.queue_idle_workers.clear();
+        for queue in queues {
             let labels = jetscribe_metrics::QueueLabels {
                 stage: queue.stage.name().to_owned(),
                 model: queue.model.map(String::from).unwrap_or_default(),
@@ -559,20 +564,17 @@ fn queue_of_consumer(info: &consumer::Info) -> Option<Queue> {
 /// Messages a version without model routing queued on a routed stage's own subject
 /// (`jetscribe.pipeline.transcribe`) are moved to the default model's pool, and that stage's
 /// old consumer is removed: an upgrade loses no queued job. Several processes may do this at
-/// once: a moved message keeps one message id, so it is stored once.
+/// once: a moved message keeps one message id, so it is stored once. (A message an earlier
+/// transcriber is working on would be moved too: README's upgrade note says to stop the
+/// earlier processes first.)
 async fn move_unrouted_messages(
     js: &jetstream::Context,
     stream: &jetstream::stream::Stream,
     default_model: &ModelName,
 ) -> Result<(), PipelineError> {
     for stage in Stage::ALL.into_iter().filter(|s| s.is_routed_by_model()) {
-        match stream.consumer_info(stage.consumer_name()).await {
-            Ok(_) => {}
-            Err(err) if err.kind() == jetstream::context::ConsumerInfoErrorKind::NotFound => {
-                continue;
-            }
-            Err(err) => return Err(PipelineError::setup("the unrouted consumer", err)),
-        }
+        // Scanned at every start (one request when there is nothing), not only while the old
+        // consumer exists: an earlier process started later may still have queued some.
         let pool = Queue::for_message(stage, None, default_model);
         let mut moved = 0;
         let mut sequence = 1;
@@ -594,12 +596,25 @@ async fn move_unrouted_messages(
             moved += 1;
             sequence = message.sequence + 1;
         }
-        if let Err(err) = stream.delete_consumer(&stage.consumer_name()).await {
-            warn!(error = %ErrorChain(&err), "the unrouted consumer is left");
+        match stream.delete_consumer(&stage.consumer_name()).await {
+            Ok(_) => info!(stage = %stage, "the unrouted consumer is removed"),
+            Err(err) if is_consumer_not_found(&err) => {}
+            Err(err) => warn!(error = %ErrorChain(&err), "the unrouted consumer is left"),
         }
-        info!(stage = %stage, moved, pool = %pool, "unrouted messages moved to the default pool");
+        if moved > 0 {
+            info!(stage = %stage, moved, pool = %pool, "unrouted messages moved to the default pool");
+        }
     }
     Ok(())
+}
+
+/// Whether removing a consumer failed because there is none.
+fn is_consumer_not_found(err: &jetstream::stream::ConsumerError) -> bool {
+    matches!(
+        err.kind(),
+        jetstream::stream::ConsumerErrorKind::JetStream(error)
+            if error.kind() == jetstream::ErrorCode::CONSUMER_NOT_FOUND
+    )
 }
 
 /// How long an idempotency key names its job.

@@ -88,6 +88,17 @@ async fn each_job_is_transcribed_by_the_pool_of_the_model_it_names() {
         .post_file("/process", &jfk, &[("model", "../base")])
         .await;
     assert_refused(refused, 422, "model").await;
+    let refused = app
+        .post_file("/process", &jfk, &[("model", "large-v3")])
+        .await;
+    assert_refused(refused, 422, "served models: base, small, tiny.en").await;
+    let (_, page) = app.get_json("/jobs").await;
+    let listed = page["jobs"].as_array().map(Vec::len);
+    assert_eq!(
+        listed,
+        Some(0),
+        "no job was made of a refused submission: {page}"
+    );
 
     let by_default = app.submit_job(&jfk, "").await;
     let by_query = app.submit_job(&jfk, "?model=tiny.en").await;

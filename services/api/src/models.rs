@@ -84,7 +84,7 @@ fn not_served(model: &ModelName, served: &[ModelName]) -> ApiError {
     };
     ApiError::new(
         StatusCode::UNPROCESSABLE_ENTITY,
-        format!("model: no transcriber serves \"{model}\"; served models: {listed}"),
+        format!("model: no transcriber pool for \"{model}\"; served models: {listed}"),
     )
 }
 
@@ -123,11 +123,11 @@ mod tests {
         let cases = [
             (
                 vec![],
-                "model: no transcriber serves \"large-v3\"; served models: none",
+                "model: no transcriber pool for \"large-v3\"; served models: none",
             ),
             (
                 vec![name("base"), name("tiny.en")],
-                "model: no transcriber serves \"large-v3\"; served models: base, tiny.en",
+                "model: no transcriber pool for \"large-v3\"; served models: base, tiny.en",
             ),
         ];
         for (served, detail) in cases {

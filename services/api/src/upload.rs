@@ -368,6 +368,10 @@ async fn read_form(
                 let name = name.to_owned();
                 let value = small_field_text(&name, field).await?;
                 apply_option(options, &name, Some(value), allow_private).await?;
+                // A model named before the file is checked before the file is stored.
+                if let Some(model) = options.model.as_ref().filter(|_| name == "model") {
+                    state.models.check(&state.pipeline, model).await?;
+                }
             }
             // Unknown fields are read and ignored, as the original service did.
             name => {

@@ -193,11 +193,21 @@ async fn transcriber(shared: Shared) -> anyhow::Result<()> {
         let shared = shared.clone();
         pools.spawn(async move { shared.run_stage(transcriber).await });
     }
-    // The first pool to end (an error, or shutdown) ends the part; the others follow shutdown.
+    // A pool that fails stops the process: the others are shut down (their tries finish within
+    // SHUTDOWN_GRACE or are handed back), and the first failure is reported.
+    let mut first_failure = None;
     while let Some(ended) = pools.join_next().await {
-        ended??;
+        let outcome = ended
+            .map_err(anyhow::Error::from)
+            .and_then(|outcome| outcome);
+        if let Err(failure) = outcome
+            && first_failure.is_none()
+        {
+            shared.shutdown.cancel();
+            first_failure = Some(failure);
+        }
     }
-    Ok(())
+    first_failure.map_or(Ok(()), Err)
 }
 
 async fn analyzer(shared: Shared) -> anyhow::Result<()> {

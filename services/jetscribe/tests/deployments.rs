@@ -196,10 +196,12 @@ fn kubernetes_runs_every_part_and_scales_each_stage_on_its_own_queue() {
                     .map(|(_, value)| value.clone())
             })
             .unwrap_or_else(|err| panic!("{name}: {err}"));
-            for model in &settings.whisper_models {
-                let queue = Queue::for_message(*stage, Some(&model.name), &model.name);
-                queues.insert(name.to_owned(), (part.to_owned(), queue.consumer_name()));
-            }
+            // One pool per Deployment: its ScaledObject watches that pool's queue alone.
+            let [model] = settings.whisper_models.as_slice() else {
+                panic!("{name}: one model per Deployment");
+            };
+            let queue = Queue::for_message(*stage, Some(&model.name), &model.name);
+            queues.insert(name.to_owned(), (part.to_owned(), queue.consumer_name()));
         }
     }
     let every_part: BTreeSet<String> = ["api", "decoder", "transcriber", "analyzer", "notifier"]

@@ -36,7 +36,8 @@ pub struct StageLabel {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct TryLabels {
     pub stage: String,
-    /// `forwarded`, `finished`, `retried`, `failed`, `waiting` (an outage), `handed_back`.
+    /// `forwarded`, `finished`, `retried`, `failed`, `waiting` (an outage), `rescheduled`,
+    /// `too_early`, `handed_back`, `cancelled`.
     pub outcome: String,
 }
 
