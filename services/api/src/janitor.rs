@@ -223,14 +223,7 @@ async fn sweep(
         }
     }
     drop(records);
-    let jobs = &jetscribe_metrics::metrics().jobs;
-    for status in JobStatus::ALL {
-        let label = jetscribe_metrics::StateLabel {
-            state: status.name().to_owned(),
-        };
-        let count = by_state.get(&status).copied().unwrap_or(0);
-        jobs.get_or_create(&label).set(count);
-    }
+    record_jobs_by_state(&by_state);
     let queued = match quiet.is_empty() {
         true => HashSet::new(),
         false => pipeline.queued_jobs().await?,
@@ -259,6 +252,18 @@ async fn sweep(
         .delete_older_than("jobs", settings.retention, named)
         .await?;
     Ok(report)
+}
+
+/// Sets `jetscribe_jobs{state}` to the counts of a sweep (0 for a state it did not see).
+fn record_jobs_by_state(by_state: &HashMap<JobStatus, i64>) {
+    let jobs = &jetscribe_metrics::metrics().jobs;
+    for status in JobStatus::ALL {
+        let label = jetscribe_metrics::StateLabel {
+            state: status.name().to_owned(),
+        };
+        jobs.get_or_create(&label)
+            .set(by_state.get(&status).copied().unwrap_or(0));
+    }
 }
 
 /// What became of a lost job.

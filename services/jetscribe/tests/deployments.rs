@@ -156,6 +156,21 @@ fn container_environment(container: &Value, config_maps: &[&Value]) -> Vec<(Stri
     env
 }
 
+/// The consumer the pods of Deployment `name`, running `stage` with `env`, take jobs from.
+fn consumer_of(name: &str, stage: Stage, env: &[(String, String)]) -> String {
+    let settings = Settings::from_lookup(|wanted| {
+        env.iter()
+            .find(|(key, _)| key == wanted)
+            .map(|(_, value)| value.clone())
+    })
+    .unwrap_or_else(|err| panic!("{name}: {err}"));
+    // One pool per Deployment: its ScaledObject watches that pool's queue alone.
+    let [model] = settings.whisper_models.as_slice() else {
+        panic!("{name}: one model per Deployment");
+    };
+    Queue::for_message(stage, Some(&model.name), &model.name).consumer_name()
+}
+
 #[test]
 fn kubernetes_runs_every_part_and_scales_each_stage_on_its_own_queue() {
     let manifests = kubernetes_manifests();
@@ -190,18 +205,8 @@ fn kubernetes_runs_every_part_and_scales_each_stage_on_its_own_queue() {
             );
         }
         if let Some((_, stage)) = STAGE_PARTS.iter().find(|(p, _)| *p == part) {
-            let settings = Settings::from_lookup(|wanted| {
-                env.iter()
-                    .find(|(key, _)| key == wanted)
-                    .map(|(_, value)| value.clone())
-            })
-            .unwrap_or_else(|err| panic!("{name}: {err}"));
-            // One pool per Deployment: its ScaledObject watches that pool's queue alone.
-            let [model] = settings.whisper_models.as_slice() else {
-                panic!("{name}: one model per Deployment");
-            };
-            let queue = Queue::for_message(*stage, Some(&model.name), &model.name);
-            queues.insert(name.to_owned(), (part.to_owned(), queue.consumer_name()));
+            let consumer = consumer_of(name, *stage, &env);
+            queues.insert(name.to_owned(), (part.to_owned(), consumer));
         }
     }
     let every_part: BTreeSet<String> = ["api", "decoder", "transcriber", "analyzer", "notifier"]
