@@ -6,6 +6,10 @@ sides taking turns so that a noisy moment of the machine does not favour one of 
 
 Rows:
   - transcription time, ours vs faster-whisper (int8, beam 5, VAD on) on a few minutes of speech
+    with 2 s pauses (WAV), and on the English clips with pauses of 2 to 10 s (MP3), with the
+    word error rate of both on the latter
+  - per corpus clip (10 languages): the language found and WER (CER for zh, ja), ours vs
+    faster-whisper
   - word error rate on the English corpus clips, ours vs faster-whisper on the same model
   - upload throughput vs `cp` of the same file to the same disk, and the API's peak memory
   - decode time vs ffmpeg alone producing the same PCM
@@ -15,7 +19,7 @@ Rows:
 
 Needs: target/release/jetscribe, models/, ffmpeg, nats-server, and a venv with faster-whisper
 (made by `make bench` in .bench/venv). Corpus: ../shared/corpus (or BENCH_CORPUS).
-BENCH_ROWS picks rows (transcription, wer, upload, decode, memory, burst, scaling), e.g.
+BENCH_ROWS picks rows (transcription, pauses, corpus, wer, upload, decode, memory, burst, scaling), e.g.
 `BENCH_ROWS=burst make bench`.
 """
 
@@ -23,6 +27,7 @@ import concurrent.futures
 import http.client
 import json
 import os
+import random
 import re
 import shutil
 import signal
@@ -42,7 +47,7 @@ THREADS = int(os.environ.get("BENCH_THREADS", os.cpu_count() or 2))
 WORK = Path(os.environ.get("BENCH_DIR", ROOT / ".bench"))
 REPEAT = int(os.environ.get("BENCH_REPEAT", 3))
 # Which rows to run: a comma-separated subset of ROWS (default: all).
-ROWS = ("transcription", "wer", "upload", "decode", "memory", "burst", "scaling")
+ROWS = ("transcription", "pauses", "corpus", "wer", "upload", "decode", "memory", "burst", "scaling")
 ONLY = [row.strip() for row in os.environ.get("BENCH_ROWS", ",".join(ROWS)).split(",") if row.strip()]
 
 
@@ -101,15 +106,34 @@ def words(text):
     return re.findall(r"[\w']+", text.lower())
 
 
-def wer(reference, hypothesis):
-    ref, hyp = words(reference), words(hypothesis)
+def edits(ref, hyp):
+    """Levenshtein distance between two sequences."""
     prev = list(range(len(hyp) + 1))
     for i, r in enumerate(ref):
         cur = [i + 1] + [0] * len(hyp)
         for j, h in enumerate(hyp):
             cur[j + 1] = min(prev[j] + (r != h), prev[j + 1] + 1, cur[j] + 1)
         prev = cur
-    return prev[-1], len(ref)
+    return prev[-1]
+
+
+def wer(reference, hypothesis):
+    ref, hyp = words(reference), words(hypothesis)
+    return edits(ref, hyp), len(ref)
+
+
+# Languages written without spaces: scored by character error rate.
+WITHOUT_SPACES = ("zh", "ja")
+
+
+def error_rate(language, reference, hypothesis):
+    """WER, or CER for languages written without spaces (letters and digits only)."""
+    if language in WITHOUT_SPACES:
+        chars = lambda text: [c for c in text.lower() if c.isalnum()]
+        ref = chars(reference)
+        return edits(ref, chars(hypothesis)) / max(len(ref), 1)
+    errors, count = wer(reference, hypothesis)
+    return errors / max(count, 1)
 
 
 class Service:
@@ -293,6 +317,73 @@ def hour_file(media, speech):
     return hour
 
 
+def corpus_rows(service, python):
+    """Every corpus clip, no language given: the language found and WER (CER for zh, ja), ours
+    beside faster-whisper's."""
+    clips = manifest()
+    paths = [CORPUS / clip["file"] for clip in clips]
+    jobs = [service.submit(path)[0] for path in paths]
+    theirs = faster_whisper(python, paths)
+    rows, found = [], 0
+    for clip, path, job in zip(clips, paths, jobs):
+        service.wait(job)
+        result = service.get(f"/result/{job}")[1]["result"]
+        language = result["language_detection"]["language"]
+        ours = error_rate(clip["language"], clip["transcript"], result["transcript"])
+        fw = error_rate(clip["language"], clip["transcript"], theirs[str(path)]["text"])
+        found += language == clip["language"]
+        measure = "CER" if clip["language"] in WITHOUT_SPACES else "WER"
+        log(f"{clip['file']}: {language} {ours:.3f} | fw {theirs[str(path)]['language']} {fw:.3f}"
+            f" | {result['transcript']!r}")
+        rows.append((f"{measure}, {clip['file']} (%)", f"{100 * ours:.1f} ({language})",
+                     f"faster-whisper {100 * fw:.1f} ({theirs[str(path)]['language']})",
+                     f"{100 * (ours - fw):+.1f} points", "≤ +1 point"))
+    rows.append(("languages found, corpus clips", f"{found} / {len(clips)}", "", "",
+                 f"{len(clips)} / {len(clips)}"))
+    return rows
+
+
+def pauses_file(media, clips):
+    """The clips three times over, each after a pause of 2 to 10 s (the same pauses every run),
+    as MP3; returns the file, its reference transcript and its length (s)."""
+    path = media / "pauses.mp3"
+    pauses = random.Random(12)
+    audio, reference = b"", []
+    for _ in range(3):
+        for clip in clips:
+            audio += silence(pauses.uniform(2, 10)) + pcm_of(CORPUS / clip["file"])
+            reference.append(clip["transcript"])
+    audio += silence(2)
+    if not path.exists():
+        write_wav(media / "pauses.wav", audio)
+        ffmpeg("-i", str(media / "pauses.wav"), "-c:a", "libmp3lame", "-b:a", "64k", str(path))
+        os.remove(media / "pauses.wav")
+    return path, " ".join(reference), len(audio) / 2 / SAMPLE_RATE
+
+
+def pauses_rows(service, python, media, clips):
+    """Speed and word error rate on the pauses file, ours beside faster-whisper's."""
+    path, reference, seconds = pauses_file(media, clips)
+    ours, theirs = [], []
+    for run in range(REPEAT):
+        job, _ = service.submit(path)
+        service.wait(job)
+        ours.append(service.stage_seconds(job, "transcribe"))
+        our_text = service.transcript(job)
+        fw = faster_whisper(python, [path])[str(path)]
+        theirs.append(fw["seconds"])
+        log(f"pauses run {run + 1}: ours {ours[-1]:.1f} s, faster-whisper {theirs[-1]:.1f} s")
+    ours_wer = 100 * wer(reference, our_text)[0] / wer(reference, our_text)[1]
+    fw_wer = 100 * wer(reference, fw["text"])[0] / wer(reference, fw["text"])[1]
+    return [
+        (f"transcription, {seconds/60:.1f} min, pauses of 2–10 s, MP3 (s)", spread(ours),
+         f"faster-whisper {spread(theirs)}", f"{median(theirs)/median(ours):.2f}x as fast",
+         "≥ 1.5x"),
+        ("WER on that file (%)", f"{ours_wer:.1f}", f"faster-whisper {fw_wer:.1f}",
+         f"{ours_wer - fw_wer:+.1f} points", "≤ +1 point"),
+    ]
+
+
 def scaling_run(clip, transcribers, jobs):
     """Seconds from the first submission of `jobs` copies of `clip` to the end of the last,
     through one api, decoder, analyzer and notifier and `transcribers` transcriber processes
@@ -349,6 +440,12 @@ def main():
             rows.append((f"transcription, {speech_s/60:.1f} min of speech (s)", spread(ours),
                          f"faster-whisper {spread(theirs)}",
                          f"{median(theirs)/median(ours):.2f}x as fast", "≥ 1.3x"))
+
+        if wanted("pauses"):
+            rows += pauses_rows(service, python, media, english)
+
+        if wanted("corpus"):
+            rows += corpus_rows(service, python)
 
         if wanted("wer"):
             # 2. WER on the English clips (deterministic: one run).

@@ -16,7 +16,7 @@ pub struct Transcript {
 }
 
 /// A stretch of the transcript with its times in seconds of the original media.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Segment {
     pub start: f64,
     pub end: f64,
@@ -24,6 +24,19 @@ pub struct Segment {
     /// Present when the job asked for word timestamps.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub words: Option<Vec<Word>>,
+    /// How sure the decoder was: the mean log-probability of the tokens of the Whisper window
+    /// the segment was decoded in (as OpenAI's and faster-whisper's segments report it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub avg_logprob: Option<f64>,
+    /// The window's text length over its zlib-compressed length (above 2.4: it repeats itself).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compression_ratio: Option<f64>,
+    /// The probability Whisper gave the window of holding no speech.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub no_speech_prob: Option<f64>,
+    /// The sampling temperature of the decoding kept (0 unless it fell back).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub temperature: Option<f64>,
 }
 
 /// One word of a segment, with its times in seconds of the original media.

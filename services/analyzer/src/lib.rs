@@ -219,13 +219,13 @@ mod tests {
                     start: 1.0,
                     end: 4.0,
                     text: String::new(),
-                    words: None,
+                    ..Segment::default()
                 },
                 Segment {
                     start: 3.0,
                     end: 7.0,
                     text: String::new(),
-                    words: None,
+                    ..Segment::default()
                 },
             ],
             language: LanguageDetection {

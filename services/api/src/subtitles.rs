@@ -160,7 +160,7 @@ mod tests {
             start,
             end,
             text: text.to_owned(),
-            words: None,
+            ..Segment::default()
         }
     }
 

@@ -180,7 +180,7 @@ async fn transcriber(shared: Shared) -> anyhow::Result<()> {
             model_dir: model.dir.clone(),
             threads: shared.settings.whisper_threads,
             batch_size: shared.settings.whisper_batch_size,
-            beam_size: shared.settings.whisper_beam_size,
+            decoding: shared.settings.whisper_decoding.clone(),
         };
         let blobs = shared.blobs.clone();
         // Seconds of blocking work: not on the async threads.

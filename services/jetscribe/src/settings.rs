@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
+use jetscribe_transcriber::DecodingOptions;
 use proto_msgs::ModelName;
 
 /// A variable holds a value jetscribe cannot use.
@@ -46,8 +47,12 @@ pub struct Settings {
     pub whisper_threads: usize,
     /// WHISPER_BATCH_SIZE (default 4).
     pub whisper_batch_size: usize,
-    /// WHISPER_BEAM_SIZE (default 5).
-    pub whisper_beam_size: usize,
+    /// How windows are decoded: WHISPER_BEAM_SIZE (default 5), WHISPER_BEST_OF (5),
+    /// WHISPER_TEMPERATURES (0,0.2,0.4,0.6,0.8,1.0), WHISPER_COMPRESSION_RATIO_THRESHOLD (2.4),
+    /// WHISPER_LOG_PROB_THRESHOLD (-1), WHISPER_NO_SPEECH_THRESHOLD (0.6; each threshold `off`
+    /// to disable), WHISPER_CONDITION_ON_PREVIOUS_TEXT (true),
+    /// WHISPER_PROMPT_RESET_ON_TEMPERATURE (0.5): faster-whisper's defaults.
+    pub whisper_decoding: DecodingOptions,
     /// FFMPEG_PATH (default `ffmpeg` from PATH).
     pub ffmpeg_path: PathBuf,
     /// FFPROBE_PATH (default: `ffprobe` beside FFMPEG_PATH, else from PATH).
@@ -154,7 +159,7 @@ impl Settings {
             whisper_default_model: default_model(&vars, &cwd)?,
             whisper_threads: vars.number("WHISPER_THREADS", cores, 1..=4096, "threads")?,
             whisper_batch_size: vars.number("WHISPER_BATCH_SIZE", 4, 1..=32, "30 s windows")?,
-            whisper_beam_size: vars.number("WHISPER_BEAM_SIZE", 5, 1..=10, "beams")?,
+            whisper_decoding: decoding_options(&vars)?,
             ffprobe_path: default_ffprobe(vars.text("FFPROBE_PATH"), vars.text("FFMPEG_PATH")),
             ffmpeg_path: PathBuf::from(vars.text_or("FFMPEG_PATH", "ffmpeg")),
             probe_timeout: vars.seconds("PROBE_TIMEOUT", 60.0)?,
@@ -211,6 +216,75 @@ impl Settings {
 pub struct WhisperModel {
     pub name: ModelName,
     pub dir: PathBuf,
+}
+
+/// The decoding settings; every default is faster-whisper's.
+fn decoding_options(vars: &Vars) -> Result<DecodingOptions, SettingsError> {
+    let defaults = DecodingOptions::default();
+    let threshold = |variable: &'static str, default: Option<f64>, range: RangeInclusive<f64>| {
+        let expected = || {
+            let (low, high) = (range.start(), range.end());
+            format!("a number from {low} to {high}, or off")
+        };
+        let parse = |text: &str| match text.to_ascii_lowercase().as_str() {
+            "off" | "none" => Some(None),
+            number => number
+                .parse::<f64>()
+                .ok()
+                .filter(|value| range.contains(value))
+                .map(Some),
+        };
+        vars.parsed(variable, default, expected, parse)
+    };
+    let temperatures = vars.parsed(
+        "WHISPER_TEMPERATURES",
+        defaults.temperatures,
+        || "rising temperatures from 0 to 2, separated by commas (e.g. 0,0.2,0.4)".to_owned(),
+        parse_temperatures,
+    )?;
+    Ok(DecodingOptions {
+        beam_size: vars.number("WHISPER_BEAM_SIZE", 5, 1..=10, "beams")?,
+        best_of: vars.number("WHISPER_BEST_OF", 5, 1..=10, "samples")?,
+        temperatures,
+        compression_ratio_threshold: threshold(
+            "WHISPER_COMPRESSION_RATIO_THRESHOLD",
+            defaults.compression_ratio_threshold,
+            1.0..=100.0,
+        )?,
+        log_prob_threshold: threshold(
+            "WHISPER_LOG_PROB_THRESHOLD",
+            defaults.log_prob_threshold,
+            -100.0..=0.0,
+        )?,
+        no_speech_threshold: threshold(
+            "WHISPER_NO_SPEECH_THRESHOLD",
+            defaults.no_speech_threshold,
+            0.0..=1.0,
+        )?,
+        condition_on_previous_text: vars.boolean(
+            "WHISPER_CONDITION_ON_PREVIOUS_TEXT",
+            defaults.condition_on_previous_text,
+        )?,
+        prompt_reset_on_temperature: vars.parsed(
+            "WHISPER_PROMPT_RESET_ON_TEMPERATURE",
+            defaults.prompt_reset_on_temperature,
+            || "a temperature from 0 to 2".to_owned(),
+            |text| text.parse::<f32>().ok().filter(|t| (0.0..=2.0).contains(t)),
+        )?,
+    })
+}
+
+/// `0,0.2,0.4`: one or more temperatures from 0 to 2, rising.
+fn parse_temperatures(text: &str) -> Option<Vec<f32>> {
+    let temperatures = text
+        .split(',')
+        .map(|part| part.trim().parse::<f32>().ok())
+        .collect::<Option<Vec<f32>>>()?;
+    let valid = !temperatures.is_empty()
+        && temperatures.len() <= 20
+        && temperatures.iter().all(|t| (0.0..=2.0).contains(t))
+        && temperatures.windows(2).all(|pair| pair[0] < pair[1]);
+    valid.then_some(temperatures)
 }
 
 /// WHISPER_MODELS: `name=folder` or just `name` (the folder `models/whisper-<name>`), separated
@@ -723,6 +797,36 @@ mod tests {
             Some(Path::new("/run/jetscribe/api.addr"))
         );
         assert_eq!(s.whisper_batch_size, 8);
+    }
+
+    #[test]
+    fn decoding_settings_default_to_faster_whispers_and_each_threshold_can_be_turned_off() {
+        let s = settings(&[]).expect("valid");
+        assert_eq!(s.whisper_decoding, DecodingOptions::default());
+        let s = settings(&[
+            ("WHISPER_TEMPERATURES", "0, 0.5,1"),
+            ("WHISPER_NO_SPEECH_THRESHOLD", "off"),
+            ("WHISPER_LOG_PROB_THRESHOLD", "-0.8"),
+            ("WHISPER_CONDITION_ON_PREVIOUS_TEXT", "false"),
+        ])
+        .expect("valid");
+        let decoding = &s.whisper_decoding;
+        assert_eq!(decoding.temperatures, vec![0.0, 0.5, 1.0]);
+        assert_eq!(decoding.no_speech_threshold, None);
+        assert_eq!(decoding.log_prob_threshold, Some(-0.8));
+        assert!(!decoding.condition_on_previous_text);
+        let refused = [
+            ("WHISPER_TEMPERATURES", "0.4,0.2"),
+            ("WHISPER_TEMPERATURES", "0,hot"),
+            ("WHISPER_TEMPERATURES", "3"),
+            ("WHISPER_LOG_PROB_THRESHOLD", "0.5"),
+            ("WHISPER_COMPRESSION_RATIO_THRESHOLD", "NaN"),
+            ("WHISPER_BEST_OF", "0"),
+        ];
+        for (variable, value) in refused {
+            let err = settings(&[(variable, value)]).expect_err(value);
+            assert!(err.to_string().contains(variable), "{err}");
+        }
     }
 
     #[test]

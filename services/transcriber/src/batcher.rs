@@ -1,12 +1,15 @@
-//! [`AudioBatcher`]: turns the PCM stream into batches of speech chunks for Whisper, holding at
-//! most (batch + 1) windows of audio, and knows from which sample the work is still to do.
+//! [`AudioBatcher`]: turns the PCM stream into batches of windows of speech for Whisper (the
+//! VAD's chunks packed by [`packing`](crate::packing)), holding a bounded amount of audio (about
+//! (batch + 1) windows read ahead) and of speech cut and not handed out (about two batches), and
+//! knows from which sample the work is still to do.
 
 use std::collections::VecDeque;
 
-use crate::engine::WINDOW_SAMPLES;
+use crate::features::WINDOW_SAMPLES;
+use crate::packing::{Window, chunks_per_window};
 use crate::vad::{self, Chunk};
 
-/// PCM bytes in, batches of at most `batch_size` speech chunks out.
+/// PCM bytes in, batches of at most `batch_size` windows of speech out.
 #[derive(Debug)]
 pub struct AudioBatcher {
     /// Samples read and not yet cut into chunks.
@@ -54,14 +57,18 @@ impl AudioBatcher {
         self.finished
     }
 
-    /// The next batch: `batch_size` chunks, or what is left once the audio has ended.
-    pub fn take_batch(&mut self) -> Option<Vec<Chunk>> {
-        let ready =
-            self.pending.len() >= self.batch_size || (self.finished && !self.pending.is_empty());
-        ready.then(|| {
-            let take = self.pending.len().min(self.batch_size);
-            self.pending.drain(..take).collect()
-        })
+    /// The next batch: `batch_size` full windows, or what is left once the audio has ended.
+    pub fn take_batch(&mut self) -> Option<Vec<Window>> {
+        let windows = chunks_per_window(self.pending.iter().map(|chunk| chunk.samples.len()));
+        let complete = complete_windows(windows.len(), self.finished);
+        if complete == 0 || (complete < self.batch_size && !self.finished) {
+            return None;
+        }
+        let batch = windows[..complete.min(self.batch_size)]
+            .iter()
+            .map(|&chunks| Window::from_chunks(self.pending.drain(..chunks)))
+            .collect();
+        Some(batch)
     }
 
     /// The media sample from which audio is still to be transcribed: everything before the next
@@ -78,6 +85,16 @@ impl AudioBatcher {
         self.buffer.drain(..consumed);
         self.origin += consumed as u64;
         self.pending.extend(chunks);
+    }
+}
+
+/// Of `windows` packed from the pending chunks, those that can no longer grow: all once the
+/// audio has ended, else all but the last (the next chunk may still fit in it).
+fn complete_windows(windows: usize, finished: bool) -> usize {
+    if finished {
+        windows
+    } else {
+        windows.saturating_sub(1)
     }
 }
 
@@ -148,17 +165,20 @@ mod tests {
         samples.iter().flat_map(|s| s.to_le_bytes()).collect()
     }
 
-    /// Feeds `bytes` in reads of `read` bytes; returns each batch's chunk starts (s) and the
-    /// resume point (s) after it.
-    fn batches(bytes: &[u8], read: usize, batch_size: usize) -> Vec<(Vec<f64>, f64)> {
+    /// Feeds `bytes` in reads of `read` bytes; returns each batch's windows, as the media
+    /// starts (s) of their pieces, and the resume point (s) after it.
+    fn batches(bytes: &[u8], read: usize, batch_size: usize) -> Vec<(Vec<Vec<f64>>, f64)> {
         let seconds = |sample: u64| sample as f64 / f64::from(SAMPLE_RATE);
         let mut batcher = AudioBatcher::new(0, batch_size);
         let mut batches = Vec::new();
         let mut reads = bytes.chunks(read);
         loop {
             while let Some(batch) = batcher.take_batch() {
-                let starts = batch.iter().map(|c| seconds(c.start_sample)).collect();
-                batches.push((starts, seconds(batcher.resume_sample())));
+                let windows = batch
+                    .iter()
+                    .map(|w| w.pieces.iter().map(|p| seconds(p.media_sample)).collect())
+                    .collect();
+                batches.push((windows, seconds(batcher.resume_sample())));
             }
             match reads.next() {
                 Some(read) => batcher.push_pcm(read),
@@ -169,14 +189,17 @@ mod tests {
     }
 
     #[test]
-    fn speech_comes_out_in_batches_with_the_point_to_resume_from() {
-        // Four bursts of speech, 10 s apart: each is a chunk of its own, silence dropped.
-        let audio = pcm(&[(1.0, 5.0), (10.0, 5.0), (10.0, 5.0), (10.0, 5.0)]);
+    fn speech_comes_out_in_batches_of_full_windows_with_the_point_to_resume_from() {
+        // Six bursts of 12 s of speech, 10 s apart: each is a chunk of its own, silence dropped,
+        // and two fit in a window.
+        let mut pattern = vec![(1.0, 12.0)];
+        pattern.extend([(10.0, 12.0); 5]);
+        let audio = pcm(&pattern);
         let cases: [(usize, usize, usize); 3] = [
             // (bytes per read, batch size, batches expected)
             (64_001, 2, 2),
-            (7, 3, 2),
-            (1_000_000, 4, 1),
+            (7, 3, 1),
+            (1_000_000, 1, 3),
         ];
         for (read, batch_size, expected) in cases {
             let out = batches(&audio, read, batch_size);
@@ -185,17 +208,20 @@ mod tests {
                 expected,
                 "read {read}, batch {batch_size}: {out:?}"
             );
-            let starts: Vec<f64> = out.iter().flat_map(|(s, _)| s.clone()).collect();
-            assert_eq!(starts.len(), 4, "{out:?}");
-            for (start, burst) in starts.iter().zip([1.0, 16.0, 31.0, 46.0]) {
+            let windows: Vec<Vec<f64>> = out.iter().flat_map(|(w, _)| w.clone()).collect();
+            assert_eq!(windows.len(), 3, "{out:?}");
+            assert!(windows.iter().all(|pieces| pieces.len() == 2), "{out:?}");
+            let starts: Vec<f64> = windows.concat();
+            for (start, burst) in starts.iter().zip([1.0, 23.0, 45.0, 67.0, 89.0, 111.0]) {
                 assert!((burst - 0.3..=burst).contains(start), "{starts:?}");
             }
             // Each resume point lies after the batch it follows and before the next one.
             for pair in out.windows(2) {
-                let (resume, next_start) = (pair[0].1, pair[1].0[0]);
-                assert!(resume <= next_start && resume > *pair[0].0.last().unwrap_or(&0.0));
+                let (resume, next_start) = (pair[0].1, pair[1].0[0][0]);
+                let last_start = pair[0].0.concat().last().copied().unwrap_or(0.0);
+                assert!(resume <= next_start && resume > last_start, "{out:?}");
             }
-            assert_eq!(out.last().map(|(_, resume)| *resume), Some(51.0));
+            assert_eq!(out.last().map(|(_, resume)| *resume), Some(123.0));
         }
     }
 

@@ -7,18 +7,11 @@ use std::path::{Path, PathBuf};
 use ct2rs::Tokenizer as _;
 use ct2rs::sys::{self, ComputeType, Config, Device, StorageView, WhisperOptions};
 use ct2rs::tokenizers::hf;
-use mel_spec::mel::{log_mel_spectrogram, mel, norm_mel};
-use mel_spec::stft::Spectrogram;
-use ndarray::Array2;
 
-/// Whisper's input rate; the decoder writes the PCM at this rate.
-const SAMPLE_RATE: usize = proto_msgs::pcm::SAMPLE_RATE as usize;
-/// Whisper's fixed window: 30 s.
-pub const WINDOW_SAMPLES: usize = 30 * SAMPLE_RATE;
-const N_FFT: usize = 400;
-const HOP_LENGTH: usize = 160;
-const N_MELS: usize = 80;
-const N_FRAMES: usize = WINDOW_SAMPLES / HOP_LENGTH;
+use crate::decoding::{DecodeScore, DecodingOptions, avg_logprob, compression_ratio};
+pub use crate::features::WINDOW_SAMPLES;
+use crate::features::{FeatureExtractor, HOP_LENGTH, N_FRAMES, N_MELS, SAMPLE_RATE};
+use tracing::debug;
 /// Seconds per timestamp token step.
 const TIMESTAMP_STEP_S: f64 = 0.02;
 
@@ -82,6 +75,31 @@ pub struct WindowSegment {
     pub text: String,
     /// The segment's words with their times, when word timestamps were asked for.
     pub words: Option<Vec<WindowWord>>,
+    /// How the decoding of its window went.
+    pub score: DecodeScore,
+}
+
+/// What a batch gave.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BatchTranscript {
+    /// The language it was decoded in (none for an English-only model).
+    pub language: Option<DetectedLanguage>,
+    /// Per window, its segments.
+    pub windows: Vec<Vec<WindowSegment>>,
+    /// The prompt of the next batch's windows (`condition_on_previous_text`): the text so far,
+    /// as tokens. Every window of a batch is prompted with the text before the batch (the
+    /// windows are decoded at the same time), so the first has the text just before it and the
+    /// others somewhat older text. Not checkpointed: an attempt that resumes starts without.
+    pub next_prompt: Vec<String>,
+}
+
+/// One window's decoding kept: its tokens read into segments, the tokens as generated
+/// (timestamps included: the next window's prompt) and its score.
+#[derive(Debug, Clone)]
+struct DecodedWindow {
+    parsed: ParsedWindow,
+    sequence: Vec<String>,
+    score: DecodeScore,
 }
 
 /// One word, timed by aligning the decoder's cross-attention with the audio (dynamic time
@@ -105,7 +123,7 @@ struct TokenSpan {
 
 /// The text tokens (timestamps and other special tokens left out) of one window and how they
 /// form segments.
-#[derive(Debug, Default)]
+#[derive(Debug, Clone, Default)]
 struct ParsedWindow {
     token_ids: Vec<usize>,
     tokens: Vec<String>,
@@ -116,14 +134,18 @@ struct ParsedWindow {
 pub struct WhisperEngine {
     model: sys::Whisper,
     tokenizer: hf::Tokenizer,
-    mel_filters: Array2<f64>,
+    features: FeatureExtractor,
     name: String,
-    beam_size: usize,
+    decoding: DecodingOptions,
 }
 
 impl WhisperEngine {
     /// Loads the CTranslate2 model in `dir` (model.bin, config.json, tokenizer.json), int8 on CPU.
-    pub fn load(dir: &Path, threads: usize, beam_size: usize) -> Result<Self, EngineError> {
+    pub fn load(
+        dir: &Path,
+        threads: usize,
+        decoding: DecodingOptions,
+    ) -> Result<Self, EngineError> {
         if !dir.join("model.bin").is_file() {
             return Err(EngineError::ModelMissing {
                 path: dir.to_owned(),
@@ -137,9 +159,6 @@ impl WhisperEngine {
         };
         let model = sys::Whisper::new(dir, config).map_err(load_error(dir))?;
         let tokenizer = hf::Tokenizer::new(dir).map_err(load_error(dir))?;
-        // Same filters as Whisper's feature extractor (slaney scale and norm), as ct2rs computes
-        // them when preprocessor_config.json carries none.
-        let mel_filters = mel(SAMPLE_RATE as f64, N_FFT, N_MELS, None, None, false, true);
         let name = dir
             .file_name()
             .map(|name| name.to_string_lossy().into_owned())
@@ -147,9 +166,9 @@ impl WhisperEngine {
         Ok(Self {
             model,
             tokenizer,
-            mel_filters,
+            features: FeatureExtractor::new(),
             name,
-            beam_size,
+            decoding,
         })
     }
 
@@ -162,47 +181,39 @@ impl WhisperEngine {
         self.model.is_multilingual()
     }
 
-    /// Log-mel features of one window (zero-padded to 30 s): 80 × 3000 values, row-major.
-    fn window_features(&self, samples: &[f32]) -> Vec<f32> {
-        let mut features = vec![0f32; N_MELS * N_FRAMES];
-        let mut stft = Spectrogram::new(N_FFT, HOP_LENGTH);
-        let mut padded = samples.to_vec();
-        padded.resize(WINDOW_SAMPLES, 0.0);
-        for (frame_index, frame) in padded.chunks(HOP_LENGTH).enumerate().take(N_FRAMES) {
-            if let Some(fft) = stft.add(frame) {
-                let mel = norm_mel(&log_mel_spectrogram(&fft, &self.mel_filters));
-                for mel_index in 0..N_MELS {
-                    features[mel_index * N_FRAMES + frame_index] = mel[[mel_index, 0]] as f32;
-                }
-            }
-        }
-        features
-    }
-
     /// Transcribes a batch of windows (each at most 30 s) with one encoder pass. With `language`
-    /// unknown on a multilingual model, it is detected from the first windows of the batch.
-    /// Returns the language used and, per window, its segments (with their words when
-    /// `word_timestamps` is set: one more pass over the same encoder output).
+    /// unknown on a multilingual model, it is detected from the first windows of the batch. Every
+    /// window is prompted with `previous`, the text before the batch (see [`BatchTranscript`]).
+    /// Windows whose decoding fails are decoded again at the next temperatures (those windows
+    /// only, encoded once more); windows of silence lose their text. Returns the language used
+    /// and, per window, its segments (with their words when `word_timestamps` is set: one more
+    /// pass over the same encoder output).
     pub fn transcribe_batch(
         &self,
         windows: &[&[f32]],
         language: Option<&str>,
         word_timestamps: bool,
-    ) -> Result<(Option<DetectedLanguage>, Vec<Vec<WindowSegment>>), EngineError> {
+        previous: &[String],
+    ) -> Result<BatchTranscript, EngineError> {
         if windows.is_empty() {
-            return Ok((None, Vec::new()));
+            return Ok(BatchTranscript {
+                language: None,
+                windows: Vec::new(),
+                next_prompt: previous.to_vec(),
+            });
         }
-        let encoded = self.encode(windows)?;
+        let mut features = self.features_of(windows);
+        let encoded = self.encode(&mut features, windows.len())?;
         let detected = self.language_of(&encoded, language)?;
-        let language_token = detected.as_ref().map(|d| format!("<|{}|>", d.code));
-        let prompt: Vec<&str> = match &language_token {
-            Some(token) => vec!["<|startoftranscript|>", token, "<|transcribe|>"],
-            // English-only models were trained without language and task tokens.
-            None => vec!["<|startoftranscript|>"],
-        };
-        let parsed = self.generate(&encoded, &prompt, windows)?;
+        let task = prompt_for(detected.as_ref());
+        // CTranslate2 wants the start of transcript at the same place in every prompt of a call:
+        // all windows of the batch share the text before the batch.
+        let prompts = vec![with_previous_text(previous, &task); windows.len()];
+        let decoded = self.decode_with_fallback(&encoded, &features, &prompts, windows)?;
+        let next_prompt = self.next_prompt(previous, &decoded);
+        let parsed: Vec<ParsedWindow> = decoded.iter().map(|d| d.parsed.clone()).collect();
         let word_times = if word_timestamps {
-            Some(self.align_words(&encoded, &prompt, &parsed, windows)?)
+            Some(self.align_words(&encoded, &task, &parsed, windows)?)
         } else {
             None
         };
@@ -210,21 +221,45 @@ impl WhisperEngine {
             .as_ref()
             .is_some_and(|d| WITHOUT_SPACES.contains(&d.code.as_str()));
         let mut per_window = Vec::with_capacity(windows.len());
-        for (index, window) in parsed.iter().enumerate() {
+        for (index, window) in decoded.iter().enumerate() {
             let alignment = word_times.as_ref().map(|all| &all[index]);
             per_window.push(self.segments_of(window, alignment, no_space)?);
         }
-        Ok((detected, per_window))
+        Ok(BatchTranscript {
+            language: detected,
+            windows: per_window,
+            next_prompt,
+        })
     }
 
-    /// The encoder output of a batch of windows.
-    fn encode(&self, windows: &[&[f32]]) -> Result<StorageView<'_>, EngineError> {
-        let mut features = Vec::with_capacity(windows.len() * N_MELS * N_FRAMES);
+    /// Runs a batch of `batch_size` silent windows through encoding, language detection and a
+    /// short decoding, so that the library's first-call costs (allocations, kernels) are paid at
+    /// start-up and not by the first job.
+    pub fn warm_up(&self, batch_size: usize) -> Result<(), EngineError> {
+        let silence = vec![0f32; WINDOW_SAMPLES];
+        let windows = vec![silence.as_slice(); batch_size.max(1)];
+        let mut features = self.features_of(&windows);
+        let encoded = self.encode(&mut features, windows.len())?;
+        let detected = self.language_of(&encoded, None)?;
+        let prompts = vec![prompt_for(detected.as_ref()); windows.len()];
+        let temperature = self.decoding.temperatures.first().copied().unwrap_or(0.0);
+        self.generate(&encoded, &prompts, &windows, temperature, WARM_UP_LENGTH)?;
+        Ok(())
+    }
+
+    /// The features of a batch of windows, one after the other.
+    fn features_of(&self, windows: &[&[f32]]) -> Vec<f32> {
+        let mut features = Vec::with_capacity(windows.len() * WINDOW_FEATURES);
         for window in windows {
-            features.extend(self.window_features(window));
+            features.extend(self.features.window(window));
         }
-        let shape = [windows.len(), N_MELS, N_FRAMES];
-        let features = StorageView::new(&shape, &mut features, Device::CPU)
+        features
+    }
+
+    /// The encoder output of `count` windows' features.
+    fn encode(&self, features: &mut [f32], count: usize) -> Result<StorageView<'_>, EngineError> {
+        let shape = [count, N_MELS, N_FRAMES];
+        let features = StorageView::new(&shape, features, Device::CPU)
             .map_err(inference("preparing the features"))?;
         self.model
             .encode(&features, false)
@@ -254,30 +289,166 @@ impl WhisperEngine {
         }
     }
 
-    /// Decodes every window after `prompt`; returns each window's text tokens and segments.
+    /// Decodes every window at the first temperature, then the windows whose decoding failed
+    /// at each next one (re-encoding only those), and keeps per window the first decoding that
+    /// passed, or the best of those that failed; a window of silence keeps no text.
+    fn decode_with_fallback(
+        &self,
+        encoded: &StorageView,
+        features: &[f32],
+        prompts: &[Vec<String>],
+        windows: &[&[f32]],
+    ) -> Result<Vec<DecodedWindow>, EngineError> {
+        let options = &self.decoding;
+        let mut temperatures = options.temperatures.iter().copied();
+        let first = temperatures.next().unwrap_or(0.0);
+        let mut attempts: Vec<Vec<DecodedWindow>> = self
+            .generate(encoded, prompts, windows, first, MAX_LENGTH)?
+            .into_iter()
+            .map(|decoded| vec![decoded])
+            .collect();
+        let failed = |tries: &Vec<DecodedWindow>| {
+            tries
+                .last()
+                .is_some_and(|last| options.needs_fallback(&last.score))
+        };
+        for temperature in temperatures {
+            let retry: Vec<usize> = (0..windows.len())
+                .filter(|&index| failed(&attempts[index]))
+                .collect();
+            if retry.is_empty() {
+                break;
+            }
+            let mut subset: Vec<f32> = retry
+                .iter()
+                .flat_map(|&index| {
+                    features[index * WINDOW_FEATURES..(index + 1) * WINDOW_FEATURES]
+                        .iter()
+                        .copied()
+                })
+                .collect();
+            let subset_encoded = self.encode(&mut subset, retry.len())?;
+            let subset_prompts: Vec<Vec<String>> =
+                retry.iter().map(|&index| prompts[index].clone()).collect();
+            let subset_windows: Vec<&[f32]> = retry.iter().map(|&index| windows[index]).collect();
+            let decoded = self.generate(
+                &subset_encoded,
+                &subset_prompts,
+                &subset_windows,
+                temperature,
+                MAX_LENGTH,
+            )?;
+            debug!(windows = retry.len(), temperature, "decoding again");
+            for (&index, mut decoded) in retry.iter().zip(decoded) {
+                // The no-speech probability does not depend on the temperature, and CTranslate2
+                // reads it from the wrong copies when it samples several windows (English-only
+                // models): the first attempt's is kept.
+                decoded.score.no_speech_prob = attempts[index][0].score.no_speech_prob;
+                attempts[index].push(decoded);
+            }
+        }
+        Ok(attempts
+            .into_iter()
+            .map(|tries| self.keep_one(tries))
+            .collect())
+    }
+
+    /// The attempt kept for a window: the last, if it passed; else the best, reported at the
+    /// last temperature tried (which decides whether its text prompts the next window). Text
+    /// of silence is dropped.
+    fn keep_one(&self, mut tries: Vec<DecodedWindow>) -> DecodedWindow {
+        let options = &self.decoding;
+        let last_temperature = tries.last().map_or(0.0, |last| last.score.temperature);
+        let passed = tries
+            .last()
+            .is_some_and(|last| !options.needs_fallback(&last.score));
+        let scores: Vec<DecodeScore> = tries.iter().map(|attempt| attempt.score).collect();
+        let index = match passed {
+            true => tries.len() - 1,
+            false => options.best_attempt(&scores),
+        };
+        let mut kept = tries.swap_remove(index.min(tries.len() - 1));
+        kept.score.temperature = last_temperature;
+        if options.is_silence(&kept.score) {
+            kept.parsed = ParsedWindow::default();
+            kept.sequence.clear();
+        }
+        kept
+    }
+
+    /// The prompt of the window after this batch: the text before it and the batch's, as long
+    /// as each decoding carries its text over (a decoding that ran hot starts afresh), the last
+    /// `MAX_PROMPT_TOKENS` tokens.
+    fn next_prompt(&self, previous: &[String], decoded: &[DecodedWindow]) -> Vec<String> {
+        let mut prompt = previous.to_vec();
+        for window in decoded {
+            if window.sequence.is_empty() {
+                continue;
+            }
+            if self.decoding.carries_prompt(window.score.temperature) {
+                prompt.extend(window.sequence.iter().cloned());
+            } else {
+                prompt.clear();
+            }
+        }
+        let excess = prompt.len().saturating_sub(MAX_PROMPT_TOKENS);
+        prompt.drain(..excess);
+        prompt
+    }
+
+    /// Decodes every window after its prompt at `temperature` (beam search at 0, else the best
+    /// of `best_of` samples), up to `max_length` tokens.
     fn generate(
         &self,
         encoded: &StorageView,
-        prompt: &[&str],
+        prompts: &[Vec<String>],
         windows: &[&[f32]],
-    ) -> Result<Vec<ParsedWindow>, EngineError> {
+        temperature: f32,
+        max_length: usize,
+    ) -> Result<Vec<DecodedWindow>, EngineError> {
+        let sampling = temperature > 0.0;
         let options = WhisperOptions {
-            beam_size: self.beam_size,
+            beam_size: if sampling { 1 } else { self.decoding.beam_size },
+            num_hypotheses: if sampling { self.decoding.best_of } else { 1 },
+            sampling_topk: if sampling { 0 } else { 1 },
+            sampling_temperature: if sampling { temperature } else { 1.0 },
+            max_length,
+            return_scores: true,
+            return_no_speech_prob: true,
             ..Default::default()
         };
         let results = self
             .model
-            .generate(encoded, &vec![prompt.to_vec(); windows.len()], &options)
+            .generate(encoded, prompts, &options)
             .map_err(inference("decoding"))?;
-        Ok(results
+        results
             .into_iter()
             .zip(windows)
             .map(|(result, window)| {
-                let tokens = result.sequences.into_iter().next().unwrap_or_default();
+                let sequence = result.sequences.into_iter().next().unwrap_or_default();
                 let ids = result.sequences_ids.into_iter().next().unwrap_or_default();
-                parse_window(&tokens, &ids, window.len() as f64 / SAMPLE_RATE as f64)
+                let parsed =
+                    parse_window(&sequence, &ids, window.len() as f64 / SAMPLE_RATE as f64);
+                let text = self
+                    .tokenizer
+                    .decode(parsed.tokens.clone())
+                    .map_err(inference("decoding tokens"))?;
+                let score = DecodeScore {
+                    avg_logprob: avg_logprob(
+                        result.scores.first().copied().unwrap_or(f32::NEG_INFINITY),
+                        sequence.len(),
+                    ),
+                    compression_ratio: compression_ratio(text.trim()),
+                    no_speech_prob: f64::from(result.no_speech_prob),
+                    temperature,
+                };
+                Ok(DecodedWindow {
+                    parsed,
+                    sequence,
+                    score,
+                })
             })
-            .collect())
+            .collect()
     }
 
     fn token_id(&self, token: &str) -> Result<usize, EngineError> {
@@ -292,7 +463,7 @@ impl WhisperEngine {
     fn align_words(
         &self,
         encoded: &StorageView,
-        prompt: &[&str],
+        prompt: &[String],
         parsed: &[ParsedWindow],
         windows: &[&[f32]],
     ) -> Result<Vec<TokenTimes>, EngineError> {
@@ -347,10 +518,11 @@ impl WhisperEngine {
     /// Builds a window's segments from its parsed tokens, with words when `alignment` is given.
     fn segments_of(
         &self,
-        window: &ParsedWindow,
+        decoded: &DecodedWindow,
         alignment: Option<&TokenTimes>,
         no_space: bool,
     ) -> Result<Vec<WindowSegment>, EngineError> {
+        let window = &decoded.parsed;
         let mut segments = Vec::with_capacity(window.spans.len());
         for span in &window.spans {
             let text = self
@@ -370,6 +542,7 @@ impl WhisperEngine {
                 end: span.end,
                 text: text.to_owned(),
                 words,
+                score: decoded.score,
             });
         }
         Ok(segments)
@@ -425,6 +598,40 @@ impl WhisperEngine {
         }
         fit_words(&mut words, span.start, span.end);
         Ok(words)
+    }
+}
+
+/// Whisper's longest decoding of a window, in tokens (prompt included).
+const MAX_LENGTH: usize = 448;
+/// Tokens decoded per window when warming up.
+const WARM_UP_LENGTH: usize = 24;
+/// The longest prompt of previous text: half the decoder's context, as Whisper keeps.
+const MAX_PROMPT_TOKENS: usize = MAX_LENGTH / 2 - 1;
+/// Feature values of one window.
+const WINDOW_FEATURES: usize = N_MELS * N_FRAMES;
+
+/// `task` after the previous text (`<|startofprev|>` and its tokens), if there is any.
+fn with_previous_text(previous: &[String], task: &[String]) -> Vec<String> {
+    if previous.is_empty() {
+        return task.to_vec();
+    }
+    let mut prompt = Vec::with_capacity(previous.len() + task.len() + 1);
+    prompt.push("<|startofprev|>".to_owned());
+    prompt.extend(previous.iter().cloned());
+    prompt.extend(task.iter().cloned());
+    prompt
+}
+
+/// The prompt of a window: the task, in the detected language (none for English-only models,
+/// which were trained without language and task tokens).
+fn prompt_for(detected: Option<&DetectedLanguage>) -> Vec<String> {
+    match detected {
+        Some(language) => vec![
+            "<|startoftranscript|>".to_owned(),
+            format!("<|{}|>", language.code),
+            "<|transcribe|>".to_owned(),
+        ],
+        None => vec!["<|startoftranscript|>".to_owned()],
     }
 }
 

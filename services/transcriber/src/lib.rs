@@ -1,12 +1,16 @@
 //! Transcribe stage: Whisper (CTranslate2 through ct2rs, linked to the official CTranslate2
 //! library, int8 on CPU). The decoded PCM is read from the object store as a stream and cut at
-//! pauses into speech chunks ([`vad`]), which [`batcher`] hands out in batches so that memory does
-//! not grow with the length of the media; each batch is encoded once ([`engine`]); the
+//! pauses into speech chunks ([`vad`]), packed into full 30 s windows ([`packing`]) which
+//! [`batcher`] hands out in batches so that memory does not grow with the length of the media;
+//! each batch is encoded once ([`engine`], on [`features`] computed as Whisper's); the
 //! [`transcript`] grows batch by batch in media time, with a checkpoint after each batch that a
 //! later attempt resumes from.
 
 pub mod batcher;
+pub mod decoding;
 pub mod engine;
+pub mod features;
+pub mod packing;
 pub mod transcript;
 pub mod vad;
 
@@ -23,10 +27,11 @@ use proto_msgs::{JobBlobs, ModelName, Stage, TranscribeRequest, Transcript, pcm}
 use tracing::{debug, info};
 
 use batcher::AudioBatcher;
-use engine::{DetectedLanguage, WindowSegment};
+pub use decoding::DecodingOptions;
+use engine::BatchTranscript;
 pub use engine::{EngineError, WhisperEngine};
+use packing::Window;
 use transcript::{Checkpoint, ResumePoint, TranscriptBuilder, final_language, resume_point};
-use vad::Chunk;
 
 /// Settings of the transcribe stage.
 #[derive(Debug, Clone)]
@@ -39,8 +44,9 @@ pub struct TranscriberSettings {
     pub threads: usize,
     /// 30 s windows encoded and decoded per CTranslate2 call (WHISPER_BATCH_SIZE).
     pub batch_size: usize,
-    /// Beam search width (WHISPER_BEAM_SIZE).
-    pub beam_size: usize,
+    /// How windows are decoded: beam, temperatures, thresholds, prompts (WHISPER_BEAM_SIZE,
+    /// WHISPER_TEMPERATURES, ...).
+    pub decoding: DecodingOptions,
 }
 
 /// The transcribe stage for one model's pool. The model is loaded once and shared by every job
@@ -53,16 +59,23 @@ pub struct Transcriber {
 }
 
 impl Transcriber {
-    /// Loads the model (seconds; do it once at start-up).
+    /// Loads the model and warms it up on one batch of silence (seconds; do it once at
+    /// start-up: blocking).
     pub fn new(blobs: BlobStore, settings: &TranscriberSettings) -> Result<Self, EngineError> {
-        let engine =
-            WhisperEngine::load(&settings.model_dir, settings.threads, settings.beam_size)?;
+        let loading = Instant::now();
+        let engine = WhisperEngine::load(
+            &settings.model_dir,
+            settings.threads,
+            settings.decoding.clone(),
+        )?;
+        engine.warm_up(settings.batch_size)?;
         info!(
             model = %settings.model,
             folder = engine.name(),
             multilingual = engine.is_multilingual(),
             threads = settings.threads,
-            "Whisper model loaded"
+            seconds = loading.elapsed().as_secs_f64(),
+            "Whisper model loaded and warmed up"
         );
         Ok(Self {
             model: settings.model.clone(),
@@ -106,14 +119,17 @@ impl StageHandler for Transcriber {
         let mut batches =
             BatchReader::new(pcm, AudioBatcher::new(resume.byte / 2, self.batch_size));
         let mut progress = ProgressReporter::new(input.duration_s, batches.resume_sample());
+        // The text so far, as the prompt of the next window (condition_on_previous_text).
+        let mut prompt = Vec::new();
         while let Some(batch) = batches.next().await? {
             let language = requested
                 .clone()
                 .or_else(|| transcript.language().map(|d| d.code.clone()));
-            let (detected, chunks) = self
-                .run_batch(batch, language, input.word_timestamps)
+            let (windows, decoded) = self
+                .run_batch(batch, language, input.word_timestamps, prompt)
                 .await?;
-            transcript.add_batch(detected, chunks);
+            prompt = decoded.next_prompt;
+            transcript.add_batch(decoded.language, windows.into_iter().zip(decoded.windows));
             let checkpoint = transcript.checkpoint(batches.resume_sample());
             self.blobs
                 .put_json(&checkpoint_blob, &checkpoint)
@@ -140,9 +156,6 @@ impl StageHandler for Transcriber {
         Ok(Outcome::Forward)
     }
 }
-
-/// Per chunk of a batch: its segments, within the chunk.
-type BatchSegments = Vec<(Chunk, Vec<WindowSegment>)>;
 
 /// A stream of PCM bytes from the store.
 type PcmStream = Pin<Box<dyn Stream<Item = Result<Bytes, BlobError>> + Send>>;
@@ -189,23 +202,25 @@ impl Transcriber {
         Ok(Box::pin(stream))
     }
 
-    /// Transcribes a batch of chunks on a blocking thread; returns the language used and the
-    /// segments of each chunk.
+    /// Transcribes a batch of windows after `prompt` on a blocking thread; returns the windows
+    /// and what the engine made of them.
     async fn run_batch(
         &self,
-        chunks: Vec<Chunk>,
+        windows: Vec<Window>,
         language: Option<String>,
         word_timestamps: bool,
-    ) -> Result<(Option<DetectedLanguage>, BatchSegments), StageError> {
+        prompt: Vec<String>,
+    ) -> Result<(Vec<Window>, BatchTranscript), StageError> {
         let engine = self.engine.clone();
         tokio::task::spawn_blocking(move || {
-            let windows: Vec<&[f32]> = chunks
+            let audio: Vec<&[f32]> = windows
                 .iter()
-                .map(|chunk| chunk.samples.as_slice())
+                .map(|window| window.samples.as_slice())
                 .collect();
-            let (detected, segments) =
-                engine.transcribe_batch(&windows, language.as_deref(), word_timestamps)?;
-            Ok::<_, EngineError>((detected, chunks.into_iter().zip(segments).collect()))
+            let decoded =
+                engine.transcribe_batch(&audio, language.as_deref(), word_timestamps, &prompt)?;
+            drop(audio);
+            Ok::<_, EngineError>((windows, decoded))
         })
         .await
         .map_err(|err| StageError::transient("transcription thread", err))?
@@ -258,7 +273,7 @@ impl BatchReader {
     }
 
     /// The next batch, reading as much audio as it takes; `None` at the end of the audio.
-    async fn next(&mut self) -> Result<Option<Vec<Chunk>>, StageError> {
+    async fn next(&mut self) -> Result<Option<Vec<Window>>, StageError> {
         loop {
             if let Some(batch) = self.batcher.take_batch() {
                 return Ok(Some(batch));

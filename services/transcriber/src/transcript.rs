@@ -5,8 +5,8 @@
 use proto_msgs::{LanguageDetection, LanguageSource, Segment, Word, pcm};
 use serde::{Deserialize, Serialize};
 
-use crate::engine::{DetectedLanguage, WindowSegment};
-use crate::vad::Chunk;
+use crate::engine::{DetectedLanguage, WindowSegment, WindowWord};
+use crate::packing::Window;
 
 /// The transcriber's progress on one job, stored after each batch so that a replacement process
 /// resumes where a dead one stopped.
@@ -84,18 +84,18 @@ impl TranscriptBuilder {
         self.language.as_ref()
     }
 
-    /// Adds a batch: the language it was decoded in (kept if none was known) and each chunk's
-    /// segments, shifted to media time.
+    /// Adds a batch: the language it was decoded in (kept if none was known) and each window's
+    /// segments, mapped to media time.
     pub fn add_batch(
         &mut self,
         detected: Option<DetectedLanguage>,
-        chunks: Vec<(Chunk, Vec<WindowSegment>)>,
+        windows: impl IntoIterator<Item = (Window, Vec<WindowSegment>)>,
     ) {
         if self.language.is_none() {
             self.language = detected;
         }
-        for (chunk, segments) in chunks {
-            self.push_window(pcm::sample_to_seconds(chunk.start_sample), segments);
+        for (window, segments) in windows {
+            self.push_window(&window, segments);
         }
     }
 
@@ -119,31 +119,53 @@ impl TranscriptBuilder {
         (self.segments, text)
     }
 
-    /// Adds a chunk's segments, shifted to media time and kept in order (never going back).
-    fn push_window(&mut self, offset_s: f64, segments: Vec<WindowSegment>) {
+    /// Adds a window's segments, mapped to media time and kept in order (never going back). A
+    /// segment with words spans its words, as faster-whisper's do.
+    fn push_window(&mut self, window: &Window, segments: Vec<WindowSegment>) {
         for segment in segments {
             let floor = self.segments.last().map_or(0.0, |last| last.end);
-            let start = (offset_s + segment.start).max(floor);
-            let end = (offset_s + segment.end).max(start);
-            let words = segment.words.map(|words| {
+            let words: Option<Vec<(f64, f64, WindowWord)>> = segment.words.map(|words| {
                 words
                     .into_iter()
                     .map(|word| {
-                        let word_start = (offset_s + word.start).clamp(start, end);
+                        let (start, end) = window.word_span(word.start, word.end);
+                        (start, end, word)
+                    })
+                    .collect()
+            });
+            let (mut start, mut end) = window.segment_span(segment.start, segment.end);
+            if let Some(((first, _, _), (_, last, _))) = words
+                .as_ref()
+                .and_then(|words| words.first().zip(words.last()))
+            {
+                (start, end) = (*first, *last);
+            }
+            let start = start.max(floor);
+            let end = end.max(start);
+            let words = words.map(|words| {
+                words
+                    .into_iter()
+                    .map(|(word_start, word_end, word)| {
+                        let word_start = word_start.clamp(start, end);
                         Word {
                             start: round_ms(word_start),
-                            end: round_ms((offset_s + word.end).clamp(word_start, end)),
+                            end: round_ms(word_end.clamp(word_start, end)),
                             word: word.word,
                             probability: (word.probability * 1000.0).round() / 1000.0,
                         }
                     })
                     .collect()
             });
+            let score = segment.score;
             self.segments.push(Segment {
                 start: round_ms(start),
                 end: round_ms(end),
                 text: segment.text,
                 words,
+                avg_logprob: round_to(score.avg_logprob, 4),
+                compression_ratio: round_to(score.compression_ratio, 4),
+                no_speech_prob: round_to(score.no_speech_prob, 4),
+                temperature: round_to(f64::from(score.temperature), 2),
             });
         }
     }
@@ -153,37 +175,52 @@ pub fn round_ms(seconds: f64) -> f64 {
     (seconds * 1000.0).round() / 1000.0
 }
 
+/// `value` to `digits` decimals; none if it is not a number (a decoding without scores).
+fn round_to(value: f64, digits: i32) -> Option<f64> {
+    let scale = 10f64.powi(digits);
+    value.is_finite().then(|| (value * scale).round() / scale)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn window_segments_are_shifted_to_media_time_and_never_go_back() {
+    fn window_segments_are_mapped_to_media_time_and_never_go_back() {
         let mut builder = TranscriptBuilder::default();
         let segment = |start, end, text: &str| WindowSegment {
             start,
             end,
             text: text.into(),
             words: None,
+            score: Default::default(),
         };
-        let chunk = |second: u64| Chunk {
+        let rate = pcm::SAMPLE_RATE as usize;
+        let chunk = |second: u64, seconds: usize| crate::vad::Chunk {
             start_sample: second * u64::from(pcm::SAMPLE_RATE),
-            samples: Vec::new(),
+            samples: vec![0.0; seconds * rate],
         };
         builder.add_batch(
             None,
             vec![
                 (
-                    chunk(0),
+                    Window::from_chunks([chunk(0, 30)]),
                     vec![segment(0.0, 4.0, "a"), segment(3.5, 30.0, "b")],
                 ),
-                (chunk(30), vec![segment(0.0, 2.0, "c")]),
+                // Two pieces: 5 s from 40 s, then 5 s from 100 s.
+                (
+                    Window::from_chunks([chunk(40, 5), chunk(100, 5)]),
+                    vec![segment(0.0, 5.0, "c"), segment(5.0, 7.5, "d")],
+                ),
             ],
         );
         let (segments, text) = builder.finish();
         let times: Vec<(f64, f64)> = segments.iter().map(|s| (s.start, s.end)).collect();
-        assert_eq!(times, vec![(0.0, 4.0), (4.0, 30.0), (30.0, 32.0)]);
-        assert_eq!(text, "a b c");
+        assert_eq!(
+            times,
+            vec![(0.0, 4.0), (4.0, 30.0), (40.0, 45.0), (100.0, 102.5)]
+        );
+        assert_eq!(text, "a b c d");
     }
 
     #[test]

@@ -18,6 +18,8 @@ const DYNAMIC_RANGE_DB: f32 = 35.0;
 const ABSOLUTE_FLOOR_DB: f32 = -60.0;
 /// Silence kept on each side of the speech in a chunk: Whisper needs the onset.
 const PAD_FRAMES: usize = 7;
+/// The same, in samples: the silence around the speech of every chunk.
+pub const PAD_SAMPLES: usize = PAD_FRAMES * FRAME;
 
 /// A piece of speech to transcribe.
 #[derive(Debug, Clone, PartialEq)]
