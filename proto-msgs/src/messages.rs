@@ -9,7 +9,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::codec::{CodecError, encode};
-use crate::record::{JobRecord, JobStatus};
+use crate::record::{DecodingRequest, JobRecord, JobStatus};
 use crate::routing::ModelName;
 use crate::stage::Stage;
 
@@ -143,6 +143,9 @@ pub struct TranscribeRequest {
     /// The model pool the job was routed to (see [`crate::routing`]).
     #[serde(default)]
     pub model: Option<ModelName>,
+    /// How the client wants the speech decoded.
+    #[serde(default)]
+    pub decoding: DecodingRequest,
 }
 
 /// `jetscribe.pipeline.analyze`: a transcript is waiting to be analyzed.
@@ -219,6 +222,7 @@ impl PipelineMessage for TranscribeRequest {
             language: record.language.clone(),
             word_timestamps: record.word_timestamps,
             model: record.model.clone(),
+            decoding: record.decoding.clone(),
         })
     }
 }
@@ -267,6 +271,10 @@ mod tests {
             webhook_url: webhook.then(|| "https://example.org/hook".into()),
             word_timestamps: true,
             model: Some(ModelName::parse("tiny.en").expect("a valid name")),
+            decoding: DecodingRequest {
+                prompt: Some("Kowloon".into()),
+                ..Default::default()
+            },
         };
         JobRecord::new_pending(
             Uuid::nil(),
@@ -303,6 +311,7 @@ mod tests {
         assert_eq!(request.language.as_deref(), Some("de"));
         assert!(request.word_timestamps);
         assert_eq!(request.model, job.model);
+        assert_eq!(request.decoding.prompt.as_deref(), Some("Kowloon"));
         assert_eq!(message.model, job.model, "routed to the job's model pool");
         let analyze = Stage::Decode.input_for(&job).expect("built");
         assert_eq!(analyze.model, None, "one queue for the other stages");

@@ -147,6 +147,9 @@ pub struct JobRecord {
     /// were routed: the deployment's default.
     #[serde(default)]
     pub model: Option<ModelName>,
+    /// How the client wants the speech decoded (prompt, task, ...).
+    #[serde(default, skip_serializing_if = "DecodingRequest::is_default")]
+    pub decoding: DecodingRequest,
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
     #[serde(with = "time::serde::rfc3339")]
@@ -234,6 +237,53 @@ pub struct WebhookAttempt {
     pub error: Option<String>,
 }
 
+/// What Whisper is asked to do with the speech.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Task {
+    /// Write down what is said, in the language it is said in.
+    #[default]
+    Transcribe,
+    /// Write it down in English, whatever the language spoken.
+    Translate,
+}
+
+impl Task {
+    pub fn name(self) -> &'static str {
+        match self {
+            Task::Transcribe => "transcribe",
+            Task::Translate => "translate",
+        }
+    }
+}
+
+/// How a client wants its job decoded; what it leaves unset follows the deployment's settings.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct DecodingRequest {
+    /// Text taken as said just before the speech: names, spellings, style (Whisper's initial
+    /// prompt).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt: Option<String>,
+    /// Words to favour, put in the prompt of every window (as faster-whisper does).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hotwords: Option<String>,
+    #[serde(default)]
+    pub task: Task,
+    /// The first temperature tried (the fallback goes on with the hotter ones configured).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub temperature: Option<f32>,
+    /// Beam width at temperature 0.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub beam_size: Option<u8>,
+}
+
+impl DecodingRequest {
+    /// Nothing asked: the deployment's settings.
+    pub fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
 /// What the client chose when submitting a job.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct JobOptions {
@@ -244,6 +294,7 @@ pub struct JobOptions {
     /// The Whisper model to transcribe with; the API sets the default when the client names
     /// none.
     pub model: Option<ModelName>,
+    pub decoding: DecodingRequest,
 }
 
 /// Object store paths of one job's data. All live under `jobs/<job_id>/`.
@@ -294,6 +345,7 @@ impl JobRecord {
             webhook_url,
             word_timestamps,
             model,
+            decoding,
         } = options;
         Self {
             job_id,
@@ -306,6 +358,7 @@ impl JobRecord {
             webhook_url,
             word_timestamps,
             model,
+            decoding,
             created_at: now,
             updated_at: now,
             completed_at: None,

@@ -3,6 +3,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::record::Task;
+
 /// A transcript as the transcriber stores it (JSON blob).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Transcript {
@@ -13,6 +15,9 @@ pub struct Transcript {
     pub duration_s: f64,
     /// Model folder name, e.g. `whisper-base`.
     pub model: String,
+    /// `translate`: the text is English, whatever the language spoken (`language`).
+    #[serde(default)]
+    pub task: Task,
 }
 
 /// A stretch of the transcript with its times in seconds of the original media.
@@ -119,4 +124,7 @@ pub struct JobResult {
     pub stats: Option<TranscriptStats>,
     pub duration_s: f64,
     pub model: String,
+    /// `translate`: `transcript` is English, `language_detection` the language spoken.
+    #[serde(default)]
+    pub task: Task,
 }

@@ -6,8 +6,8 @@ use std::time::Duration;
 use jetscribe_nats::{Pipeline, PipelineSettings};
 use jetscribe_tests::private_pipeline;
 use proto_msgs::{
-    AnalyzeRequest, DecodeRequest, EventKind, JobEvent, JobOptions, JobRecord, JobStatus,
-    ModelName, NotifyRequest, Stage, TranscribeRequest,
+    AnalyzeRequest, DecodeRequest, DecodingRequest, EventKind, JobEvent, JobOptions, JobRecord,
+    JobStatus, ModelName, NotifyRequest, Stage, Task, TranscribeRequest,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -37,6 +37,13 @@ fn sample_record(job_id: Uuid) -> JobRecord {
             webhook_url: Some("https://example.org/hook".into()),
             word_timestamps: true,
             model: Some(ModelName::parse("tiny.en").expect("a valid name")),
+            decoding: DecodingRequest {
+                prompt: Some("Kowloon, Hongkong.".into()),
+                hotwords: Some("Kowloon".into()),
+                task: Task::Translate,
+                temperature: Some(0.2),
+                beam_size: Some(3),
+            },
         },
         OffsetDateTime::now_utc()
             .replace_nanosecond(0)
@@ -59,6 +66,10 @@ fn every_message_survives_a_round_trip_as_a_named_map() {
         language: None,
         word_timestamps: true,
         model: Some(ModelName::parse("large-v3").expect("a valid name")),
+        decoding: DecodingRequest {
+            task: Task::Translate,
+            ..Default::default()
+        },
     });
     round_trip(&AnalyzeRequest {
         job_id,
@@ -330,6 +341,7 @@ async fn transcriptions_queued_before_models_were_routed_move_to_the_default_mod
         language: None,
         word_timestamps: false,
         model: None,
+        decoding: DecodingRequest::default(),
     };
     let payload = proto_msgs::encode(&request).expect("encodes");
     js.publish(Stage::Transcribe.subject(), payload.into())

@@ -55,3 +55,17 @@ async fn an_api_told_to_stop_finishes_the_upload_in_flight_and_takes_no_new_conn
         .expect("the API exits once its requests are done");
     assert!(exit.success(), "{exit}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_process_told_to_stop_stops_even_when_the_nats_server_is_gone() {
+    let mut app = TestApp::spawn_parts(&["api", "decoder", "notifier"], &[]).await;
+    app.stop_nats();
+    for part in ["decoder", "notifier", "api"] {
+        app.send_sigterm(part);
+    }
+    // SHUTDOWN_GRACE (20 s) bounds the stage loops, 5 s the last flush to the server.
+    for part in ["decoder", "notifier", "api"] {
+        let status = app.wait_for_exit(part, Duration::from_secs(40));
+        assert!(status.is_some(), "{part} still runs after SIGTERM");
+    }
+}

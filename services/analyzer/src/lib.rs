@@ -8,7 +8,7 @@ use std::sync::{Mutex, OnceLock};
 use jetscribe_blobstore::BlobStore;
 use jetscribe_nats::{JobContext, Outcome, StageError, StageHandler};
 use proto_msgs::{
-    AnalyzeRequest, JobBlobs, JobResult, LanguageDetection, LanguageSource, Segment,
+    AnalyzeRequest, JobBlobs, JobResult, LanguageDetection, LanguageSource, Segment, Task,
     TextLanguageCheck, Topic, Transcript, TranscriptStats,
 };
 use tracing::info;
@@ -37,8 +37,13 @@ impl StageHandler for Analyzer {
             .await
             .map_err(|err| StageError::transient("reading the transcript", err))?;
         let language_detection = check_language(&transcript);
-        let topics = topics(&transcript.text, &language_detection.language);
-        let stats = stats(&transcript, &language_detection.language);
+        // A translation is written in English, whatever the language spoken.
+        let written_in = match transcript.task {
+            Task::Transcribe => language_detection.language.clone(),
+            Task::Translate => "en".to_owned(),
+        };
+        let topics = topics(&transcript.text, &written_in);
+        let stats = stats(&transcript, &written_in);
         let result = JobResult {
             transcript: transcript.text,
             segments: transcript.segments,
@@ -47,6 +52,7 @@ impl StageHandler for Analyzer {
             stats: Some(stats),
             duration_s: transcript.duration_s,
             model: transcript.model,
+            task: transcript.task,
         };
         let result_blob = JobBlobs::result_path(input.job_id);
         self.blobs
@@ -72,9 +78,12 @@ const WITHOUT_SPACES: &[&str] = &["zh", "ja", "th", "lo", "my", "yue"];
 /// Whisper's language, checked against the text: whatlang's answer is recorded as `text_check`,
 /// and replaces Whisper's only when whatlang is reliable and Whisper was unsure (or had no
 /// answer, on silence). A language the user gave, or an English-only model's, is never
-/// replaced.
+/// replaced; nor is the language of a translation (its text is English) checked.
 pub fn check_language(transcript: &Transcript) -> LanguageDetection {
     let mut detection = transcript.language.clone();
+    if transcript.task == Task::Translate {
+        return detection;
+    }
     let Some(info) = whatlang::detect(&transcript.text) else {
         return detection;
     };
@@ -236,6 +245,7 @@ mod tests {
             },
             duration_s: 10.0,
             model: "whisper-base".to_owned(),
+            task: Task::Transcribe,
         }
     }
 

@@ -9,7 +9,9 @@ use jetscribe_nats::ErrorChain;
 use poem::http::StatusCode;
 use poem::web::{Field, Multipart, Query};
 use poem::{FromRequest, Request, RequestBody, Response, handler};
-use proto_msgs::{EventKind, JobBlobs, JobOptions, JobRecord, JobStatus, ModelName, Submission};
+use proto_msgs::{
+    EventKind, JobBlobs, JobOptions, JobRecord, JobStatus, ModelName, Submission, Task,
+};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
@@ -35,6 +37,11 @@ pub(crate) struct ProcessParams {
     webhook_url: Option<String>,
     word_timestamps: Option<String>,
     model: Option<String>,
+    prompt: Option<String>,
+    hotwords: Option<String>,
+    task: Option<String>,
+    temperature: Option<String>,
+    beam_size: Option<String>,
 }
 
 #[handler]
@@ -364,7 +371,8 @@ async fn read_form(
                 let size = store_upload(state, input_blob, field).await?;
                 upload = Some((filename, size));
             }
-            name @ ("language" | "webhook_url" | "word_timestamps" | "model") => {
+            name @ ("language" | "webhook_url" | "word_timestamps" | "model" | "prompt"
+            | "hotwords" | "task" | "temperature" | "beam_size") => {
                 let name = name.to_owned();
                 let value = small_field_text(&name, field).await?;
                 apply_option(options, &name, Some(value), allow_private).await?;
@@ -397,6 +405,10 @@ async fn read_form(
 const MAX_OPTION_FIELD: usize = 64 * 1024;
 /// The longest file name kept (bytes).
 const MAX_FILENAME: usize = 255;
+/// The longest prompt or hotwords (bytes): Whisper keeps at most 223 tokens of a prompt.
+const MAX_PROMPT: usize = 2048;
+/// The widest beam a job may ask for: each beam costs decoding time.
+const MAX_BEAM_SIZE: u8 = 10;
 /// The longest webhook URL (bytes).
 const MAX_WEBHOOK_URL: usize = 2048;
 
@@ -473,6 +485,11 @@ async fn options_from_query(
         ("webhook_url", params.webhook_url),
         ("word_timestamps", params.word_timestamps),
         ("model", params.model),
+        ("prompt", params.prompt),
+        ("hotwords", params.hotwords),
+        ("task", params.task),
+        ("temperature", params.temperature),
+        ("beam_size", params.beam_size),
     ];
     for (name, value) in given {
         apply_option(&mut options, name, value, allow_private).await?;
@@ -511,6 +528,23 @@ async fn apply_option(
             let model = ModelName::parse(&value).map_err(|why| invalid(why.to_string()))?;
             options.model = Some(model);
         }
+        "prompt" | "hotwords" if value.len() > MAX_PROMPT => {
+            let detail = format!("{name}: longer than {MAX_PROMPT} bytes");
+            return Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, detail));
+        }
+        "prompt" => options.decoding.prompt = Some(value),
+        "hotwords" => options.decoding.hotwords = Some(value),
+        "task" => {
+            options.decoding.task = parse_task(&value).map_err(|why| invalid(why.to_owned()))?
+        }
+        "temperature" => {
+            let temperature = parse_temperature(&value).map_err(|why| invalid(why.to_owned()))?;
+            options.decoding.temperature = Some(temperature);
+        }
+        "beam_size" => {
+            let beam_size = parse_beam_size(&value).map_err(|why| invalid(why.to_owned()))?;
+            options.decoding.beam_size = Some(beam_size);
+        }
         "webhook_url" if value.len() > MAX_WEBHOOK_URL => {
             let detail = format!("webhook_url: longer than {MAX_WEBHOOK_URL} bytes");
             return Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, detail));
@@ -536,6 +570,33 @@ fn parse_language(value: &str) -> Result<Option<String>, &'static str> {
     } else {
         Err("expected one of Whisper's language codes such as \"en\" (README lists them)")
     }
+}
+
+/// `transcribe` or `translate` (to English).
+fn parse_task(value: &str) -> Result<Task, &'static str> {
+    match value.to_lowercase().as_str() {
+        "transcribe" => Ok(Task::Transcribe),
+        "translate" => Ok(Task::Translate),
+        _ => Err("expected transcribe or translate"),
+    }
+}
+
+/// A sampling temperature from 0 to 1.
+fn parse_temperature(value: &str) -> Result<f32, &'static str> {
+    value
+        .parse::<f32>()
+        .ok()
+        .filter(|t| (0.0..=1.0).contains(t))
+        .ok_or("expected a number from 0 to 1")
+}
+
+/// A beam width from 1 to [`MAX_BEAM_SIZE`].
+fn parse_beam_size(value: &str) -> Result<u8, &'static str> {
+    value
+        .parse::<u8>()
+        .ok()
+        .filter(|b| (1..=MAX_BEAM_SIZE).contains(b))
+        .ok_or("expected a whole number from 1 to 10")
 }
 
 fn parse_flag(value: &str) -> Result<bool, &'static str> {
@@ -695,6 +756,25 @@ mod tests {
         ];
         for (raw, expected) in flags {
             assert_eq!(parse_flag(raw), expected, "{raw}");
+        }
+    }
+
+    #[test]
+    fn decoding_options_are_parsed_or_refused_with_the_reason() {
+        assert_eq!(parse_task("Translate"), Ok(Task::Translate));
+        assert_eq!(parse_task("transcribe"), Ok(Task::Transcribe));
+        assert!(parse_task("summarize").is_err());
+        let temperatures = [("0", Some(0.0)), ("0.4", Some(0.4)), ("1", Some(1.0))];
+        for (raw, expected) in temperatures {
+            assert_eq!(parse_temperature(raw).ok(), expected, "{raw}");
+        }
+        for raw in ["-0.1", "1.5", "NaN", "inf", "warm"] {
+            assert!(parse_temperature(raw).is_err(), "{raw}");
+        }
+        assert_eq!(parse_beam_size("1"), Ok(1));
+        assert_eq!(parse_beam_size("10"), Ok(10));
+        for raw in ["0", "11", "300", "-1", "5.5"] {
+            assert!(parse_beam_size(raw).is_err(), "{raw}");
         }
     }
 

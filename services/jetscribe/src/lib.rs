@@ -111,8 +111,11 @@ pub async fn run(
     }
     info!(?command, "jetscribe running");
     let outcome = wait_for_parts(running, &shutdown).await;
-    if let Err(err) = pipeline.client().flush().await {
-        error!(error = %err, "pending NATS messages not flushed");
+    // With the server gone, a flush would wait for it forever: the process must still stop.
+    match tokio::time::timeout(FLUSH_TIMEOUT, pipeline.client().flush()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(err)) => error!(error = %err, "pending NATS messages not flushed"),
+        Err(_) => error!("pending NATS messages not flushed: no server answered within 5 s"),
     }
     drop(pipeline);
     if let Some(mut server) = local_server {
@@ -121,6 +124,9 @@ pub async fn run(
     info!("jetscribe stopped");
     outcome
 }
+
+/// How long a stopping process waits for NATS to take its last messages.
+const FLUSH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// A nats-server child storing its data in `$DATA_DIR/nats`.
 async fn start_local_nats(settings: &Settings) -> anyhow::Result<LocalNatsServer> {

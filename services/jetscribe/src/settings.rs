@@ -50,7 +50,7 @@ pub struct Settings {
     /// How windows are decoded: WHISPER_BEAM_SIZE (default 5), WHISPER_BEST_OF (5),
     /// WHISPER_TEMPERATURES (0,0.2,0.4,0.6,0.8,1.0), WHISPER_COMPRESSION_RATIO_THRESHOLD (2.4),
     /// WHISPER_LOG_PROB_THRESHOLD (-1), WHISPER_NO_SPEECH_THRESHOLD (0.6; each threshold `off`
-    /// to disable), WHISPER_CONDITION_ON_PREVIOUS_TEXT (true),
+    /// to disable), WHISPER_CONDITION_ON_PREVIOUS_TEXT (false, as faster-whisper's batched mode),
     /// WHISPER_PROMPT_RESET_ON_TEMPERATURE (0.5): faster-whisper's defaults.
     pub whisper_decoding: DecodingOptions,
     /// FFMPEG_PATH (default `ffmpeg` from PATH).
@@ -807,14 +807,14 @@ mod tests {
             ("WHISPER_TEMPERATURES", "0, 0.5,1"),
             ("WHISPER_NO_SPEECH_THRESHOLD", "off"),
             ("WHISPER_LOG_PROB_THRESHOLD", "-0.8"),
-            ("WHISPER_CONDITION_ON_PREVIOUS_TEXT", "false"),
+            ("WHISPER_CONDITION_ON_PREVIOUS_TEXT", "true"),
         ])
         .expect("valid");
         let decoding = &s.whisper_decoding;
         assert_eq!(decoding.temperatures, vec![0.0, 0.5, 1.0]);
         assert_eq!(decoding.no_speech_threshold, None);
         assert_eq!(decoding.log_prob_threshold, Some(-0.8));
-        assert!(!decoding.condition_on_previous_text);
+        assert!(decoding.condition_on_previous_text);
         let refused = [
             ("WHISPER_TEMPERATURES", "0.4,0.2"),
             ("WHISPER_TEMPERATURES", "0,hot"),

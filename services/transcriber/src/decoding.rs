@@ -7,7 +7,9 @@
 
 use std::io::Write as _;
 
-/// How windows are decoded. The defaults are faster-whisper's.
+/// How windows are decoded. The defaults are faster-whisper's, except that windows are not
+/// conditioned on the previous text (as in its batched mode): see
+/// `condition_on_previous_text`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DecodingOptions {
     /// Beam width at temperature 0 (WHISPER_BEAM_SIZE).
@@ -26,6 +28,9 @@ pub struct DecodingOptions {
     /// is silence (WHISPER_NO_SPEECH_THRESHOLD).
     pub no_speech_threshold: Option<f64>,
     /// The text decoded before a window is its prompt (WHISPER_CONDITION_ON_PREVIOUS_TEXT).
+    /// The windows of a batch are then decoded one at a time: slower (faster-whisper's
+    /// sequential mode); off, they are decoded at once (its batched mode, which does not
+    /// condition either).
     pub condition_on_previous_text: bool,
     /// After a decoding that needed a temperature above this, the next window starts without
     /// the previous text (WHISPER_PROMPT_RESET_ON_TEMPERATURE).
@@ -41,7 +46,7 @@ impl Default for DecodingOptions {
             compression_ratio_threshold: Some(2.4),
             log_prob_threshold: Some(-1.0),
             no_speech_threshold: Some(0.6),
-            condition_on_previous_text: true,
+            condition_on_previous_text: false,
             prompt_reset_on_temperature: 0.5,
         }
     }
@@ -126,6 +131,21 @@ impl DecodingOptions {
         self.condition_on_previous_text && temperature <= self.prompt_reset_on_temperature
     }
 
+    /// These options as a job changes them: its first `temperature` (then the configured
+    /// temperatures above it, for the fallback) and its `beam_size`.
+    pub fn for_job(&self, temperature: Option<f32>, beam_size: Option<usize>) -> Self {
+        let mut options = self.clone();
+        if let Some(first) = temperature {
+            options.temperatures = std::iter::once(first)
+                .chain(self.temperatures.iter().copied().filter(|t| *t > first))
+                .collect();
+        }
+        if let Some(beam_size) = beam_size {
+            options.beam_size = beam_size;
+        }
+        options
+    }
+
     fn is_unsure(&self, score: &DecodeScore) -> bool {
         self.log_prob_threshold
             .is_some_and(|limit| score.avg_logprob < limit)
@@ -191,14 +211,31 @@ mod tests {
 
     #[test]
     fn the_previous_text_is_a_prompt_unless_the_decoding_ran_hot() {
-        let options = DecodingOptions::default();
-        assert!(options.carries_prompt(0.0) && options.carries_prompt(0.4));
-        assert!(!options.carries_prompt(0.6));
-        let unconditioned = DecodingOptions {
-            condition_on_previous_text: false,
+        let options = DecodingOptions {
+            condition_on_previous_text: true,
             ..DecodingOptions::default()
         };
+        assert!(options.carries_prompt(0.0) && options.carries_prompt(0.4));
+        assert!(!options.carries_prompt(0.6));
+        let unconditioned = DecodingOptions::default();
         assert!(!unconditioned.carries_prompt(0.0));
+    }
+
+    #[test]
+    fn a_jobs_temperature_comes_first_and_the_hotter_ones_configured_follow() {
+        let options = DecodingOptions::default();
+        let cases: [(Option<f32>, &[f32]); 4] = [
+            (None, &[0.0, 0.2, 0.4, 0.6, 0.8, 1.0]),
+            (Some(0.0), &[0.0, 0.2, 0.4, 0.6, 0.8, 1.0]),
+            (Some(0.5), &[0.5, 0.6, 0.8, 1.0]),
+            (Some(1.0), &[1.0]),
+        ];
+        for (temperature, expected) in cases {
+            let job = options.for_job(temperature, None);
+            assert_eq!(job.temperatures, expected, "{temperature:?}");
+            assert_eq!(job.beam_size, 5);
+        }
+        assert_eq!(options.for_job(None, Some(2)).beam_size, 2);
     }
 
     #[test]

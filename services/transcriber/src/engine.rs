@@ -11,6 +11,7 @@ use ct2rs::tokenizers::hf;
 use crate::decoding::{DecodeScore, DecodingOptions, avg_logprob, compression_ratio};
 pub use crate::features::WINDOW_SAMPLES;
 use crate::features::{FeatureExtractor, HOP_LENGTH, N_FRAMES, N_MELS, SAMPLE_RATE};
+use proto_msgs::{DecodingRequest, Task};
 use tracing::debug;
 /// Seconds per timestamp token step.
 const TIMESTAMP_STEP_S: f64 = 0.02;
@@ -40,6 +41,8 @@ pub enum EngineError {
     MissingToken(String),
     #[error("no language detected")]
     NoLanguage,
+    #[error("task: the English-only model {0} cannot translate; choose a multilingual model")]
+    CannotTranslate(String),
 }
 
 /// Wraps an error loading the model in `dir`.
@@ -79,6 +82,31 @@ pub struct WindowSegment {
     pub score: DecodeScore,
 }
 
+/// What a batch is to be transcribed with.
+#[derive(Debug, Clone, Copy)]
+pub struct BatchRequest<'a> {
+    /// The language to decode in; detected when `None` on a multilingual model.
+    pub language: Option<&'a str>,
+    /// Time every word (one more pass over the encoder output).
+    pub word_timestamps: bool,
+    /// The text before the batch, as tokens (the previous batch's `next_prompt`).
+    pub previous: &'a [String],
+    pub job: &'a JobDecoding,
+}
+
+/// How one job's windows are decoded: the deployment's options with the job's changes, its
+/// task and the tokens of its hotwords.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobDecoding {
+    pub options: DecodingOptions,
+    pub task: Task,
+    /// In the prompt of every window.
+    pub hotwords: Vec<String>,
+    /// The text taken as said before the speech (the job's `prompt`), as tokens: the first
+    /// batch's previous text.
+    pub initial_prompt: Vec<String>,
+}
+
 /// What a batch gave.
 #[derive(Debug, Clone, PartialEq)]
 pub struct BatchTranscript {
@@ -86,10 +114,8 @@ pub struct BatchTranscript {
     pub language: Option<DetectedLanguage>,
     /// Per window, its segments.
     pub windows: Vec<Vec<WindowSegment>>,
-    /// The prompt of the next batch's windows (`condition_on_previous_text`): the text so far,
-    /// as tokens. Every window of a batch is prompted with the text before the batch (the
-    /// windows are decoded at the same time), so the first has the text just before it and the
-    /// others somewhat older text. Not checkpointed: an attempt that resumes starts without.
+    /// The prompt of the next window (`condition_on_previous_text`): the text so far, as
+    /// tokens. Not checkpointed: an attempt that resumes starts without it.
     pub next_prompt: Vec<String>,
 }
 
@@ -172,6 +198,34 @@ impl WhisperEngine {
         })
     }
 
+    /// How a job that asks for `request` is decoded. An English-only model cannot translate.
+    pub fn job_decoding(&self, request: &DecodingRequest) -> Result<JobDecoding, EngineError> {
+        if request.task == Task::Translate && !self.is_multilingual() {
+            return Err(EngineError::CannotTranslate(self.name.clone()));
+        }
+        let tokens = |text: &Option<String>| match text.as_deref().map(str::trim) {
+            Some(text) if !text.is_empty() => self.text_tokens(text),
+            _ => Ok(Vec::new()),
+        };
+        Ok(JobDecoding {
+            options: self
+                .decoding
+                .for_job(request.temperature, request.beam_size.map(usize::from)),
+            task: request.task,
+            hotwords: tokens(&request.hotwords)?,
+            initial_prompt: tokens(&request.prompt)?,
+        })
+    }
+
+    /// The tokens of `text` as said after other text (a leading space), without special tokens.
+    fn text_tokens(&self, text: &str) -> Result<Vec<String>, EngineError> {
+        // The tokenizer itself: the ct2rs wrapper's `encode` adds special tokens.
+        let encoding = (*self.tokenizer)
+            .encode(format!(" {text}"), false)
+            .map_err(inference("encoding the prompt"))?;
+        Ok(encoding.get_tokens().to_vec())
+    }
+
     /// The model folder's name, e.g. `whisper-base`.
     pub fn name(&self) -> &str {
         &self.name
@@ -182,8 +236,9 @@ impl WhisperEngine {
     }
 
     /// Transcribes a batch of windows (each at most 30 s) with one encoder pass. With `language`
-    /// unknown on a multilingual model, it is detected from the first windows of the batch. Every
-    /// window is prompted with `previous`, the text before the batch (see [`BatchTranscript`]).
+    /// unknown on a multilingual model, it is detected from the first windows of the batch. With
+    /// `condition_on_previous_text`, each window is prompted with the text just before it (the
+    /// windows are then decoded one at a time); else every window with `previous`.
     /// Windows whose decoding fails are decoded again at the next temperatures (those windows
     /// only, encoded once more); windows of silence lose their text. Returns the language used
     /// and, per window, its segments (with their words when `word_timestamps` is set: one more
@@ -191,10 +246,14 @@ impl WhisperEngine {
     pub fn transcribe_batch(
         &self,
         windows: &[&[f32]],
-        language: Option<&str>,
-        word_timestamps: bool,
-        previous: &[String],
+        request: &BatchRequest,
     ) -> Result<BatchTranscript, EngineError> {
+        let BatchRequest {
+            language,
+            word_timestamps,
+            previous,
+            job,
+        } = *request;
         if windows.is_empty() {
             return Ok(BatchTranscript {
                 language: None,
@@ -202,15 +261,19 @@ impl WhisperEngine {
                 next_prompt: previous.to_vec(),
             });
         }
+        if job.options.condition_on_previous_text && windows.len() > 1 {
+            return self.transcribe_one_by_one(windows, request);
+        }
         let mut features = self.features_of(windows);
         let encoded = self.encode(&mut features, windows.len())?;
         let detected = self.language_of(&encoded, language)?;
-        let task = prompt_for(detected.as_ref());
+        let task = prompt_for(detected.as_ref(), job.task);
         // CTranslate2 wants the start of transcript at the same place in every prompt of a call:
         // all windows of the batch share the text before the batch.
-        let prompts = vec![with_previous_text(previous, &task); windows.len()];
-        let decoded = self.decode_with_fallback(&encoded, &features, &prompts, windows)?;
-        let next_prompt = self.next_prompt(previous, &decoded);
+        let prompt = with_previous_text(&job.hotwords, previous, &task);
+        let prompts = vec![prompt; windows.len()];
+        let decoded = self.decode_with_fallback(&encoded, &features, &prompts, windows, job)?;
+        let next_prompt = next_prompt(&job.options, previous, &decoded);
         let parsed: Vec<ParsedWindow> = decoded.iter().map(|d| d.parsed.clone()).collect();
         let word_times = if word_timestamps {
             Some(self.align_words(&encoded, &task, &parsed, windows)?)
@@ -232,6 +295,39 @@ impl WhisperEngine {
         })
     }
 
+    /// Conditioning on the previous text needs each window's text before the next window is
+    /// decoded (CTranslate2 decodes a batch at once, and its encoder output cannot be split):
+    /// the windows are transcribed one at a time, each encoded on its own.
+    fn transcribe_one_by_one(
+        &self,
+        windows: &[&[f32]],
+        request: &BatchRequest,
+    ) -> Result<BatchTranscript, EngineError> {
+        let mut language = request.language.map(str::to_owned);
+        let mut done = BatchTranscript {
+            language: None,
+            windows: Vec::with_capacity(windows.len()),
+            next_prompt: request.previous.to_vec(),
+        };
+        for window in windows {
+            let one = self.transcribe_batch(
+                std::slice::from_ref(window),
+                &BatchRequest {
+                    language: language.as_deref(),
+                    previous: &done.next_prompt,
+                    ..*request
+                },
+            )?;
+            if language.is_none() {
+                language = one.language.as_ref().map(|detected| detected.code.clone());
+            }
+            done.language = done.language.or(one.language);
+            done.windows.extend(one.windows);
+            done.next_prompt = one.next_prompt;
+        }
+        Ok(done)
+    }
+
     /// Runs a batch of `batch_size` silent windows through encoding, language detection and a
     /// short decoding, so that the library's first-call costs (allocations, kernels) are paid at
     /// start-up and not by the first job.
@@ -241,9 +337,16 @@ impl WhisperEngine {
         let mut features = self.features_of(&windows);
         let encoded = self.encode(&mut features, windows.len())?;
         let detected = self.language_of(&encoded, None)?;
-        let prompts = vec![prompt_for(detected.as_ref()); windows.len()];
+        let prompts = vec![prompt_for(detected.as_ref(), Task::Transcribe); windows.len()];
         let temperature = self.decoding.temperatures.first().copied().unwrap_or(0.0);
-        self.generate(&encoded, &prompts, &windows, temperature, WARM_UP_LENGTH)?;
+        let job = self.job_decoding(&DecodingRequest::default())?;
+        self.generate(
+            &encoded,
+            &prompts,
+            &windows,
+            (temperature, &job.options),
+            WARM_UP_LENGTH,
+        )?;
         Ok(())
     }
 
@@ -298,12 +401,13 @@ impl WhisperEngine {
         features: &[f32],
         prompts: &[Vec<String>],
         windows: &[&[f32]],
+        job: &JobDecoding,
     ) -> Result<Vec<DecodedWindow>, EngineError> {
-        let options = &self.decoding;
+        let options = &job.options;
         let mut temperatures = options.temperatures.iter().copied();
         let first = temperatures.next().unwrap_or(0.0);
         let mut attempts: Vec<Vec<DecodedWindow>> = self
-            .generate(encoded, prompts, windows, first, MAX_LENGTH)?
+            .generate(encoded, prompts, windows, (first, options), MAX_LENGTH)?
             .into_iter()
             .map(|decoded| vec![decoded])
             .collect();
@@ -335,7 +439,7 @@ impl WhisperEngine {
                 &subset_encoded,
                 &subset_prompts,
                 &subset_windows,
-                temperature,
+                (temperature, options),
                 MAX_LENGTH,
             )?;
             debug!(windows = retry.len(), temperature, "decoding again");
@@ -349,51 +453,8 @@ impl WhisperEngine {
         }
         Ok(attempts
             .into_iter()
-            .map(|tries| self.keep_one(tries))
+            .map(|tries| keep_one(options, tries))
             .collect())
-    }
-
-    /// The attempt kept for a window: the last, if it passed; else the best, reported at the
-    /// last temperature tried (which decides whether its text prompts the next window). Text
-    /// of silence is dropped.
-    fn keep_one(&self, mut tries: Vec<DecodedWindow>) -> DecodedWindow {
-        let options = &self.decoding;
-        let last_temperature = tries.last().map_or(0.0, |last| last.score.temperature);
-        let passed = tries
-            .last()
-            .is_some_and(|last| !options.needs_fallback(&last.score));
-        let scores: Vec<DecodeScore> = tries.iter().map(|attempt| attempt.score).collect();
-        let index = match passed {
-            true => tries.len() - 1,
-            false => options.best_attempt(&scores),
-        };
-        let mut kept = tries.swap_remove(index.min(tries.len() - 1));
-        kept.score.temperature = last_temperature;
-        if options.is_silence(&kept.score) {
-            kept.parsed = ParsedWindow::default();
-            kept.sequence.clear();
-        }
-        kept
-    }
-
-    /// The prompt of the window after this batch: the text before it and the batch's, as long
-    /// as each decoding carries its text over (a decoding that ran hot starts afresh), the last
-    /// `MAX_PROMPT_TOKENS` tokens.
-    fn next_prompt(&self, previous: &[String], decoded: &[DecodedWindow]) -> Vec<String> {
-        let mut prompt = previous.to_vec();
-        for window in decoded {
-            if window.sequence.is_empty() {
-                continue;
-            }
-            if self.decoding.carries_prompt(window.score.temperature) {
-                prompt.extend(window.sequence.iter().cloned());
-            } else {
-                prompt.clear();
-            }
-        }
-        let excess = prompt.len().saturating_sub(MAX_PROMPT_TOKENS);
-        prompt.drain(..excess);
-        prompt
     }
 
     /// Decodes every window after its prompt at `temperature` (beam search at 0, else the best
@@ -403,13 +464,13 @@ impl WhisperEngine {
         encoded: &StorageView,
         prompts: &[Vec<String>],
         windows: &[&[f32]],
-        temperature: f32,
+        (temperature, decoding): (f32, &DecodingOptions),
         max_length: usize,
     ) -> Result<Vec<DecodedWindow>, EngineError> {
         let sampling = temperature > 0.0;
         let options = WhisperOptions {
-            beam_size: if sampling { 1 } else { self.decoding.beam_size },
-            num_hypotheses: if sampling { self.decoding.best_of } else { 1 },
+            beam_size: if sampling { 1 } else { decoding.beam_size },
+            num_hypotheses: if sampling { decoding.best_of } else { 1 },
             sampling_topk: if sampling { 0 } else { 1 },
             sampling_temperature: if sampling { temperature } else { 1.0 },
             max_length,
@@ -610,29 +671,81 @@ const MAX_PROMPT_TOKENS: usize = MAX_LENGTH / 2 - 1;
 /// Feature values of one window.
 const WINDOW_FEATURES: usize = N_MELS * N_FRAMES;
 
-/// `task` after the previous text (`<|startofprev|>` and its tokens), if there is any.
-fn with_previous_text(previous: &[String], task: &[String]) -> Vec<String> {
-    if previous.is_empty() {
+/// `task` after the words to favour and the previous text (`<|startofprev|>` then their tokens,
+/// as faster-whisper builds it), if there are any: at most `MAX_PROMPT_TOKENS` of them, the
+/// hotwords first (capped at half), then the latest previous text.
+fn with_previous_text(hotwords: &[String], previous: &[String], task: &[String]) -> Vec<String> {
+    if hotwords.is_empty() && previous.is_empty() {
         return task.to_vec();
     }
-    let mut prompt = Vec::with_capacity(previous.len() + task.len() + 1);
+    let hotwords = &hotwords[..hotwords.len().min(MAX_PROMPT_TOKENS / 2)];
+    let room = MAX_PROMPT_TOKENS - hotwords.len();
+    let previous = &previous[previous.len().saturating_sub(room)..];
+    let mut prompt = Vec::with_capacity(hotwords.len() + previous.len() + task.len() + 1);
     prompt.push("<|startofprev|>".to_owned());
+    prompt.extend(hotwords.iter().cloned());
     prompt.extend(previous.iter().cloned());
     prompt.extend(task.iter().cloned());
     prompt
 }
 
 /// The prompt of a window: the task, in the detected language (none for English-only models,
-/// which were trained without language and task tokens).
-fn prompt_for(detected: Option<&DetectedLanguage>) -> Vec<String> {
+/// which were trained without language and task tokens, and transcribe only).
+fn prompt_for(detected: Option<&DetectedLanguage>, task: Task) -> Vec<String> {
     match detected {
         Some(language) => vec![
             "<|startoftranscript|>".to_owned(),
             format!("<|{}|>", language.code),
-            "<|transcribe|>".to_owned(),
+            format!("<|{}|>", task.name()),
         ],
         None => vec!["<|startoftranscript|>".to_owned()],
     }
+}
+
+/// The attempt kept for a window: the last, if it passed; else the best, reported at the
+/// last temperature tried (which decides whether its text prompts the next window). Text
+/// of silence is dropped.
+fn keep_one(options: &DecodingOptions, mut tries: Vec<DecodedWindow>) -> DecodedWindow {
+    let last_temperature = tries.last().map_or(0.0, |last| last.score.temperature);
+    let passed = tries
+        .last()
+        .is_some_and(|last| !options.needs_fallback(&last.score));
+    let scores: Vec<DecodeScore> = tries.iter().map(|attempt| attempt.score).collect();
+    let index = match passed {
+        true => tries.len() - 1,
+        false => options.best_attempt(&scores),
+    };
+    let mut kept = tries.swap_remove(index.min(tries.len() - 1));
+    kept.score.temperature = last_temperature;
+    if options.is_silence(&kept.score) {
+        kept.parsed = ParsedWindow::default();
+        kept.sequence.clear();
+    }
+    kept
+}
+
+/// The prompt of the window after this batch: the text before it and the batch's, as long
+/// as each decoding carries its text over (a decoding that ran hot starts afresh), the last
+/// `MAX_PROMPT_TOKENS` tokens.
+fn next_prompt(
+    options: &DecodingOptions,
+    previous: &[String],
+    decoded: &[DecodedWindow],
+) -> Vec<String> {
+    let mut prompt = previous.to_vec();
+    for window in decoded {
+        if window.sequence.is_empty() {
+            continue;
+        }
+        if options.carries_prompt(window.score.temperature) {
+            prompt.extend(window.sequence.iter().cloned());
+        } else {
+            prompt.clear();
+        }
+    }
+    let excess = prompt.len().saturating_sub(MAX_PROMPT_TOKENS);
+    prompt.drain(..excess);
+    prompt
 }
 
 /// Median filter width of the alignment, as faster-whisper and openai-whisper use.

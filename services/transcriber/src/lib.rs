@@ -28,7 +28,7 @@ use tracing::{debug, info};
 
 use batcher::AudioBatcher;
 pub use decoding::DecodingOptions;
-use engine::BatchTranscript;
+use engine::{BatchRequest, BatchTranscript, JobDecoding};
 pub use engine::{EngineError, WhisperEngine};
 use packing::Window;
 use transcript::{Checkpoint, ResumePoint, TranscriptBuilder, final_language, resume_point};
@@ -99,6 +99,10 @@ impl StageHandler for Transcriber {
         job: &JobContext,
     ) -> Result<Outcome, StageError> {
         let started = Instant::now();
+        let decoding = self
+            .engine
+            .job_decoding(&input.decoding)
+            .map_err(|err| StageError::Permanent(err.to_string()))?;
         let checkpoint_blob = JobBlobs::transcribe_checkpoint_path(input.job_id);
         let checkpoint = self.load_checkpoint(&checkpoint_blob).await?;
         let audio_bytes = self
@@ -116,27 +120,17 @@ impl StageHandler for Transcriber {
         let pcm = self
             .pcm_from(&input.audio_blob, resume.byte, audio_bytes)
             .await?;
-        let mut batches =
-            BatchReader::new(pcm, AudioBatcher::new(resume.byte / 2, self.batch_size));
-        let mut progress = ProgressReporter::new(input.duration_s, batches.resume_sample());
-        // The text so far, as the prompt of the next window (condition_on_previous_text).
-        let mut prompt = Vec::new();
-        while let Some(batch) = batches.next().await? {
-            let language = requested
-                .clone()
-                .or_else(|| transcript.language().map(|d| d.code.clone()));
-            let (windows, decoded) = self
-                .run_batch(batch, language, input.word_timestamps, prompt)
-                .await?;
-            prompt = decoded.next_prompt;
-            transcript.add_batch(decoded.language, windows.into_iter().zip(decoded.windows));
-            let checkpoint = transcript.checkpoint(batches.resume_sample());
-            self.blobs
-                .put_json(&checkpoint_blob, &checkpoint)
-                .await
-                .map_err(|err| StageError::transient("storing the checkpoint", err))?;
-            progress.report(job, checkpoint.resume_sample).await;
-        }
+        let batches = BatchReader::new(pcm, AudioBatcher::new(resume.byte / 2, self.batch_size));
+        let decoding = Arc::new(decoding);
+        let job_audio = JobAudio {
+            requested: requested.clone(),
+            word_timestamps: input.word_timestamps,
+            duration_s: input.duration_s,
+            decoding: decoding.clone(),
+            checkpoint_blob,
+        };
+        self.transcribe_batches(batches, &job_audio, &mut transcript, job)
+            .await?;
         let language = final_language(
             self.engine.is_multilingual(),
             requested.as_deref(),
@@ -149,12 +143,32 @@ impl StageHandler for Transcriber {
             language,
             duration_s: input.duration_s,
             model: self.engine.name().to_owned(),
+            task: decoding.task,
         };
         self.store_transcript(&transcript, job).await?;
         let media_s = input.duration_s - pcm::seconds_in_bytes(resume.byte);
         self.record_speed(media_s, started.elapsed());
         Ok(Outcome::Forward)
     }
+}
+
+/// What every batch of one job is transcribed with.
+struct JobAudio {
+    /// The language the client asked for (on a multilingual model).
+    requested: Option<String>,
+    word_timestamps: bool,
+    duration_s: f64,
+    decoding: Arc<JobDecoding>,
+    checkpoint_blob: String,
+}
+
+/// What a batch of one job is transcribed with (owned: it goes to a blocking thread).
+struct JobBatch {
+    language: Option<String>,
+    word_timestamps: bool,
+    /// The text before the batch, as tokens.
+    prompt: Vec<String>,
+    decoding: Arc<JobDecoding>,
 }
 
 /// A stream of PCM bytes from the store.
@@ -202,14 +216,53 @@ impl Transcriber {
         Ok(Box::pin(stream))
     }
 
-    /// Transcribes a batch of windows after `prompt` on a blocking thread; returns the windows
-    /// and what the engine made of them.
+    /// Transcribes the audio batch by batch into `transcript`, storing a checkpoint and
+    /// reporting progress after each batch.
+    async fn transcribe_batches(
+        &self,
+        mut batches: BatchReader,
+        audio: &JobAudio,
+        transcript: &mut TranscriptBuilder,
+        job: &JobContext,
+    ) -> Result<(), StageError> {
+        let decoding = &audio.decoding;
+        let mut progress = ProgressReporter::new(audio.duration_s, batches.resume_sample());
+        // The text so far, as the prompt of the next windows (condition_on_previous_text).
+        let mut prompt = decoding.initial_prompt.clone();
+        while let Some(batch) = batches.next().await? {
+            let language = audio
+                .requested
+                .clone()
+                .or_else(|| transcript.language().map(|d| d.code.clone()));
+            let job_batch = JobBatch {
+                language,
+                word_timestamps: audio.word_timestamps,
+                prompt,
+                decoding: decoding.clone(),
+            };
+            let (windows, decoded) = self.run_batch(batch, job_batch).await?;
+            // Unconditioned, every window gets the job's prompt (as faster-whisper's batches do).
+            prompt = match decoding.options.condition_on_previous_text {
+                true => decoded.next_prompt,
+                false => decoding.initial_prompt.clone(),
+            };
+            transcript.add_batch(decoded.language, windows.into_iter().zip(decoded.windows));
+            let checkpoint = transcript.checkpoint(batches.resume_sample());
+            self.blobs
+                .put_json(&audio.checkpoint_blob, &checkpoint)
+                .await
+                .map_err(|err| StageError::transient("storing the checkpoint", err))?;
+            progress.report(job, checkpoint.resume_sample).await;
+        }
+        Ok(())
+    }
+
+    /// Transcribes a batch of windows on a blocking thread; returns the windows and what the
+    /// engine made of them.
     async fn run_batch(
         &self,
         windows: Vec<Window>,
-        language: Option<String>,
-        word_timestamps: bool,
-        prompt: Vec<String>,
+        job: JobBatch,
     ) -> Result<(Vec<Window>, BatchTranscript), StageError> {
         let engine = self.engine.clone();
         tokio::task::spawn_blocking(move || {
@@ -217,8 +270,13 @@ impl Transcriber {
                 .iter()
                 .map(|window| window.samples.as_slice())
                 .collect();
-            let decoded =
-                engine.transcribe_batch(&audio, language.as_deref(), word_timestamps, &prompt)?;
+            let request = BatchRequest {
+                language: job.language.as_deref(),
+                word_timestamps: job.word_timestamps,
+                previous: &job.prompt,
+                job: &job.decoding,
+            };
+            let decoded = engine.transcribe_batch(&audio, &request)?;
             drop(audio);
             Ok::<_, EngineError>((windows, decoded))
         })
