@@ -581,13 +581,13 @@ fn parse_task(value: &str) -> Result<Task, &'static str> {
     }
 }
 
-/// A sampling temperature from 0 to 1.
+/// A sampling temperature: 0, or from 0.01 to 1 (below, sampling divides by almost nothing).
 fn parse_temperature(value: &str) -> Result<f32, &'static str> {
     value
         .parse::<f32>()
         .ok()
-        .filter(|t| (0.0..=1.0).contains(t))
-        .ok_or("expected a number from 0 to 1")
+        .filter(|t| *t == 0.0 || (0.01..=1.0).contains(t))
+        .ok_or("expected 0 or a number from 0.01 to 1")
 }
 
 /// A beam width from 1 to [`MAX_BEAM_SIZE`].
@@ -768,7 +768,7 @@ mod tests {
         for (raw, expected) in temperatures {
             assert_eq!(parse_temperature(raw).ok(), expected, "{raw}");
         }
-        for raw in ["-0.1", "1.5", "NaN", "inf", "warm"] {
+        for raw in ["-0.1", "1.5", "NaN", "inf", "warm", "1e-39", "0.001"] {
             assert!(parse_temperature(raw).is_err(), "{raw}");
         }
         assert_eq!(parse_beam_size("1"), Ok(1));

@@ -115,7 +115,10 @@ pub async fn run(
     match tokio::time::timeout(FLUSH_TIMEOUT, pipeline.client().flush()).await {
         Ok(Ok(())) => {}
         Ok(Err(err)) => error!(error = %err, "pending NATS messages not flushed"),
-        Err(_) => error!("pending NATS messages not flushed: no server answered within 5 s"),
+        Err(_) => error!(
+            timeout_s = FLUSH_TIMEOUT.as_secs(),
+            "pending NATS messages not flushed: no server answered"
+        ),
     }
     drop(pipeline);
     if let Some(mut server) = local_server {

@@ -43,6 +43,8 @@ pub enum EngineError {
     NoLanguage,
     #[error("task: the English-only model {0} cannot translate; choose a multilingual model")]
     CannotTranslate(String),
+    #[error("{0}")]
+    BadRequest(String),
 }
 
 /// Wraps an error loading the model in `dir`.
@@ -203,6 +205,19 @@ impl WhisperEngine {
         if request.task == Task::Translate && !self.is_multilingual() {
             return Err(EngineError::CannotTranslate(self.name.clone()));
         }
+        // The API checks these; a message published by other means is checked again.
+        if let Some(temperature) = request.temperature
+            && !(temperature == 0.0 || (MIN_TEMPERATURE..=1.0).contains(&temperature))
+        {
+            let why = format!("temperature: {temperature} is not 0 or from 0.01 to 1");
+            return Err(EngineError::BadRequest(why));
+        }
+        if let Some(beam_size) = request.beam_size
+            && !(1..=10).contains(&beam_size)
+        {
+            let why = format!("beam_size: {beam_size} is not from 1 to 10");
+            return Err(EngineError::BadRequest(why));
+        }
         let tokens = |text: &Option<String>| match text.as_deref().map(str::trim) {
             Some(text) if !text.is_empty() => self.text_tokens(text),
             _ => Ok(Vec::new()),
@@ -217,13 +232,22 @@ impl WhisperEngine {
         })
     }
 
-    /// The tokens of `text` as said after other text (a leading space), without special tokens.
+    /// The tokens of `text` as said after other text (a leading space), without special tokens:
+    /// the tokenizer turns `<|endoftext|>` or `<|0.00|>` written in a client's text into the
+    /// tokens themselves, which would change the prompt's structure; they are left out.
     fn text_tokens(&self, text: &str) -> Result<Vec<String>, EngineError> {
+        let first_special = self.token_id("<|endoftext|>")?;
         // The tokenizer itself: the ct2rs wrapper's `encode` adds special tokens.
         let encoding = (*self.tokenizer)
             .encode(format!(" {text}"), false)
             .map_err(inference("encoding the prompt"))?;
-        Ok(encoding.get_tokens().to_vec())
+        Ok(encoding
+            .get_tokens()
+            .iter()
+            .zip(encoding.get_ids())
+            .filter(|(_, id)| (**id as usize) < first_special)
+            .map(|(token, _)| token.clone())
+            .collect())
     }
 
     /// The model folder's name, e.g. `whisper-base`.
@@ -280,9 +304,11 @@ impl WhisperEngine {
         } else {
             None
         };
-        let no_space = detected
-            .as_ref()
-            .is_some_and(|d| WITHOUT_SPACES.contains(&d.code.as_str()));
+        // A translation is English, whatever the language spoken.
+        let no_space = job.task == Task::Transcribe
+            && detected
+                .as_ref()
+                .is_some_and(|d| WITHOUT_SPACES.contains(&d.code.as_str()));
         let mut per_window = Vec::with_capacity(windows.len());
         for (index, window) in decoded.iter().enumerate() {
             let alignment = word_times.as_ref().map(|all| &all[index]);
@@ -664,6 +690,8 @@ impl WhisperEngine {
 
 /// Whisper's longest decoding of a window, in tokens (prompt included).
 const MAX_LENGTH: usize = 448;
+/// The lowest temperature above 0 sampled at: below it, CTranslate2's 1/t overflows.
+const MIN_TEMPERATURE: f32 = 0.01;
 /// Tokens decoded per window when warming up.
 const WARM_UP_LENGTH: usize = 24;
 /// The longest prompt of previous text: half the decoder's context, as Whisper keeps.
