@@ -19,22 +19,47 @@ pub fn ffmpeg(dir: &Path, output: &str, args: &[&str]) -> PathBuf {
     path
 }
 
-/// Writes `total_s` seconds of 16 kHz WAV to `path`: the JFK clip every `every_s` seconds,
-/// silence between; returns how many times the clip is in it.
-pub fn jfk_every(path: &Path, total_s: usize, every_s: usize) -> usize {
-    let jfk = decode(&crate::fixture("jfk.flac"));
+/// A file of speech clips at a steady pace, and what it says.
+pub struct SpeechFile {
+    /// How many clips it holds.
+    pub clips: usize,
+    /// What is said in it, clip after clip.
+    pub reference: String,
+}
+
+/// Writes `total_s` seconds of 16 kHz WAV to `path`: a speech clip every `every_s` seconds,
+/// silence between. The clips take turns (JFK, an audiobook, another audiobook): the same
+/// words over and over are not speech a service meets, and packed into one window they would
+/// trip Whisper's repetition check (a compression ratio above 2.4), which decodes again at
+/// five higher temperatures.
+pub fn speech_every(path: &Path, total_s: usize, every_s: usize) -> SpeechFile {
+    let clips = [
+        (decode(&crate::fixture("jfk.flac")), crate::JFK_REFERENCE),
+        (
+            decode(&crate::fixture("librispeech.wav")),
+            crate::reference::LIBRISPEECH_REFERENCE,
+        ),
+        (
+            decode(&crate::fixture("quilter.wav")),
+            crate::reference::QUILTER_REFERENCE,
+        ),
+    ];
     let mut samples = vec![0i16; total_s * SAMPLE_RATE];
-    let mut clips = 0;
-    for start_s in (0..total_s).step_by(every_s.max(1)) {
+    let mut said = Vec::new();
+    for (turn, start_s) in (0..total_s).step_by(every_s.max(1)).enumerate() {
+        let (audio, reference) = &clips[turn % clips.len()];
         let at = start_s * SAMPLE_RATE;
-        if at + jfk.len() > samples.len() {
+        if at + audio.len() > samples.len() {
             break;
         }
-        samples[at..at + jfk.len()].copy_from_slice(&jfk);
-        clips += 1;
+        samples[at..at + audio.len()].copy_from_slice(audio);
+        said.push(*reference);
     }
     write_wav(path, &samples);
-    clips
+    SpeechFile {
+        clips: said.len(),
+        reference: said.join(" "),
+    }
 }
 
 /// A clip as 16 kHz mono samples, decoded by ffmpeg.

@@ -1,10 +1,17 @@
-//! What the tests compare against: the fixtures, the reference transcript of the JFK clip, word
+//! What the tests compare against: the fixtures, the reference transcripts of the English clips, word
 //! error rate, and the shape of a refused request.
 
 use std::path::PathBuf;
 
 /// What is said in `tests/fixtures/jfk.flac`.
 pub const JFK_REFERENCE: &str = "And so my fellow Americans, ask not what your country can do for you, ask what you can do for your country.";
+
+/// What is said in `tests/fixtures/librispeech.wav` (LibriSpeech's transcript).
+pub const LIBRISPEECH_REFERENCE: &str = "It was the first great sorrow of his life it was not so much the loss of the cotton itself but the fantasy the hopes the dreams built around it";
+
+/// What is said in `tests/fixtures/quilter.wav` (LibriSpeech's transcript).
+pub const QUILTER_REFERENCE: &str =
+    "Mr. Quilter is the apostle of the middle classes and we are glad to welcome his gospel.";
 
 /// The repository root.
 pub fn repo_root() -> PathBuf {

@@ -5,10 +5,8 @@
 use std::time::{Duration, Instant};
 
 use jetscribe_nats::{Pipeline, PipelineSettings};
-use jetscribe_tests::media::jfk_every;
-use jetscribe_tests::{
-    JFK_REFERENCE, JOB_TIMEOUT, NatsCluster, TestApp, wait_for, word_error_rate,
-};
+use jetscribe_tests::media::speech_every;
+use jetscribe_tests::{JOB_TIMEOUT, NatsCluster, TestApp, wait_for, word_error_rate};
 
 /// The streams of the pipeline, the buckets' among them.
 const STREAMS: [&str; 6] = [
@@ -52,7 +50,7 @@ async fn a_job_completes_while_the_node_leading_the_work_stream_is_killed() {
 
     let dir = tempfile::tempdir().expect("tempdir");
     let media = dir.path().join("two-minutes.wav");
-    let clips = jfk_every(&media, 120, 15);
+    let speech = speech_every(&media, 120, 15);
     let job_id = app.submit_job(&media, "").await;
     wait_for(
         "the job to be transcribed",
@@ -86,7 +84,7 @@ async fn a_job_completes_while_the_node_leading_the_work_stream_is_killed() {
     assert_eq!(ended["status"], "completed", "{ended}");
     let (_, result) = app.get_json(&format!("/result/{job_id}")).await;
     let transcript = result["result"]["transcript"].as_str().unwrap_or_default();
-    let wer = word_error_rate(&vec![JFK_REFERENCE; clips].join(" "), transcript);
+    let wer = word_error_rate(&speech.reference, transcript);
     assert!(wer < 0.15, "WER {wer:.3}: {transcript}");
     let mut app = app;
     assert_eq!(

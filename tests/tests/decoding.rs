@@ -4,6 +4,7 @@
 use std::path::Path;
 
 use jetscribe_tests::media::{SAMPLE_RATE, decode, write_wav};
+use jetscribe_tests::reference::{LIBRISPEECH_REFERENCE, QUILTER_REFERENCE};
 use jetscribe_tests::{JFK_REFERENCE, TestApp, fixture, word_error_rate};
 
 /// A clip placed in an assembly: where it starts, how long it is, what it says.
@@ -14,18 +15,14 @@ struct Placed {
     reference: Option<&'static str>,
 }
 
-const LIBRISPEECH: &str = "It was the first great sorrow of his life it was not so much the loss of the cotton itself but the fantasy the hopes the dreams built around it";
-const QUILTER: &str =
-    "Mr. Quilter is the apostle of the middle classes and we are glad to welcome his gospel.";
-
 /// Three clips with 2 to 10 s of silence between them (short enough to share one window once
 /// the silence is removed), then two minutes of silence, a minute of continuous speech and the
 /// first clip again: four windows or more.
 fn assemble(path: &Path) -> Vec<Placed> {
     let clips = [
         (fixture("jfk.flac"), Some(JFK_REFERENCE), 3.0),
-        (fixture("librispeech.wav"), Some(LIBRISPEECH), 2.0),
-        (fixture("quilter.wav"), Some(QUILTER), 10.0),
+        (fixture("librispeech.wav"), Some(LIBRISPEECH_REFERENCE), 2.0),
+        (fixture("quilter.wav"), Some(QUILTER_REFERENCE), 10.0),
         (fixture("voxpopuli.ogg"), None, 120.0),
         (fixture("jfk.flac"), Some(JFK_REFERENCE), 4.0),
     ];

@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use jetscribe_tests::media::jfk_every;
+use jetscribe_tests::media::speech_every;
 use jetscribe_tests::{JOB_TIMEOUT, TestApp, WebhookReceiver, fixture, wait_for};
 use proto_msgs::Stage;
 
@@ -35,7 +35,7 @@ async fn in_progress(app: &TestApp, stage: Stage) -> usize {
 async fn a_running_job_cancelled_stops_within_seconds_tells_its_webhook_and_leaves_no_files() {
     let dir = tempfile::tempdir().expect("tempdir");
     let media = dir.path().join("five-minutes.wav");
-    jfk_every(&media, 300, 15);
+    speech_every(&media, 300, 15);
     let mut hook = WebhookReceiver::start().await;
     let mut app_parts = vec!["api"];
     app_parts.extend(STAGES);
