@@ -16,7 +16,7 @@ deps:
 	@bash scripts/install-system-deps.sh
 
 toolchain:
-	@command -v cargo >/dev/null 2>&1 || { echo "cargo not found: install Rust (rustup, stable >= 1.89)" >&2; exit 1; }
+	@command -v cargo >/dev/null 2>&1 || { echo "cargo not found: install Rust (rustup, stable >= 1.92)" >&2; exit 1; }
 
 ## The official CTranslate2 library from the PyPI `ctranslate2` wheel.
 ct2: deps

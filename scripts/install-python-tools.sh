@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # A Python virtual environment with the tools the tests drive the service with, pinned in
 # scripts/python-tools.txt: the reference parser of Prometheus's text formats
-# (prometheus-client), numpy; and, without their dependencies, the packages of
-# scripts/python-tools-nodeps.txt (faster-whisper, whose feature extractor is a test's reference).
+# (prometheus-client), numpy, onnxruntime; and, without their dependencies, the packages of
+# scripts/python-tools-nodeps.txt (faster-whisper, whose feature extractor and VAD are tests'
+# references).
 # Packages come from PyPI through pip's cache (outside the clone).
 #   install-python-tools.sh DEST
 set -euo pipefail

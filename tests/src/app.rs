@@ -83,6 +83,20 @@ impl TestApp {
             ("BIND_ADDR".into(), "127.0.0.1:0".into()),
             ("API_ADDR_FILE".into(), addr_file.display().to_string()),
             ("WHISPER_MODEL".into(), model.display().to_string()),
+            (
+                "ONNXRUNTIME_LIB".into(),
+                repo_root()
+                    .join("vendor/onnxruntime/lib/libonnxruntime.so.1.31.1")
+                    .display()
+                    .to_string(),
+            ),
+            (
+                "VAD_MODEL".into(),
+                repo_root()
+                    .join("models/silero-vad/silero_vad.onnx")
+                    .display()
+                    .to_string(),
+            ),
             ("WEBHOOK_RETRY_DELAY".into(), "0.2".into()),
             // Test receivers listen on 127.0.0.1.
             ("WEBHOOK_ALLOW_PRIVATE".into(), "true".into()),

@@ -1,5 +1,6 @@
 //! How speech becomes text: the speech of several VAD chunks packed into one Whisper window
-//! comes back at its own place in the media, word by word.
+//! comes back at its own place in the media, word by word; noise and music without speech give
+//! no text; decoding options per job.
 
 use std::path::Path;
 
@@ -132,7 +133,7 @@ fn no_speech(dir: &Path) -> std::path::PathBuf {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn noise_tones_and_music_without_speech_give_few_words_each_marked_unreliable() {
+async fn noise_tones_and_music_without_speech_give_no_words() {
     let dir = tempfile::tempdir().expect("tempdir");
     let media = no_speech(dir.path());
     let app = TestApp::spawn(&[]).await;
@@ -142,20 +143,11 @@ async fn noise_tones_and_music_without_speech_give_few_words_each_marked_unrelia
     assert_eq!(status["status"], "completed", "{status}");
     let (_, body) = app.get_json(&format!("/result/{job_id}")).await;
     let transcript = body["result"]["transcript"].as_str().expect("transcript");
-    let words = transcript.split_whitespace().count();
-    eprintln!("{words} words in 3 minutes without speech: {transcript:?}");
-    // faster-whisper, whose Silero VAD passes none of it to Whisper, writes none; Whisper behind
-    // our energy VAD wrote 43 before the decoding loop had its thresholds. What text is left
-    // is marked as unreliable on its segment: no decoding passed the thresholds.
-    assert!(words <= 45, "{words} words: {transcript:?}");
-    for segment in body["result"]["segments"].as_array().expect("segments") {
-        let number = |field: &str| segment[field].as_f64().expect(field);
-        let failed = number("temperature") >= 0.2
-            || number("avg_logprob") < -1.0
-            || number("compression_ratio") > 2.4
-            || number("no_speech_prob") > 0.6;
-        assert!(failed, "a segment over noise passed as speech: {segment}");
-    }
+    // Silero VAD passes none of it to Whisper, as in faster-whisper. (Behind the energy VAD it
+    // replaced, Whisper wrote 43 words, then 4 to 37 once the decoding loop had its
+    // thresholds: "Thank you for watching.")
+    assert_eq!(transcript, "", "words over noise and music");
+    assert_eq!(body["result"]["segments"], serde_json::json!([]));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -181,6 +181,7 @@ async fn transcriber(shared: Shared) -> anyhow::Result<()> {
             threads: shared.settings.whisper_threads,
             batch_size: shared.settings.whisper_batch_size,
             decoding: shared.settings.whisper_decoding.clone(),
+            vad: shared.settings.vad.clone(),
         };
         let blobs = shared.blobs.clone();
         // Seconds of blocking work: not on the async threads.
@@ -188,7 +189,7 @@ async fn transcriber(shared: Shared) -> anyhow::Result<()> {
             .await?
             .with_context(|| {
                 let (name, dir) = (&model.name, model.dir.display());
-                format!("loading the Whisper model {name} from {dir} (WHISPER_MODELS)")
+                format!("loading the Whisper model {name} from {dir} (WHISPER_MODELS) and the VAD")
             })?;
         let shared = shared.clone();
         pools.spawn(async move { shared.run_stage(transcriber).await });

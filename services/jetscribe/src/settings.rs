@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
-use jetscribe_transcriber::DecodingOptions;
+use jetscribe_transcriber::{DecodingOptions, VadSettings};
 use proto_msgs::ModelName;
 
 /// A variable holds a value jetscribe cannot use.
@@ -53,6 +53,11 @@ pub struct Settings {
     /// to disable), WHISPER_CONDITION_ON_PREVIOUS_TEXT (false, as faster-whisper's batched mode),
     /// WHISPER_PROMPT_RESET_ON_TEMPERATURE (0.5): faster-whisper's defaults.
     pub whisper_decoding: DecodingOptions,
+    /// The voice activity detector: ONNXRUNTIME_LIB (default
+    /// `vendor/onnxruntime/lib/libonnxruntime.so.1.31.1`), VAD_MODEL (default
+    /// `models/silero-vad/silero_vad.onnx`), VAD_MIN_SILENCE_MS (default 2000: the silence that
+    /// ends a chunk of speech), all relative to the working folder unless absolute.
+    pub vad: VadSettings,
     /// FFMPEG_PATH (default `ffmpeg` from PATH).
     pub ffmpeg_path: PathBuf,
     /// FFPROBE_PATH (default: `ffprobe` beside FFMPEG_PATH, else from PATH).
@@ -160,6 +165,7 @@ impl Settings {
             whisper_threads: vars.number("WHISPER_THREADS", cores, 1..=4096, "threads")?,
             whisper_batch_size: vars.number("WHISPER_BATCH_SIZE", 4, 1..=32, "30 s windows")?,
             whisper_decoding: decoding_options(&vars)?,
+            vad: vad_settings(&vars, &cwd)?,
             ffprobe_path: default_ffprobe(vars.text("FFPROBE_PATH"), vars.text("FFMPEG_PATH")),
             ffmpeg_path: PathBuf::from(vars.text_or("FFMPEG_PATH", "ffmpeg")),
             probe_timeout: vars.seconds("PROBE_TIMEOUT", 60.0)?,
@@ -219,6 +225,18 @@ pub struct WhisperModel {
 }
 
 /// The decoding settings; every default is faster-whisper's.
+/// ONNXRUNTIME_LIB, VAD_MODEL (relative to `cwd` unless absolute) and VAD_MIN_SILENCE_MS.
+fn vad_settings(vars: &Vars, cwd: &Path) -> Result<VadSettings, SettingsError> {
+    Ok(VadSettings {
+        library: absolute(
+            cwd,
+            &vars.text_or("ONNXRUNTIME_LIB", DEFAULT_ONNXRUNTIME_LIB),
+        ),
+        model: absolute(cwd, &vars.text_or("VAD_MODEL", DEFAULT_VAD_MODEL)),
+        min_silence_ms: vars.number("VAD_MIN_SILENCE_MS", 2000, 100..=60_000, "ms")?,
+    })
+}
+
 fn decoding_options(vars: &Vars) -> Result<DecodingOptions, SettingsError> {
     let defaults = DecodingOptions::default();
     let threshold = |variable: &'static str, default: Option<f64>, range: RangeInclusive<f64>| {
@@ -352,6 +370,9 @@ fn name_of_folder(dir: &Path) -> ModelName {
 
 /// The default model's folder.
 const DEFAULT_MODEL_DIR: &str = "models/whisper-base";
+/// Where `make ct2` puts the ONNX Runtime library, and `make models` the VAD model.
+const DEFAULT_ONNXRUNTIME_LIB: &str = "vendor/onnxruntime/lib/libonnxruntime.so.1.31.1";
+const DEFAULT_VAD_MODEL: &str = "models/silero-vad/silero_vad.onnx";
 
 /// NATS_URL, checked: every server of the list must parse (the error names the one at fault,
 /// without credentials).
@@ -797,6 +818,21 @@ mod tests {
             Some(Path::new("/run/jetscribe/api.addr"))
         );
         assert_eq!(s.whisper_batch_size, 8);
+    }
+
+    #[test]
+    fn the_vad_comes_from_the_fetched_files_unless_told_otherwise() {
+        let s = settings(&[]).expect("valid");
+        assert!(s.vad.library.is_absolute());
+        assert!(s.vad.library.ends_with(DEFAULT_ONNXRUNTIME_LIB));
+        assert!(s.vad.model.ends_with(DEFAULT_VAD_MODEL));
+        assert_eq!(s.vad.min_silence_ms, 2000);
+        let s = settings(&[("VAD_MODEL", "/m/vad.onnx"), ("VAD_MIN_SILENCE_MS", "500")])
+            .expect("valid");
+        assert_eq!(s.vad.model, Path::new("/m/vad.onnx"));
+        assert_eq!(s.vad.min_silence_ms, 500);
+        let err = settings(&[("VAD_MIN_SILENCE_MS", "5")]).expect_err("too short");
+        assert_eq!(err.variable, "VAD_MIN_SILENCE_MS");
     }
 
     #[test]

@@ -1,23 +1,23 @@
 //! [`AudioBatcher`]: turns the PCM stream into batches of windows of speech for Whisper (the
-//! VAD's chunks packed by [`packing`](crate::packing)), holding a bounded amount of audio (about
-//! (batch + 1) windows read ahead) and of speech cut and not handed out (about two batches), and
-//! knows from which sample the work is still to do.
+//! VAD's chunks packed by [`packing`](crate::packing)), holding a bounded amount of audio (up to
+//! a window read and not yet through the VAD, what the VAD still needs, and the speech cut and not
+//! handed out: about two batches), and knows from which sample the work is still to do.
 
 use std::collections::VecDeque;
 
 use crate::features::WINDOW_SAMPLES;
 use crate::packing::{Window, chunks_per_window};
-use crate::vad::{self, Chunk};
+use crate::silero::VadError;
+use crate::vad::{Chunk, SpeechCutter};
 
 /// PCM bytes in, batches of at most `batch_size` windows of speech out.
 #[derive(Debug)]
 pub struct AudioBatcher {
-    /// Samples read and not yet cut into chunks.
+    /// Samples read and not yet through the VAD.
     buffer: Vec<f32>,
-    /// Media sample of `buffer[0]`.
-    origin: u64,
     /// A read may end in the middle of a 2-byte sample: its first byte.
     odd_byte: Option<u8>,
+    cutter: SpeechCutter,
     /// Chunks cut and not yet handed out.
     pending: VecDeque<Chunk>,
     batch_size: usize,
@@ -26,31 +26,39 @@ pub struct AudioBatcher {
 }
 
 impl AudioBatcher {
-    /// A batcher for audio that starts at media sample `origin`.
-    pub fn new(origin: u64, batch_size: usize) -> Self {
-        let batch_size = batch_size.max(1);
+    /// A batcher for the audio that `cutter` starts at.
+    pub fn new(cutter: SpeechCutter, batch_size: usize) -> Self {
         Self {
-            buffer: Vec::with_capacity(read_ahead_samples(batch_size) + WINDOW_SAMPLES),
-            origin,
+            buffer: Vec::with_capacity(WINDOW_SAMPLES),
             odd_byte: None,
+            cutter,
             pending: VecDeque::new(),
-            batch_size,
+            batch_size: batch_size.max(1),
             finished: false,
         }
     }
 
-    /// Adds s16le bytes; once a batch and one more window are buffered, cuts them into chunks.
-    pub fn push_pcm(&mut self, bytes: &[u8]) {
+    /// Adds s16le bytes; returns whether a window of audio waits for the VAD ([`Self::cut`]).
+    pub fn push_pcm(&mut self, bytes: &[u8]) -> bool {
         append_pcm(&mut self.buffer, &mut self.odd_byte, bytes);
-        if self.buffer.len() >= read_ahead_samples(self.batch_size) {
-            self.cut();
-        }
+        self.buffer.len() >= WINDOW_SAMPLES
     }
 
-    /// The audio has ended: cuts what is left.
-    pub fn finish(&mut self) {
+    /// Runs the VAD over the audio read (blocking: a few milliseconds per second of audio).
+    pub fn cut(&mut self) -> Result<(), VadError> {
+        let chunks = self.cutter.push(&self.buffer)?;
+        self.buffer.clear();
+        self.pending.extend(chunks);
+        Ok(())
+    }
+
+    /// The audio has ended: cuts what is left (blocking, as [`Self::cut`]).
+    pub fn finish(&mut self) -> Result<(), VadError> {
+        self.cut()?;
+        let chunks = self.cutter.finish()?;
+        self.pending.extend(chunks);
         self.finished = true;
-        self.cut();
+        Ok(())
     }
 
     pub fn is_finished(&self) -> bool {
@@ -72,19 +80,12 @@ impl AudioBatcher {
     }
 
     /// The media sample from which audio is still to be transcribed: everything before the next
-    /// chunk not handed out (or before the audio not yet cut) is done once the batches handed
-    /// out are.
+    /// chunk not handed out (or before the audio the VAD still holds) is done once the batches
+    /// handed out are.
     pub fn resume_sample(&self) -> u64 {
         self.pending
             .front()
-            .map_or(self.origin, |chunk| chunk.start_sample)
-    }
-
-    fn cut(&mut self) {
-        let (chunks, consumed) = vad::split(&self.buffer, self.origin, self.finished);
-        self.buffer.drain(..consumed);
-        self.origin += consumed as u64;
-        self.pending.extend(chunks);
+            .map_or_else(|| self.cutter.resume_sample(), |chunk| chunk.start_sample)
     }
 }
 
@@ -96,12 +97,6 @@ fn complete_windows(windows: usize, finished: bool) -> usize {
     } else {
         windows.saturating_sub(1)
     }
-}
-
-/// Audio read ahead of the chunker: the batch plus one window, so that every chunk of the batch
-/// can find its end.
-fn read_ahead_samples(batch_size: usize) -> usize {
-    (batch_size + 1) * WINDOW_SAMPLES
 }
 
 /// Appends s16le bytes to `samples` as f32 in [-1, 1], carrying an odd trailing byte over.
@@ -132,6 +127,8 @@ fn append_pcm(samples: &mut Vec<f32>, odd_byte: &mut Option<u8>, mut bytes: &[u8
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_audio;
+    use crate::vad::VadOptions;
     use proto_msgs::pcm::SAMPLE_RATE;
 
     #[test]
@@ -152,24 +149,34 @@ mod tests {
         assert_eq!(odd, None);
     }
 
-    /// PCM bytes: `speech` seconds of a loud tone after `silence` seconds of silence, repeated.
-    fn pcm(pattern: &[(f64, f64)]) -> Vec<u8> {
-        let rate = f64::from(SAMPLE_RATE);
-        let mut samples: Vec<i16> = Vec::new();
-        for &(silence, speech) in pattern {
-            samples.extend(std::iter::repeat_n(0, (silence * rate) as usize));
-            let tone =
-                (0..(speech * rate) as usize).map(|i| ((i as f64 * 0.07).sin() * 12_000.0) as i16);
-            samples.extend(tone);
+    /// PCM bytes: `silence` seconds of silence, then a clip of speech (8.7 s), repeated.
+    fn pcm(silences: &[f64]) -> Vec<u8> {
+        let speech = test_audio::clip("librispeech.wav");
+        let mut samples: Vec<f32> = Vec::new();
+        for &silence in silences {
+            samples.extend(std::iter::repeat_n(0.0, (silence * 16_000.0) as usize));
+            samples.extend(&speech);
         }
-        samples.iter().flat_map(|s| s.to_le_bytes()).collect()
+        samples
+            .iter()
+            .flat_map(|s| ((s * 32768.0).round() as i16).to_le_bytes())
+            .collect()
+    }
+
+    fn batcher(origin: u64, batch_size: usize) -> AudioBatcher {
+        let cutter = SpeechCutter::new(
+            test_audio::silero().stream(),
+            VadOptions::faster_whisper(2000),
+            origin,
+        );
+        AudioBatcher::new(cutter, batch_size)
     }
 
     /// Feeds `bytes` in reads of `read` bytes; returns each batch's windows, as the media
     /// starts (s) of their pieces, and the resume point (s) after it.
     fn batches(bytes: &[u8], read: usize, batch_size: usize) -> Vec<(Vec<Vec<f64>>, f64)> {
         let seconds = |sample: u64| sample as f64 / f64::from(SAMPLE_RATE);
-        let mut batcher = AudioBatcher::new(0, batch_size);
+        let mut batcher = batcher(0, batch_size);
         let mut batches = Vec::new();
         let mut reads = bytes.chunks(read);
         loop {
@@ -181,25 +188,29 @@ mod tests {
                 batches.push((windows, seconds(batcher.resume_sample())));
             }
             match reads.next() {
-                Some(read) => batcher.push_pcm(read),
+                Some(read) => {
+                    if batcher.push_pcm(read) {
+                        batcher.cut().expect("the VAD runs");
+                    }
+                }
                 None if batcher.is_finished() => return batches,
-                None => batcher.finish(),
+                None => batcher.finish().expect("the VAD runs"),
             }
         }
     }
 
     #[test]
     fn speech_comes_out_in_batches_of_full_windows_with_the_point_to_resume_from() {
-        // Six bursts of 12 s of speech, 10 s apart: each is a chunk of its own, silence dropped,
-        // and two fit in a window.
-        let mut pattern = vec![(1.0, 12.0)];
-        pattern.extend([(10.0, 12.0); 5]);
-        let audio = pcm(&pattern);
+        // Six clips of 8.7 s of speech, 10 s apart: each is a chunk of its own (9.5 s with its
+        // padding), silence dropped, and three fit in a window.
+        let audio = pcm(&[1.0, 10.0, 10.0, 10.0, 10.0, 10.0]);
+        let clip_s = 139_680.0 / 16_000.0;
+        let clip_starts: Vec<f64> = (0..6).map(|i| 1.0 + i as f64 * (10.0 + clip_s)).collect();
         let cases: [(usize, usize, usize); 3] = [
             // (bytes per read, batch size, batches expected)
-            (64_001, 2, 2),
-            (7, 3, 1),
-            (1_000_000, 1, 3),
+            (64_001, 1, 2),
+            (7_777, 3, 1),
+            (4_000_000, 1, 2),
         ];
         for (read, batch_size, expected) in cases {
             let out = batches(&audio, read, batch_size);
@@ -209,11 +220,12 @@ mod tests {
                 "read {read}, batch {batch_size}: {out:?}"
             );
             let windows: Vec<Vec<f64>> = out.iter().flat_map(|(w, _)| w.clone()).collect();
-            assert_eq!(windows.len(), 3, "{out:?}");
-            assert!(windows.iter().all(|pieces| pieces.len() == 2), "{out:?}");
+            assert_eq!(windows.len(), 2, "{out:?}");
+            assert!(windows.iter().all(|pieces| pieces.len() == 3), "{out:?}");
             let starts: Vec<f64> = windows.concat();
-            for (start, burst) in starts.iter().zip([1.0, 23.0, 45.0, 67.0, 89.0, 111.0]) {
-                assert!((burst - 0.3..=burst).contains(start), "{starts:?}");
+            for (start, clip) in starts.iter().zip(&clip_starts) {
+                // The clip's speech starts within its first half second; the padding is 0.4 s.
+                assert!((clip - 0.4..=clip + 0.5).contains(start), "{starts:?}");
             }
             // Each resume point lies after the batch it follows and before the next one.
             for pair in out.windows(2) {
@@ -221,16 +233,18 @@ mod tests {
                 let last_start = pair[0].0.concat().last().copied().unwrap_or(0.0);
                 assert!(resume <= next_start && resume > last_start, "{out:?}");
             }
-            assert_eq!(out.last().map(|(_, resume)| *resume), Some(123.0));
+            let end_s = audio.len() as f64 / 2.0 / 16_000.0;
+            assert_eq!(out.last().map(|(_, resume)| *resume), Some(end_s));
         }
     }
 
     #[test]
     fn only_silence_gives_no_batch_and_resumes_at_the_end() {
-        let audio = pcm(&[(70.0, 0.0)]);
-        let mut batcher = AudioBatcher::new(16_000, 1);
-        batcher.push_pcm(&audio);
-        batcher.finish();
+        let audio = vec![0u8; 70 * 16_000 * 2];
+        let mut batcher = batcher(16_000, 1);
+        assert!(batcher.push_pcm(&audio));
+        batcher.cut().expect("the VAD runs");
+        batcher.finish().expect("the VAD runs");
         assert!(batcher.take_batch().is_none());
         assert_eq!(batcher.resume_sample(), 16_000 + 70 * 16_000);
     }

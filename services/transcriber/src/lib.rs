@@ -1,6 +1,7 @@
 //! Transcribe stage: Whisper (CTranslate2 through ct2rs, linked to the official CTranslate2
-//! library, int8 on CPU). The decoded PCM is read from the object store as a stream and cut at
-//! pauses into speech chunks ([`vad`]), packed into full 30 s windows ([`packing`]) which
+//! library, int8 on CPU). The decoded PCM is read from the object store as a stream and cut
+//! into chunks of speech ([`vad`], on Silero's model: [`silero`]), packed into full 30 s windows
+//! ([`packing`]) which
 //! [`batcher`] hands out in batches so that memory does not grow with the length of the media;
 //! each batch is encoded once ([`engine`], on [`features`] computed as Whisper's); the
 //! [`transcript`] grows batch by batch in media time, with a checkpoint after each batch that a
@@ -11,12 +12,15 @@ pub mod decoding;
 pub mod engine;
 pub mod features;
 pub mod packing;
+pub mod silero;
+#[cfg(test)]
+mod test_audio;
 pub mod transcript;
 pub mod vad;
 
 use std::path::PathBuf;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -31,7 +35,10 @@ pub use decoding::DecodingOptions;
 use engine::{BatchRequest, BatchTranscript, JobDecoding};
 pub use engine::{EngineError, WhisperEngine};
 use packing::Window;
+use silero::SileroModel;
+pub use silero::VadError;
 use transcript::{Checkpoint, ResumePoint, TranscriptBuilder, final_language, resume_point};
+use vad::{SpeechCutter, VadOptions};
 
 /// Settings of the transcribe stage.
 #[derive(Debug, Clone)]
@@ -47,6 +54,27 @@ pub struct TranscriberSettings {
     /// How windows are decoded: beam, temperatures, thresholds, prompts (WHISPER_BEAM_SIZE,
     /// WHISPER_TEMPERATURES, ...).
     pub decoding: DecodingOptions,
+    pub vad: VadSettings,
+}
+
+/// Where the voice activity detector comes from, and how it cuts.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VadSettings {
+    /// The ONNX Runtime library (ONNXRUNTIME_LIB).
+    pub library: PathBuf,
+    /// Silero's ONNX model (VAD_MODEL).
+    pub model: PathBuf,
+    /// A silence this long ends a chunk of speech (VAD_MIN_SILENCE_MS).
+    pub min_silence_ms: u64,
+}
+
+/// Why a transcriber could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    #[error(transparent)]
+    Vad(#[from] VadError),
 }
 
 /// The transcribe stage for one model's pool. The model is loaded once and shared by every job
@@ -56,13 +84,16 @@ pub struct Transcriber {
     blobs: BlobStore,
     engine: Arc<WhisperEngine>,
     batch_size: usize,
+    vad: SileroModel,
+    vad_options: VadOptions,
 }
 
 impl Transcriber {
-    /// Loads the model and warms it up on one batch of silence (seconds; do it once at
-    /// start-up: blocking).
-    pub fn new(blobs: BlobStore, settings: &TranscriberSettings) -> Result<Self, EngineError> {
+    /// Loads the model and warms it up on one batch of silence, and loads the VAD (seconds; do
+    /// it once at start-up: blocking).
+    pub fn new(blobs: BlobStore, settings: &TranscriberSettings) -> Result<Self, StartError> {
         let loading = Instant::now();
+        let vad = SileroModel::load(&settings.vad.library, &settings.vad.model)?;
         let engine = WhisperEngine::load(
             &settings.model_dir,
             settings.threads,
@@ -82,6 +113,8 @@ impl Transcriber {
             blobs,
             engine: Arc::new(engine),
             batch_size: settings.batch_size.max(1),
+            vad,
+            vad_options: VadOptions::faster_whisper(settings.vad.min_silence_ms),
         })
     }
 }
@@ -120,7 +153,8 @@ impl StageHandler for Transcriber {
         let pcm = self
             .pcm_from(&input.audio_blob, resume.byte, audio_bytes)
             .await?;
-        let batches = BatchReader::new(pcm, AudioBatcher::new(resume.byte / 2, self.batch_size));
+        let cutter = SpeechCutter::new(self.vad.stream(), self.vad_options, resume.byte / 2);
+        let batches = BatchReader::new(pcm, AudioBatcher::new(cutter, self.batch_size));
         let decoding = Arc::new(decoding);
         let job_audio = JobAudio {
             requested: requested.clone(),
@@ -322,35 +356,66 @@ async fn record_resume(job: &JobContext, resume: ResumePoint) -> Result<(), Stag
 /// Batches of speech chunks read from the PCM stream.
 struct BatchReader {
     pcm: PcmStream,
-    batcher: AudioBatcher,
+    /// Shared with the blocking thread that runs the VAD.
+    batcher: Arc<Mutex<AudioBatcher>>,
 }
 
 impl BatchReader {
     fn new(pcm: PcmStream, batcher: AudioBatcher) -> Self {
-        Self { pcm, batcher }
+        Self {
+            pcm,
+            batcher: Arc::new(Mutex::new(batcher)),
+        }
+    }
+
+    fn batcher(&self) -> std::sync::MutexGuard<'_, AudioBatcher> {
+        self.batcher
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// The next batch, reading as much audio as it takes; `None` at the end of the audio.
     async fn next(&mut self) -> Result<Option<Vec<Window>>, StageError> {
         loop {
-            if let Some(batch) = self.batcher.take_batch() {
+            if let Some(batch) = self.batcher().take_batch() {
                 return Ok(Some(batch));
             }
-            if self.batcher.is_finished() {
+            if self.batcher().is_finished() {
                 return Ok(None);
             }
             match self.pcm.next().await {
-                Some(bytes) => self.batcher.push_pcm(
-                    &bytes.map_err(|err| StageError::transient("reading the audio", err))?,
-                ),
-                None => self.batcher.finish(),
+                Some(bytes) => {
+                    let bytes =
+                        bytes.map_err(|err| StageError::transient("reading the audio", err))?;
+                    if self.batcher().push_pcm(&bytes) {
+                        run_vad(self.batcher.clone(), AudioBatcher::cut).await?;
+                    }
+                }
+                None => run_vad(self.batcher.clone(), AudioBatcher::finish).await?,
             }
         }
     }
 
     fn resume_sample(&self) -> u64 {
-        self.batcher.resume_sample()
+        self.batcher().resume_sample()
     }
+}
+
+/// Runs the VAD (`step`) over the audio read, on a blocking thread (milliseconds of CPU per
+/// second of audio).
+async fn run_vad(
+    batcher: Arc<Mutex<AudioBatcher>>,
+    step: fn(&mut AudioBatcher) -> Result<(), VadError>,
+) -> Result<(), StageError> {
+    tokio::task::spawn_blocking(move || {
+        let mut batcher = batcher
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        step(&mut batcher)
+    })
+    .await
+    .map_err(|err| StageError::transient("voice activity detection thread", err))?
+    .map_err(|err| StageError::transient("voice activity detection", err))
 }
 
 /// Progress of the transcription, with an estimate of the time left, at most once a second.
