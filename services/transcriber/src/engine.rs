@@ -141,6 +141,104 @@ pub struct WindowWord {
     pub probability: f64,
 }
 
+/// The audio of a window from where Whisper stopped early (`at`, s) on.
+struct Rest<'a> {
+    window: usize,
+    at: f64,
+    audio: &'a [f32],
+}
+
+/// Silence between rests packed into one window: long enough that Whisper ends a segment there.
+const REST_GAP_SAMPLES: usize = 2 * SAMPLE_RATE;
+
+/// A window of packed rests: its audio and, per rest in it, the rest's index and where it
+/// starts (s).
+type PackedRests = (Vec<f32>, Vec<(usize, f64)>);
+
+/// Rests one after another, two seconds of silence between them, in windows of 30 s at most.
+fn pack_rests(rests: &[Rest]) -> Vec<PackedRests> {
+    let mut packed: Vec<PackedRests> = Vec::new();
+    for (index, rest) in rests.iter().enumerate() {
+        let fits = packed.last().is_some_and(|(samples, _)| {
+            samples.len() + REST_GAP_SAMPLES + rest.audio.len() <= WINDOW_SAMPLES
+        });
+        if !fits {
+            packed.push((Vec::with_capacity(WINDOW_SAMPLES), Vec::new()));
+        }
+        let Some((samples, placed)) = packed.last_mut() else {
+            continue;
+        };
+        if !samples.is_empty() {
+            samples.extend(std::iter::repeat_n(0.0, REST_GAP_SAMPLES));
+        }
+        placed.push((index, samples.len() as f64 / SAMPLE_RATE as f64));
+        samples.extend_from_slice(rest.audio);
+    }
+    packed
+}
+
+/// Which of the `placed` rests (index into `placed`) holds the time `at` (s).
+fn piece_at(placed: &[(usize, f64)], at: f64) -> usize {
+    placed
+        .iter()
+        .rposition(|(_, offset)| *offset <= at)
+        .unwrap_or(0)
+}
+
+/// A segment of packed rests, split where its words cross from one rest to the next (Whisper
+/// may join the end of one rest and the start of the next in one segment), each part with the
+/// index (into `placed`) of its rest.
+fn split_by_piece(
+    segment: WindowSegment,
+    placed: &[(usize, f64)],
+    no_space: bool,
+) -> Vec<(usize, WindowSegment)> {
+    let middle = |start: f64, end: f64| (start + end) / 2.0;
+    let whole = piece_at(placed, middle(segment.start, segment.end));
+    let Some(words) = segment.words.clone().filter(|words| !words.is_empty()) else {
+        return vec![(whole, segment)];
+    };
+    let mut parts: Vec<(usize, Vec<WindowWord>)> = Vec::new();
+    for word in words {
+        let piece = piece_at(placed, middle(word.start, word.end));
+        match parts.last_mut() {
+            Some((last, words)) if *last == piece => words.push(word),
+            _ => parts.push((piece, vec![word])),
+        }
+    }
+    if parts.len() == 1 {
+        return vec![(parts[0].0, segment)];
+    }
+    let separator = if no_space { "" } else { " " };
+    parts
+        .into_iter()
+        .map(|(piece, words)| {
+            let text: Vec<&str> = words.iter().map(|word| word.word.as_str()).collect();
+            let part = WindowSegment {
+                start: words.first().map_or(segment.start, |word| word.start),
+                end: words.last().map_or(segment.end, |word| word.end),
+                text: text.join(separator),
+                words: Some(words),
+                score: segment.score,
+            };
+            (piece, part)
+        })
+        .collect()
+}
+
+impl WindowSegment {
+    /// The segment `offset` seconds later (its words too).
+    fn shifted(mut self, offset: f64) -> Self {
+        self.start += offset;
+        self.end += offset;
+        for word in self.words.iter_mut().flatten() {
+            word.start += offset;
+            word.end += offset;
+        }
+        self
+    }
+}
+
 /// A segment as read from the generated tokens: its times and the range of its text tokens.
 #[derive(Debug, Clone, PartialEq)]
 struct TokenSpan {
@@ -156,6 +254,9 @@ struct ParsedWindow {
     token_ids: Vec<usize>,
     tokens: Vec<String>,
     spans: Vec<TokenSpan>,
+    /// Whisper stopped at a segment boundary before the end of the audio: from here on (s),
+    /// the audio is still to be decoded.
+    resume_at: Option<f64>,
 }
 
 /// A loaded Whisper model.
@@ -314,11 +415,81 @@ impl WhisperEngine {
             let alignment = word_times.as_ref().map(|all| &all[index]);
             per_window.push(self.segments_of(window, alignment, no_space)?);
         }
+        let language = detected.as_ref().map(|d| d.code.as_str()).or(language);
+        let request = BatchRequest {
+            language,
+            ..*request
+        };
+        self.decode_tails(windows, &decoded, &request, &mut per_window)?;
         Ok(BatchTranscript {
             language: detected,
             windows: per_window,
             next_prompt,
         })
+    }
+
+    /// Where Whisper stopped at a segment boundary well before the end of a window's audio, the
+    /// rest is decoded again (faster-whisper's sequential loop seeks there; without it, the
+    /// unfinished phrase at the end of a window is lost). The rests of a batch are packed
+    /// together into as few windows as they fit, and their segments go back to their windows.
+    fn decode_tails(
+        &self,
+        windows: &[&[f32]],
+        decoded: &[DecodedWindow],
+        request: &BatchRequest,
+        per_window: &mut [Vec<WindowSegment>],
+    ) -> Result<(), EngineError> {
+        let rests: Vec<Rest> = decoded
+            .iter()
+            .enumerate()
+            .filter_map(|(window, decoded)| {
+                let at = decoded.parsed.resume_at?;
+                let audio = &windows[window][(at * SAMPLE_RATE as f64) as usize..];
+                let long_enough = audio.len() as f64 >= MIN_TAIL_S * SAMPLE_RATE as f64;
+                (at >= MIN_TAIL_S && long_enough).then_some(Rest { window, at, audio })
+            })
+            .collect();
+        if rests.is_empty() {
+            return Ok(());
+        }
+        debug!(
+            windows = windows.len(),
+            rests = rests.len(),
+            "decoding the rest of windows"
+        );
+        let packed = pack_rests(&rests);
+        let audio: Vec<&[f32]> = packed
+            .iter()
+            .map(|(samples, _)| samples.as_slice())
+            .collect();
+        // Words tell which rest each part of a segment belongs to.
+        let with_words = BatchRequest {
+            word_timestamps: true,
+            ..*request
+        };
+        let decoded_rests = self.transcribe_batch(&audio, &with_words)?;
+        let no_space = request.job.task == Task::Transcribe
+            && decoded_rests
+                .language
+                .as_ref()
+                .is_some_and(|d| WITHOUT_SPACES.contains(&d.code.as_str()));
+        for rest in &rests {
+            // Text after the last boundary (an unfinished segment) is in the rest's.
+            per_window[rest.window].retain(|segment| segment.start < rest.at);
+        }
+        for ((_, placed), segments) in packed.iter().zip(decoded_rests.windows) {
+            for (piece, mut part) in segments
+                .into_iter()
+                .flat_map(|segment| split_by_piece(segment, placed, no_space))
+            {
+                let rest = &rests[placed[piece].0];
+                if !request.word_timestamps {
+                    part.words = None;
+                }
+                per_window[rest.window].push(part.shifted(rest.at - placed[piece].1));
+            }
+        }
+        Ok(())
     }
 
     /// Conditioning on the previous text needs each window's text before the next window is
@@ -688,6 +859,10 @@ impl WhisperEngine {
     }
 }
 
+/// The least audio (s) decoded again after Whisper stopped early in a window, and the least it
+/// must have decoded before: a shorter rest holds hardly a word, and each rest is shorter than
+/// its window, so decoding rests ends.
+const MIN_TAIL_S: f64 = 1.0;
 /// Whisper's longest decoding of a window, in tokens (prompt included).
 const MAX_LENGTH: usize = 448;
 /// The lowest temperature above 0 sampled at: below it, CTranslate2's 1/t overflows.
@@ -835,7 +1010,30 @@ fn parse_window(tokens: &[String], ids: &[usize], window_s: f64) -> ParsedWindow
         // The window ended inside a segment.
         close(&mut parsed, segment_start, window_s, first_text);
     }
+    parsed.resume_at = undecoded_from(tokens);
     parsed
+}
+
+/// Where Whisper wants to go on, read as faster-whisper's sequential loop reads it: an output
+/// with a segment boundary (two timestamps in a row) that does not end on a single closing
+/// timestamp has left the audio after its last boundary undecoded.
+fn undecoded_from(tokens: &[String]) -> Option<f64> {
+    // Each token as its time if a timestamp, none if text; other special tokens left out.
+    let times: Vec<Option<f64>> = tokens
+        .iter()
+        .filter(|token| timestamp_of(token).is_some() || !is_special(token))
+        .map(|token| timestamp_of(token))
+        .collect();
+    let count = times.len();
+    let single_timestamp_ending =
+        count >= 2 && times[count - 2].is_none() && times[count - 1].is_some();
+    if single_timestamp_ending {
+        return None;
+    }
+    let last_boundary = (1..count)
+        .rev()
+        .find(|&index| times[index].is_some() && times[index - 1].is_some())?;
+    times[last_boundary - 1]
 }
 
 /// The start time of each of `count` tokens from the alignment path (token index, encoder
@@ -1020,6 +1218,8 @@ mod tests {
         let ids: Vec<usize> = (0..tokens.len()).collect();
         let parsed = parse_window(&tokens, &ids, 10.0);
         assert_eq!(parsed.tokens, strings(&["ĠHello", "Ġworld", "ĠBye"]));
+        // Whisper opened a segment it did not close: the audio from 1.5 s is decoded again.
+        assert_eq!(parsed.resume_at, Some(1.5));
         assert_eq!(parsed.token_ids, vec![1, 2, 5]);
         assert_eq!(
             parsed.spans,
@@ -1036,6 +1236,121 @@ mod tests {
                     text_tokens: 2..3
                 },
             ]
+        );
+    }
+
+    #[test]
+    fn an_output_stopped_at_a_segment_boundary_leaves_the_rest_of_the_window_undecoded() {
+        let cases: [(&[&str], Option<f64>); 5] = [
+            // A boundary, then an opened segment: the rest is from the boundary on.
+            (
+                &["<|0.00|>", "ĠA", "<|2.00|>", "<|2.00|>", "<|endoftext|>"],
+                Some(2.0),
+            ),
+            // Ended on a single closing timestamp: all of it is decoded.
+            (
+                &["<|0.00|>", "ĠA", "<|2.00|>", "<|2.50|>", "ĠB", "<|4.00|>"],
+                None,
+            ),
+            // Text after the last boundary without a closing timestamp: decoded again.
+            (
+                &[
+                    "<|0.00|>",
+                    "ĠA",
+                    "<|2.00|>",
+                    "<|2.40|>",
+                    "ĠB",
+                    "<|endoftext|>",
+                ],
+                Some(2.0),
+            ),
+            // No boundary at all: one segment, all of it decoded.
+            (&["<|0.00|>", "ĠA", "ĠB", "<|endoftext|>"], None),
+            (&[], None),
+        ];
+        for (tokens, expected) in cases {
+            assert_eq!(undecoded_from(&strings(tokens)), expected, "{tokens:?}");
+        }
+        let parsed = parse_window(
+            &strings(&[
+                "<|0.00|>",
+                "ĠA",
+                "<|2.00|>",
+                "<|2.40|>",
+                "ĠB",
+                "<|endoftext|>",
+            ]),
+            &[0, 1, 2, 3, 4, 5],
+            10.0,
+        );
+        assert_eq!(parsed.spans.len(), 2, "{parsed:?}");
+        assert_eq!(parsed.resume_at, Some(2.0));
+    }
+
+    #[test]
+    fn rests_share_windows_two_seconds_apart_as_long_as_they_fit() {
+        let audio = |seconds: usize| vec![0.1f32; seconds * SAMPLE_RATE];
+        let (a, b, c) = (audio(4), audio(20), audio(8));
+        let rest = |window, audio| Rest {
+            window,
+            at: 10.0,
+            audio,
+        };
+        let rests = [rest(0, &a), rest(2, &b), rest(3, &c)];
+        let packed = pack_rests(&rests);
+        assert_eq!(packed.len(), 2);
+        assert_eq!(packed[0].1, vec![(0, 0.0), (1, 6.0)]);
+        assert_eq!(packed[0].0.len(), 26 * SAMPLE_RATE);
+        assert_eq!(packed[1].1, vec![(2, 0.0)]);
+    }
+
+    #[test]
+    fn a_segment_across_two_rests_is_split_between_them_by_its_words() {
+        let word = |start: f64, end: f64, word: &str| WindowWord {
+            start,
+            end,
+            word: word.to_owned(),
+            probability: 0.9,
+        };
+        let segment = WindowSegment {
+            start: 0.0,
+            end: 9.0,
+            text: "The rules were tightened. With this".to_owned(),
+            words: Some(vec![
+                word(0.0, 0.5, "The"),
+                word(0.5, 1.0, "rules"),
+                word(1.0, 1.5, "were"),
+                word(1.5, 2.0, "tightened."),
+                word(6.0, 6.5, "With"),
+                word(6.5, 7.0, "this"),
+            ]),
+            score: DecodeScore::default(),
+        };
+        let placed = [(0, 0.0), (1, 6.0)];
+        let parts = split_by_piece(segment.clone(), &placed, false);
+        let summary: Vec<(usize, f64, f64, &str)> = parts
+            .iter()
+            .map(|(piece, part)| (*piece, part.start, part.end, part.text.as_str()))
+            .collect();
+        assert_eq!(
+            summary,
+            vec![
+                (0, 0.0, 2.0, "The rules were tightened."),
+                (1, 6.0, 7.0, "With this")
+            ]
+        );
+        // Inside one rest, or without words: the segment as it is, in the rest of its middle.
+        assert_eq!(
+            split_by_piece(segment.clone(), &placed[..1], false),
+            vec![(0, segment.clone())]
+        );
+        let bare = WindowSegment {
+            words: None,
+            ..segment
+        };
+        assert_eq!(
+            split_by_piece(bare.clone(), &placed, false),
+            vec![(0, bare)]
         );
     }
 
