@@ -44,8 +44,8 @@ pub use messages::{
     PipelineMessage, TranscribeRequest,
 };
 pub use record::{
-    DecodingRequest, JobBlobs, JobOptions, JobRecord, JobStatus, StageRun, Task, WebhookAttempt,
-    WebhookDelivery, WebhookState,
+    Channels, DecodingRequest, JobBlobs, JobOptions, JobRecord, JobStatus, StageRun, Task,
+    WebhookAttempt, WebhookDelivery, WebhookState,
 };
 pub use routing::{InvalidModelName, ModelName, Queue};
 pub use stage::{JobStep, Stage};

@@ -9,7 +9,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::codec::{CodecError, encode};
-use crate::record::{DecodingRequest, JobRecord, JobStatus};
+use crate::record::{Channels, DecodingRequest, JobRecord, JobStatus};
 use crate::routing::ModelName;
 use crate::stage::Stage;
 
@@ -126,14 +126,21 @@ pub struct DecodeRequest {
     pub input_blob: String,
     /// The file name the client gave, for messages.
     pub filename: String,
+    /// Whether the channels are mixed down or each decoded to its own audio.
+    #[serde(default, skip_serializing_if = "Channels::is_mix")]
+    pub channels: Channels,
 }
 
 /// `jetscribe.pipeline.transcribe.<model>`: decoded audio is waiting to be transcribed.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TranscribeRequest {
     pub job_id: Uuid,
-    /// Object store path of the audio: [`crate::pcm`] samples.
+    /// Object store path of the audio: [`crate::pcm`] samples (with channels=split, the first
+    /// channel's).
     pub audio_blob: String,
+    /// With channels=split: the audio of each channel, transcribed one by one.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub channel_blobs: Vec<String>,
     pub duration_s: f64,
     /// Language requested by the client (ISO 639-1), if any.
     pub language: Option<String>,
@@ -202,6 +209,7 @@ impl PipelineMessage for DecodeRequest {
             job_id: record.job_id,
             input_blob: record.blobs.input.clone(),
             filename: record.filename.clone(),
+            channels: record.channels,
         })
     }
 }
@@ -218,6 +226,7 @@ impl PipelineMessage for TranscribeRequest {
         Ok(Self {
             job_id: record.job_id,
             audio_blob: required(Self::STAGE, "blobs.audio", &record.blobs.audio)?,
+            channel_blobs: record.blobs.channel_audio.clone(),
             duration_s: required(Self::STAGE, "duration_s", &record.duration_s)?,
             language: record.language.clone(),
             word_timestamps: record.word_timestamps,
@@ -275,6 +284,7 @@ mod tests {
                 prompt: Some("Kowloon".into()),
                 ..Default::default()
             },
+            channels: Channels::Split,
         };
         JobRecord::new_pending(
             Uuid::nil(),
@@ -312,6 +322,17 @@ mod tests {
         assert!(request.word_timestamps);
         assert_eq!(request.model, job.model);
         assert_eq!(request.decoding.prompt.as_deref(), Some("Kowloon"));
+        assert_eq!(request.channel_blobs, Vec::<String>::new());
+        job.blobs.channel_audio = vec![
+            "jobs/x/audio.ch0.s16le".into(),
+            "jobs/x/audio.ch1.s16le".into(),
+        ];
+        let message = Stage::Transcribe.input_for(&job).expect("built");
+        let request: TranscribeRequest = crate::decode(&message.payload).expect("decodes");
+        assert_eq!(request.channel_blobs, job.blobs.channel_audio);
+        let decode: DecodeRequest =
+            crate::decode(&Stage::Decode.input_for(&job).expect("built").payload).expect("decodes");
+        assert_eq!(decode.channels, Channels::Split);
         assert_eq!(message.model, job.model, "routed to the job's model pool");
         let analyze = Stage::Decode.input_for(&job).expect("built");
         assert_eq!(analyze.model, None, "one queue for the other stages");

@@ -150,6 +150,9 @@ pub struct JobRecord {
     /// How the client wants the speech decoded (prompt, task, ...).
     #[serde(default, skip_serializing_if = "DecodingRequest::is_default")]
     pub decoding: DecodingRequest,
+    /// Whether the channels of the audio are mixed into one or transcribed one by one.
+    #[serde(default, skip_serializing_if = "Channels::is_mix")]
+    pub channels: Channels,
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
     #[serde(with = "time::serde::rfc3339")]
@@ -284,6 +287,31 @@ impl DecodingRequest {
     }
 }
 
+/// What is done with the channels of a stereo (or multi-channel) recording.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Channels {
+    /// Mixed down to one channel, transcribed once.
+    #[default]
+    Mix,
+    /// Each channel transcribed on its own, the segments merged in time order with their
+    /// channel: the two sides of a call recording become two speakers.
+    Split,
+}
+
+impl Channels {
+    pub fn name(self) -> &'static str {
+        match self {
+            Channels::Mix => "mix",
+            Channels::Split => "split",
+        }
+    }
+
+    pub fn is_mix(&self) -> bool {
+        *self == Channels::Mix
+    }
+}
+
 /// What the client chose when submitting a job.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct JobOptions {
@@ -295,14 +323,19 @@ pub struct JobOptions {
     /// none.
     pub model: Option<ModelName>,
     pub decoding: DecodingRequest,
+    pub channels: Channels,
 }
 
 /// Object store paths of one job's data. All live under `jobs/<job_id>/`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct JobBlobs {
     pub input: String,
+    /// The decoded audio ([`crate::pcm`]); with channels=split, its first channel's.
     #[serde(default)]
     pub audio: Option<String>,
+    /// With channels=split: the decoded audio of each channel, in the media's channel order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub channel_audio: Vec<String>,
     #[serde(default)]
     pub transcript: Option<String>,
     #[serde(default)]
@@ -319,12 +352,20 @@ impl JobBlobs {
     pub fn audio_path(job_id: Uuid) -> String {
         format!("jobs/{job_id}/audio.s16le")
     }
+    /// The decoded audio of channel `channel` (from 0), with channels=split.
+    pub fn channel_audio_path(job_id: Uuid, channel: u16) -> String {
+        format!("jobs/{job_id}/audio.ch{channel}.s16le")
+    }
     pub fn transcript_path(job_id: Uuid) -> String {
         format!("jobs/{job_id}/transcript.json")
     }
     /// The transcriber's progress so far (segments of finished batches, where to resume).
     pub fn transcribe_checkpoint_path(job_id: Uuid) -> String {
         format!("jobs/{job_id}/transcribe.checkpoint.json")
+    }
+    /// [`Self::transcribe_checkpoint_path`] of one channel, with channels=split.
+    pub fn channel_checkpoint_path(job_id: Uuid, channel: u16) -> String {
+        format!("jobs/{job_id}/transcribe.ch{channel}.checkpoint.json")
     }
     pub fn result_path(job_id: Uuid) -> String {
         format!("jobs/{job_id}/result.json")
@@ -346,6 +387,7 @@ impl JobRecord {
             word_timestamps,
             model,
             decoding,
+            channels,
         } = options;
         Self {
             job_id,
@@ -359,6 +401,7 @@ impl JobRecord {
             word_timestamps,
             model,
             decoding,
+            channels,
             created_at: now,
             updated_at: now,
             completed_at: None,
@@ -368,6 +411,7 @@ impl JobRecord {
             blobs: JobBlobs {
                 input: JobBlobs::input_path(job_id),
                 audio: None,
+                channel_audio: Vec::new(),
                 transcript: None,
                 result: None,
             },

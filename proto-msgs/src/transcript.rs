@@ -42,6 +42,9 @@ pub struct Segment {
     /// The sampling temperature of the decoding kept (0 unless it fell back).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub temperature: Option<f64>,
+    /// The channel of the media the segment was heard on (from 0), with channels=split.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channel: Option<u16>,
 }
 
 /// One word of a segment, with its times in seconds of the original media.

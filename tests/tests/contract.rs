@@ -6,8 +6,8 @@ use std::time::Duration;
 use jetscribe_nats::{Pipeline, PipelineSettings};
 use jetscribe_tests::private_pipeline;
 use proto_msgs::{
-    AnalyzeRequest, DecodeRequest, DecodingRequest, EventKind, JobEvent, JobOptions, JobRecord,
-    JobStatus, ModelName, NotifyRequest, Stage, Task, TranscribeRequest,
+    AnalyzeRequest, Channels, DecodeRequest, DecodingRequest, EventKind, JobEvent, JobOptions,
+    JobRecord, JobStatus, ModelName, NotifyRequest, Stage, Task, TranscribeRequest,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -44,6 +44,7 @@ fn sample_record(job_id: Uuid) -> JobRecord {
                 temperature: Some(0.2),
                 beam_size: Some(3),
             },
+            channels: Channels::Split,
         },
         OffsetDateTime::now_utc()
             .replace_nanosecond(0)
@@ -58,10 +59,15 @@ fn every_message_survives_a_round_trip_as_a_named_map() {
         job_id,
         input_blob: "jobs/x/input".into(),
         filename: "a.wav".into(),
+        channels: Channels::Split,
     });
     round_trip(&TranscribeRequest {
         job_id,
-        audio_blob: "jobs/x/audio.s16le".into(),
+        audio_blob: "jobs/x/audio.ch0.s16le".into(),
+        channel_blobs: vec![
+            "jobs/x/audio.ch0.s16le".into(),
+            "jobs/x/audio.ch1.s16le".into(),
+        ],
         duration_s: 11.0,
         language: None,
         word_timestamps: true,
@@ -299,6 +305,7 @@ async fn the_jobs_with_a_stored_message_are_all_found_whatever_their_stage() {
             job_id: ids[0],
             input_blob: "jobs/a/input".into(),
             filename: "a.wav".into(),
+            channels: Default::default(),
         })
         .await
         .expect("published");
@@ -336,7 +343,11 @@ async fn transcriptions_queued_before_models_were_routed_move_to_the_default_mod
     .expect("the old consumer");
     let request = TranscribeRequest {
         job_id: Uuid::now_v7(),
-        audio_blob: "jobs/x/audio.s16le".into(),
+        audio_blob: "jobs/x/audio.ch0.s16le".into(),
+        channel_blobs: vec![
+            "jobs/x/audio.ch0.s16le".into(),
+            "jobs/x/audio.ch1.s16le".into(),
+        ],
         duration_s: 11.0,
         language: None,
         word_timestamps: false,

@@ -1,6 +1,6 @@
 //! How speech becomes text: the speech of several VAD chunks packed into one Whisper window
 //! comes back at its own place in the media, word by word; noise and music without speech give
-//! no text; decoding options per job.
+//! no text; decoding options per job; the channels of a call recording heard one by one.
 
 use std::path::Path;
 
@@ -228,5 +228,126 @@ async fn a_job_can_be_translated_prompted_and_decoded_its_own_way_within_bounds(
     assert!(
         word_error_rate(JFK_REFERENCE, transcript) < 0.2,
         "{transcript:?}"
+    );
+}
+
+/// A call recorded in stereo: one side on the left (JFK from 1 s), the other on the right (an
+/// audiobook from 6 s), talking over each other for several seconds, then the left again.
+fn stereo_call(dir: &Path) -> std::path::PathBuf {
+    let (jfk, book) = (
+        decode(&fixture("jfk.flac")),
+        decode(&fixture("librispeech.wav")),
+    );
+    let quilter = decode(&fixture("quilter.wav"));
+    let second = SAMPLE_RATE;
+    let right_until = 6 * second + book.len();
+    let mut left = vec![0i16; second];
+    left.extend(&jfk);
+    left.resize(right_until + 3 * second, 0);
+    left.extend(&quilter);
+    left.extend(std::iter::repeat_n(0, second));
+    let mut right = vec![0i16; 6 * second];
+    right.extend(&book);
+    right.resize(left.len(), 0);
+    write_wav(&dir.join("left.wav"), &left);
+    write_wav(&dir.join("right.wav"), &right);
+    let (left, right) = (dir.join("left.wav"), dir.join("right.wav"));
+    let args = [
+        "-i",
+        left.to_str().expect("utf-8"),
+        "-i",
+        right.to_str().expect("utf-8"),
+        "-filter_complex",
+        "[0:a][1:a]join=inputs=2:channel_layout=stereo",
+        "-c:a",
+        "flac",
+    ];
+    jetscribe_tests::media::ffmpeg(dir, "call.flac", &args)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_channel_of_a_call_split_apart_becomes_its_own_speaker_in_time_order() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let call = stereo_call(dir.path());
+    let app = TestApp::spawn(&[]).await;
+
+    let response = app.submit(&call, "?channels=stereo").await;
+    jetscribe_tests::assert_refused(response, 422, "channels").await;
+
+    let job_id = app.submit_job(&call, "?channels=split&language=en").await;
+    let (status, _) = app.follow_status(&job_id).await;
+    assert_eq!(status["status"], "completed", "{status}");
+    assert_eq!(status["channels"], "split", "{status}");
+    let (_, body) = app.get_json(&format!("/result/{job_id}")).await;
+    let segments = body["result"]["segments"].as_array().expect("segments");
+    let starts: Vec<f64> = segments
+        .iter()
+        .map(|s| s["start"].as_f64().expect("start"))
+        .collect();
+    assert!(
+        starts.windows(2).all(|pair| pair[0] <= pair[1]),
+        "in time order: {starts:?}"
+    );
+    let side = |channel: u64| -> String {
+        segments
+            .iter()
+            .filter(|segment| segment["channel"].as_u64() == Some(channel))
+            .map(|segment| segment["text"].as_str().expect("text"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    assert!(
+        segments.iter().all(|s| s["channel"].is_u64()),
+        "every segment names its channel: {segments:?}"
+    );
+    let (left, right) = (side(0), side(1));
+    eprintln!("left: {left:?}\nright: {right:?}");
+    let left_reference = format!("{JFK_REFERENCE} {QUILTER_REFERENCE}");
+    let wer = word_error_rate(&left_reference, &left);
+    assert!(wer < 0.2, "left: WER {wer:.2}: {left:?}");
+    let wer = word_error_rate(LIBRISPEECH_REFERENCE, &right);
+    assert!(wer < 0.2, "right: WER {wer:.2}: {right:?}");
+    let channel_of_first = |needle: &str| {
+        segments
+            .iter()
+            .find(|s| s["text"].as_str().is_some_and(|t| t.contains(needle)))
+            .map(|s| s["channel"].clone())
+    };
+    assert_eq!(channel_of_first("country"), Some(0.into()));
+    let vtt = app.get_text(&format!("/result/{job_id}?format=vtt")).await;
+    assert!(
+        vtt.contains("<v Channel 0>") && vtt.contains("<v Channel 1>"),
+        "{vtt}"
+    );
+
+    // Mixed (the default), the segments name no channel.
+    let job_id = app.submit_job(&call, "?language=en").await;
+    let (status, _) = app.follow_status(&job_id).await;
+    assert_eq!(status["status"], "completed", "{status}");
+    assert_eq!(status["channels"], "mix", "{status}");
+    let (_, body) = app.get_json(&format!("/result/{job_id}")).await;
+    let segments = body["result"]["segments"].as_array().expect("segments");
+    eprintln!("mixed: {}", body["result"]["transcript"]);
+    assert!(!segments.is_empty());
+    assert!(
+        segments.iter().all(|s| s.get("channel").is_none()),
+        "{segments:?}"
+    );
+
+    // Nine channels, each a transcription of the whole media: refused, saying why.
+    let tones = (1..=9)
+        .map(|i| format!("0.1*sin({}*2*PI*t)", 200 * i))
+        .collect::<Vec<_>>()
+        .join("|");
+    let source = format!("aevalsrc={tones}:s=16000:d=2");
+    let nine =
+        jetscribe_tests::media::ffmpeg(dir.path(), "nine.wav", &["-f", "lavfi", "-i", &source]);
+    let job_id = app.submit_job(&nine, "?channels=split").await;
+    let status = app.wait_until_ended(&job_id).await;
+    assert_eq!(status["status"], "failed", "{status}");
+    let error = status["error_message"].as_str().expect("error_message");
+    assert!(
+        error.contains("channels=split") && error.contains("9 audio channels"),
+        "{error}"
     );
 }

@@ -50,6 +50,7 @@ async fn queued_job(pipeline: &jetscribe_nats::Pipeline) -> Uuid {
             job_id,
             input_blob: format!("jobs/{job_id}/input"),
             filename: "a.wav".into(),
+            channels: Default::default(),
         })
         .await
         .expect("published");
@@ -484,6 +485,7 @@ async fn a_late_message_of_a_completed_job_is_dropped_without_work_or_events() {
         job_id: job.job_id,
         input_blob: "jobs/x/input".into(),
         filename: "a.wav".into(),
+        channels: Default::default(),
     };
     pipeline.publish(&request).await.expect("published");
     let handler = Arc::new(CountsCalls(Default::default()));

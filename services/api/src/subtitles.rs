@@ -16,6 +16,8 @@ pub struct Cue {
     pub start: f64,
     pub end: f64,
     pub lines: Vec<String>,
+    /// The channel heard, with channels=split.
+    pub channel: Option<u16>,
 }
 
 /// Wraps `words` into lines of at most [`MAX_LINE_CHARS`] (a longer single word gets a line of
@@ -102,6 +104,7 @@ pub fn cues(segments: &[Segment]) -> Vec<Cue> {
                 start,
                 end: words[last - 1].end.clamp(start, start + MAX_CUE_SECONDS),
                 lines: wrap(&texts[first..last]),
+                channel: segment.channel,
             });
             first = last;
         }
@@ -135,12 +138,22 @@ pub fn srt(segments: &[Segment]) -> String {
     out
 }
 
-/// A WebVTT file.
+/// A WebVTT file; with channels=split, each cue names its channel as the voice speaking
+/// (`<v Channel 1>`).
 pub fn vtt(segments: &[Segment]) -> String {
     let mut out = String::from("WEBVTT\n\n");
     for cue in cues(segments) {
-        // "-->" may not appear in cue text; Whisper does not write it, but make sure.
-        let text = cue.lines.join("\n").replace("-->", "->");
+        // Cue text is markup: "<" and "&" escaped, and "-->" may not appear in it.
+        let text = cue
+            .lines
+            .join("\n")
+            .replace('&', "&amp;")
+            .replace('<', "&lt;")
+            .replace('>', "&gt;");
+        let text = match cue.channel {
+            Some(channel) => format!("<v Channel {channel}>{text}"),
+            None => text,
+        };
         out.push_str(&format!(
             "{} --> {}\n{}\n\n",
             timestamp(cue.start, '.'),
@@ -229,6 +242,20 @@ mod tests {
         assert_eq!(
             vtt(&segments),
             "WEBVTT\n\n01:01:01.500 --> 01:01:03.250\nHello there.\n\n"
+        );
+    }
+
+    #[test]
+    fn vtt_names_the_channel_speaking_and_escapes_markup() {
+        let mut left = segment(0.0, 1.0, "Salt & <b>pepper</b> --> here.");
+        left.channel = Some(0);
+        let mut right = segment(0.5, 2.0, "Yes.");
+        right.channel = Some(1);
+        assert_eq!(
+            vtt(&[left, right]),
+            "WEBVTT\n\n00:00:00.000 --> 00:00:01.000\n\
+             <v Channel 0>Salt &amp; &lt;b&gt;pepper&lt;/b&gt; --&gt; here.\n\n\
+             00:00:00.500 --> 00:00:02.000\n<v Channel 1>Yes.\n\n"
         );
     }
 }

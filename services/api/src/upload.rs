@@ -10,7 +10,7 @@ use poem::http::StatusCode;
 use poem::web::{Field, Multipart, Query};
 use poem::{FromRequest, Request, RequestBody, Response, handler};
 use proto_msgs::{
-    EventKind, JobBlobs, JobOptions, JobRecord, JobStatus, ModelName, Submission, Task,
+    Channels, EventKind, JobBlobs, JobOptions, JobRecord, JobStatus, ModelName, Submission, Task,
 };
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
@@ -42,6 +42,7 @@ pub(crate) struct ProcessParams {
     task: Option<String>,
     temperature: Option<String>,
     beam_size: Option<String>,
+    channels: Option<String>,
 }
 
 #[handler]
@@ -372,7 +373,7 @@ async fn read_form(
                 upload = Some((filename, size));
             }
             name @ ("language" | "webhook_url" | "word_timestamps" | "model" | "prompt"
-            | "hotwords" | "task" | "temperature" | "beam_size") => {
+            | "hotwords" | "task" | "temperature" | "beam_size" | "channels") => {
                 let name = name.to_owned();
                 let value = small_field_text(&name, field).await?;
                 apply_option(options, &name, Some(value), allow_private).await?;
@@ -490,6 +491,7 @@ async fn options_from_query(
         ("task", params.task),
         ("temperature", params.temperature),
         ("beam_size", params.beam_size),
+        ("channels", params.channels),
     ];
     for (name, value) in given {
         apply_option(&mut options, name, value, allow_private).await?;
@@ -545,6 +547,9 @@ async fn apply_option(
             let beam_size = parse_beam_size(&value).map_err(|why| invalid(why.to_owned()))?;
             options.decoding.beam_size = Some(beam_size);
         }
+        "channels" => {
+            options.channels = parse_channels(&value).map_err(|why| invalid(why.to_owned()))?
+        }
         "webhook_url" if value.len() > MAX_WEBHOOK_URL => {
             let detail = format!("webhook_url: longer than {MAX_WEBHOOK_URL} bytes");
             return Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, detail));
@@ -578,6 +583,15 @@ fn parse_task(value: &str) -> Result<Task, &'static str> {
         "transcribe" => Ok(Task::Transcribe),
         "translate" => Ok(Task::Translate),
         _ => Err("expected transcribe or translate"),
+    }
+}
+
+/// `mix` (the channels mixed down) or `split` (each channel transcribed on its own).
+fn parse_channels(value: &str) -> Result<Channels, &'static str> {
+    match value.to_lowercase().as_str() {
+        "mix" => Ok(Channels::Mix),
+        "split" => Ok(Channels::Split),
+        _ => Err("expected mix or split"),
     }
 }
 
@@ -775,6 +789,11 @@ mod tests {
         assert_eq!(parse_beam_size("10"), Ok(10));
         for raw in ["0", "11", "300", "-1", "5.5"] {
             assert!(parse_beam_size(raw).is_err(), "{raw}");
+        }
+        assert_eq!(parse_channels("Split"), Ok(Channels::Split));
+        assert_eq!(parse_channels("mix"), Ok(Channels::Mix));
+        for raw in ["stereo", "2", "left"] {
+            assert!(parse_channels(raw).is_err(), "{raw}");
         }
     }
 

@@ -6,7 +6,8 @@ use std::collections::BTreeMap;
 
 use jetscribe_nats::StageQueue;
 use proto_msgs::{
-    DeadLetter, JobRecord, JobStatus, JobStep, ModelName, Stage, StageRun, WebhookDelivery,
+    Channels, DeadLetter, JobRecord, JobStatus, JobStep, ModelName, Stage, StageRun,
+    WebhookDelivery,
 };
 use serde::Serialize;
 use time::OffsetDateTime;
@@ -77,6 +78,8 @@ pub struct JobStatusView<'a> {
     /// The Whisper model (pool) that transcribes the job (`null` for a job submitted before
     /// models were routed: the default).
     pub model: Option<&'a ModelName>,
+    /// `mix`, or `split`: each channel transcribed on its own.
+    pub channels: Channels,
     #[serde(with = "time::serde::rfc3339")]
     pub updated_at: OffsetDateTime,
     #[serde(with = "time::serde::rfc3339::option")]
@@ -175,6 +178,7 @@ impl<'a> From<&'a JobRecord> for JobStatusView<'a> {
             duration_s: record.duration_s,
             language: record.language.as_deref(),
             model: record.model.as_ref(),
+            channels: record.channels,
             updated_at: record.updated_at,
             completed_at: record.completed_at,
             error_message: record.error_message.as_deref(),

@@ -26,17 +26,19 @@ pub struct FfmpegEnd {
     pub last_error: Option<String>,
 }
 
-/// Runs ffmpeg on `media` and sends PCM chunks and timing to `reports`. The channel is bounded,
-/// so a slow store slows ffmpeg instead of filling memory. The output stops after `max_length`
-/// of audio, whatever the container's header said.
+/// Runs ffmpeg on `media` and sends PCM chunks and timing to `reports`: `channels` of it,
+/// interleaved (1: the channels mixed down). The channel is bounded, so a slow store slows
+/// ffmpeg instead of filling memory. The output stops after `max_length` of audio, whatever the
+/// container's header said.
 pub fn run_ffmpeg(
     ffmpeg: &Path,
     media: &Path,
     probe: &Probe,
+    channels: u16,
     max_length: Duration,
     reports: mpsc::Sender<FfmpegReport>,
 ) -> std::io::Result<FfmpegEnd> {
-    let mut child = command(ffmpeg, media, probe, max_length).spawn()?;
+    let mut child = command(ffmpeg, media, probe, channels, max_length).spawn()?;
     let mut end = FfmpegEnd {
         success: false,
         last_error: None,
@@ -62,8 +64,14 @@ pub fn run_ffmpeg(
     Ok(end)
 }
 
-/// The ffmpeg command line for the probed audio stream of `media`.
-fn command(ffmpeg: &Path, media: &Path, probe: &Probe, max_length: Duration) -> FfmpegCommand {
+/// The ffmpeg command line for the probed audio stream of `media`, in `channels` channels.
+fn command(
+    ffmpeg: &Path,
+    media: &Path,
+    probe: &Probe,
+    channels: u16,
+    max_length: Duration,
+) -> FfmpegCommand {
     let mut command = FfmpegCommand::new_with_path(ffmpeg);
     command
         .hide_banner()
@@ -76,7 +84,7 @@ fn command(ffmpeg: &Path, media: &Path, probe: &Probe, max_length: Duration) -> 
         .args(["-map", &format!("0:{}", probe.audio_stream)])
         .args(["-vn", "-sn", "-dn"])
         .args(["-t", &format!("{:.3}", max_length.as_secs_f64())])
-        .args(["-ac", &pcm::CHANNELS.to_string()])
+        .args(["-ac", &(pcm::CHANNELS * u32::from(channels)).to_string()])
         .args(["-ar", &pcm::SAMPLE_RATE.to_string()])
         .args(["-f", pcm::FFMPEG_FORMAT])
         // To a pipe, ffmpeg flushes after every packet by default: 50 writes of 640 bytes per

@@ -1,12 +1,14 @@
 //! Decode stage: turns any uploaded media (audio or video) into 16 kHz mono signed 16-bit PCM with
 //! ffmpeg (through ffmpeg-sidecar, which never downloads ffmpeg: PATH or FFMPEG_PATH), streamed to
 //! the object store in bounded memory, with progress from ffmpeg's clock against the duration.
+//! With channels=split, each channel becomes its own mono audio ([`split`]).
 //! [`probe`](mod@probe) looks first, through an allow-list of container formats and local files only, and
 //! refuses media longer than MAX_DURATION; [`ffmpeg`] decodes through the same allow-list and
 //! stops at MAX_DURATION whatever the header said.
 
 pub mod ffmpeg;
 pub mod probe;
+pub mod split;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -14,12 +16,14 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use jetscribe_blobstore::{BlobError, BlobStore, BlobWriter};
 use jetscribe_nats::{JobContext, Outcome, StageError, StageHandler};
-use proto_msgs::{DecodeRequest, JobBlobs, pcm};
+use proto_msgs::{Channels, DecodeRequest, JobBlobs, pcm};
 use tokio::sync::mpsc;
 use tracing::{debug, info};
+use uuid::Uuid;
 
 use ffmpeg::{FfmpegReport, run_ffmpeg};
-use probe::{Probe, probe, ran_past, short_of_space, too_long};
+use probe::{Probe, output_channels, probe, ran_past, short_of_space, too_long};
+use split::ChannelSplitter;
 
 /// Settings of the decode stage.
 #[derive(Debug, Clone)]
@@ -70,14 +74,15 @@ impl StageHandler for Decoder {
         {
             return Err(refused);
         }
+        let channels = output_channels(&input.filename, input.channels, probe.channels)?;
         let free = self.blobs.free_space();
         let min_free = self.settings.min_free_space;
-        if let Some(refused) = short_of_space(&input.filename, seconds, free, min_free) {
+        if let Some(refused) = short_of_space(&input.filename, seconds, channels, free, min_free) {
             return Err(refused);
         }
-        let audio_blob = JobBlobs::audio_path(input.job_id);
+        let audio_blobs = audio_blobs(input.job_id, input.channels, channels);
         let pcm_bytes = self
-            .decode(&media, &probe, &audio_blob, &input.filename, job)
+            .decode(&media, &probe, &audio_blobs, &input.filename, job)
             .await?;
         if pcm_bytes == 0 {
             return Err(StageError::Permanent(format!(
@@ -86,13 +91,26 @@ impl StageHandler for Decoder {
             )));
         }
         let duration_s = pcm::seconds_in_bytes(pcm_bytes);
-        info!(duration_s, pcm_bytes, "decoded");
+        info!(duration_s, pcm_bytes, channels, "decoded");
         job.update("recording the audio blob", |record| {
-            record.blobs.audio = Some(audio_blob.clone());
+            record.blobs.audio = audio_blobs.first().cloned();
+            if input.channels == Channels::Split {
+                record.blobs.channel_audio = audio_blobs.clone();
+            }
             record.duration_s = Some(duration_s);
         })
         .await?;
         Ok(Outcome::Forward)
+    }
+}
+
+/// Where the decoded audio goes: one blob of the mix, or one per channel.
+fn audio_blobs(job_id: Uuid, requested: Channels, channels: u16) -> Vec<String> {
+    match requested {
+        Channels::Mix => vec![JobBlobs::audio_path(job_id)],
+        Channels::Split => (0..channels)
+            .map(|channel| JobBlobs::channel_audio_path(job_id, channel))
+            .collect(),
     }
 }
 
@@ -148,15 +166,15 @@ impl Decoder {
         })
     }
 
-    /// Runs ffmpeg on the probed audio stream and streams its PCM to `audio_blob`, reporting
-    /// progress on the way; returns the PCM's size. Nothing is left in the store unless the
-    /// whole audio is, and it is no longer than MAX_DURATION (`filename` names the upload in
-    /// the reason of a refusal).
+    /// Runs ffmpeg on the probed audio stream and streams its PCM to `audio_blobs` (the mix, or
+    /// one blob per channel), reporting progress on the way; returns the size of each. Nothing
+    /// is left in the store unless the whole audio is, and it is no longer than MAX_DURATION
+    /// (`filename` names the upload in the reason of a refusal).
     async fn decode(
         &self,
         media: &MediaFile,
         probe: &Probe,
-        audio_blob: &str,
+        audio_blobs: &[String],
         filename: &str,
         job: &JobContext,
     ) -> Result<u64, StageError> {
@@ -168,24 +186,26 @@ impl Decoder {
         );
         // Past the limit (and its slack): enough to tell that the media is too long.
         let max_length = self.max_duration() + Duration::from_secs(2);
+        let channels = audio_blobs.len() as u16;
         let ffmpeg_task = tokio::task::spawn_blocking(move || {
-            run_ffmpeg(&ffmpeg, &path, &probed, max_length, reports)
+            run_ffmpeg(&ffmpeg, &path, &probed, channels, max_length, reports)
         });
-        let mut writer = self
-            .blobs
-            .writer(audio_blob)
-            .await
-            .map_err(|err| StageError::transient("opening the audio blob", err))?;
-        let write_error = store_reports(received, &mut writer, probe.duration_s, job).await;
+        let mut writers = Vec::with_capacity(audio_blobs.len());
+        for blob in audio_blobs {
+            let writer = self.blobs.writer(blob).await;
+            writers
+                .push(writer.map_err(|err| StageError::transient("opening the audio blob", err))?);
+        }
+        let write_error = store_reports(received, &mut writers, probe.duration_s, job).await;
         let end = ffmpeg_task
             .await
             .map_err(|err| StageError::transient("ffmpeg thread", err))?
             .map_err(|err| StageError::transient("starting ffmpeg", err))?;
         if let Some(err) = write_error {
-            writer.abort().await;
+            abort_all(writers).await;
             return Err(StageError::transient("writing the audio blob", err));
         }
-        let decoded_s = pcm::seconds_in_bytes(writer.written());
+        let decoded_s = pcm::seconds_in_bytes(writers[0].written());
         // A header that said less (or nothing): ffmpeg stopped just past the limit.
         let refusal = match ran_past(filename, decoded_s, self.max_duration()) {
             Some(refused) => Some(refused),
@@ -198,35 +218,50 @@ impl Decoder {
             None => None,
         };
         if let Some(refused) = refusal {
-            writer.abort().await;
+            abort_all(writers).await;
             return Err(refused);
         }
-        writer
-            .finish()
-            .await
-            .map_err(|err| StageError::transient("finishing the audio blob", err))
+        let mut written = 0;
+        for writer in writers {
+            written = writer
+                .finish()
+                .await
+                .map_err(|err| StageError::transient("finishing the audio blob", err))?;
+        }
+        Ok(written)
     }
 }
 
-/// Writes the PCM ffmpeg reports to `writer` and turns its clock into progress (once a second),
-/// until ffmpeg's thread ends. After a failed write it keeps draining, so that the thread ends;
-/// returns that write's error.
+async fn abort_all(writers: Vec<BlobWriter>) {
+    for writer in writers {
+        writer.abort().await;
+    }
+}
+
+/// Writes the PCM ffmpeg reports to `writers` (one per channel it decodes) and turns its clock
+/// into progress (once a second), until ffmpeg's thread ends. After a failed write it keeps
+/// draining, so that the thread ends; returns that write's error.
 async fn store_reports(
     mut received: mpsc::Receiver<FfmpegReport>,
-    writer: &mut BlobWriter,
+    writers: &mut [BlobWriter],
     probed_duration: Option<f64>,
     job: &JobContext,
 ) -> Option<BlobError> {
     let mut duration = probed_duration;
     let mut last_report = Instant::now();
     let mut write_error = None;
+    let mut splitter = ChannelSplitter::new(writers.len() as u16);
     while let Some(report) = received.recv().await {
         match report {
             FfmpegReport::Pcm(chunk) => {
-                if write_error.is_none()
-                    && let Err(err) = writer.write(Bytes::from(chunk)).await
-                {
-                    write_error = Some(err);
+                if write_error.is_some() {
+                    continue;
+                }
+                for (writer, samples) in writers.iter_mut().zip(splitter.deinterleave(chunk)) {
+                    if let Err(err) = writer.write(Bytes::from(samples)).await {
+                        write_error = Some(err);
+                        break;
+                    }
                 }
             }
             FfmpegReport::Duration(seconds) => {

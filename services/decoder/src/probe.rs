@@ -9,7 +9,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use jetscribe_nats::StageError;
-use proto_msgs::pcm;
+use proto_msgs::{Channels, pcm};
 
 use crate::ffmpeg::clean_ffmpeg_line;
 
@@ -30,6 +30,8 @@ pub struct Probe {
     pub format: String,
     /// Index of the audio stream to decode: the default one, else the first.
     pub audio_stream: u32,
+    /// That stream's channels, when ffprobe tells.
+    pub channels: Option<u32>,
     pub duration_s: Option<f64>,
 }
 
@@ -80,7 +82,7 @@ pub async fn probe(ffprobe: &Path, media: &Path, timeout: Duration) -> Result<Pr
         .args(["-format_whitelist", &ALLOWED_FORMATS.join(",")])
         .args([
             "-show_entries",
-            "stream=index,codec_type:stream_disposition=default:format=format_name,duration",
+            "stream=index,codec_type,channels:stream_disposition=default:format=format_name,duration",
         ])
         .arg(media)
         .kill_on_drop(true)
@@ -126,6 +128,7 @@ fn parse_probe(json: &[u8]) -> Result<Probe, ProbeError> {
     struct Stream {
         index: u32,
         codec_type: Option<String>,
+        channels: Option<u32>,
         disposition: Option<Disposition>,
     }
     #[derive(serde::Deserialize)]
@@ -168,6 +171,7 @@ fn parse_probe(json: &[u8]) -> Result<Probe, ProbeError> {
     Ok(Probe {
         format: format_name,
         audio_stream: chosen.index,
+        channels: chosen.channels.filter(|channels| *channels > 0),
         duration_s,
     })
 }
@@ -197,17 +201,43 @@ pub fn ran_past(filename: &str, decoded_s: f64, max: Duration) -> Option<StageEr
     })
 }
 
-/// Decoding `duration_s` of media (when known) would leave the disk of the decoded audio with
+/// The most channels a job may have transcribed one by one (channels=split): each costs a
+/// transcription of the whole media.
+pub const MAX_SPLIT_CHANNELS: u32 = 8;
+
+/// How many audio blobs the probed audio becomes: one for `Mix`, one per channel for `Split`
+/// (a stream whose channels ffprobe did not tell counts as mono); more than
+/// [`MAX_SPLIT_CHANNELS`] is the reason the job fails with.
+pub fn output_channels(
+    filename: &str,
+    requested: Channels,
+    probed: Option<u32>,
+) -> Result<u16, StageError> {
+    match (requested, probed.unwrap_or(1)) {
+        (Channels::Mix, _) => Ok(1),
+        (Channels::Split, channels) if channels > MAX_SPLIT_CHANNELS => {
+            Err(StageError::Permanent(format!(
+                "channels=split: {filename} has {channels} audio channels; at most \
+                 {MAX_SPLIT_CHANNELS} are transcribed one by one (channels=mix mixes them)"
+            )))
+        }
+        (Channels::Split, channels) => Ok(channels as u16),
+    }
+}
+
+/// Decoding `duration_s` of media (when known) into `channels` audio blobs would leave the disk of the decoded audio with
 /// less than `min_free` bytes of its `free` (`None`: a remote store, not checked): the reason
 /// the job fails with, rather than filling the disk.
 pub fn short_of_space(
     filename: &str,
     duration_s: Option<f64>,
+    channels: u16,
     free: Option<u64>,
     min_free: u64,
 ) -> Option<StageError> {
     let free = free?;
-    let pcm_per_second = f64::from(pcm::SAMPLE_RATE * pcm::CHANNELS) * pcm::BYTES_PER_SAMPLE as f64;
+    let pcm_per_second = f64::from(pcm::SAMPLE_RATE * pcm::CHANNELS * u32::from(channels))
+        * pcm::BYTES_PER_SAMPLE as f64;
     let needed = (duration_s.unwrap_or(0.0).max(0.0) * pcm_per_second) as u64;
     (free < min_free.saturating_add(needed)).then(|| {
         StageError::Permanent(format!(
@@ -230,8 +260,8 @@ mod tests {
     fn the_default_audio_stream_of_a_video_is_chosen() {
         let probe = parse_probe(
             br#"{"streams":[{"index":0,"codec_type":"video","disposition":{"default":1}},
-                {"index":1,"codec_type":"audio","disposition":{"default":0}},
-                {"index":2,"codec_type":"audio","disposition":{"default":1}}],
+                {"index":1,"codec_type":"audio","channels":6,"disposition":{"default":0}},
+                {"index":2,"codec_type":"audio","channels":2,"disposition":{"default":1}}],
                 "format":{"format_name":"mov,mp4,m4a,3gp,3g2,mj2","duration":"12.5"}}"#,
         )
         .expect("probe");
@@ -240,6 +270,7 @@ mod tests {
             Probe {
                 format: "mov".into(),
                 audio_stream: 2,
+                channels: Some(2),
                 duration_s: Some(12.5)
             }
         );
@@ -334,18 +365,49 @@ mod tests {
     }
 
     #[test]
+    fn split_channels_are_counted_from_the_probe_and_bounded() {
+        let cases = [
+            (Channels::Mix, Some(6), Ok(1)),
+            (Channels::Mix, Some(64), Ok(1)),
+            (Channels::Split, None, Ok(1)),
+            (Channels::Split, Some(1), Ok(1)),
+            (Channels::Split, Some(2), Ok(2)),
+            (Channels::Split, Some(8), Ok(8)),
+            (
+                Channels::Split,
+                Some(9),
+                Err(
+                    "channels=split: call.wav has 9 audio channels; at most 8 are \
+                     transcribed one by one (channels=mix mixes them)",
+                ),
+            ),
+        ];
+        for (requested, probed, expected) in cases {
+            let counted = output_channels("call.wav", requested, probed).map_err(|e| e.reason());
+            assert_eq!(
+                counted,
+                expected.map_err(str::to_owned),
+                "{requested:?} {probed:?}"
+            );
+        }
+    }
+
+    #[test]
     fn decoding_is_refused_when_its_audio_would_leave_less_than_min_free_space() {
         let gib = 1u64 << 30;
-        // An hour of PCM is 115.2 MB.
+        // An hour of PCM is 115.2 MB per channel.
         let cases = [
-            (Some(3600.0), None, false),
-            (Some(3600.0), Some(2 * gib), true),
-            (Some(3600.0), Some(2 * gib + 116_000_000), false),
-            (None, Some(2 * gib - 1), true),
-            (None, Some(2 * gib), false),
+            (Some(3600.0), 1, None, false),
+            (Some(3600.0), 1, Some(2 * gib), true),
+            (Some(3600.0), 1, Some(2 * gib + 116_000_000), false),
+            (Some(3600.0), 2, Some(2 * gib + 116_000_000), true),
+            (Some(3600.0), 2, Some(2 * gib + 231_000_000), false),
+            (None, 1, Some(2 * gib - 1), true),
+            (None, 1, Some(2 * gib), false),
         ];
-        for (duration_s, free, refused) in cases {
-            let reason = short_of_space("long.mp3", duration_s, free, 2 * gib).map(|e| e.reason());
+        for (duration_s, channels, free, refused) in cases {
+            let reason =
+                short_of_space("long.mp3", duration_s, channels, free, 2 * gib).map(|e| e.reason());
             assert_eq!(reason.is_some(), refused, "{duration_s:?} {free:?}");
             if let Some(reason) = reason {
                 assert!(reason.starts_with("cannot decode long.mp3: the server is short"));

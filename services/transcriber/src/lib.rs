@@ -37,7 +37,10 @@ pub use engine::{EngineError, WhisperEngine};
 use packing::Window;
 use silero::SileroModel;
 pub use silero::VadError;
-use transcript::{Checkpoint, ResumePoint, TranscriptBuilder, final_language, resume_point};
+use transcript::{
+    Checkpoint, HeardChannel, ResumePoint, TranscriptBuilder, final_language, joined_text,
+    merge_channels, resume_point,
+};
 use vad::{SpeechCutter, VadOptions};
 
 /// Settings of the transcribe stage.
@@ -136,64 +139,90 @@ impl StageHandler for Transcriber {
             .engine
             .job_decoding(&input.decoding)
             .map_err(|err| StageError::Permanent(err.to_string()))?;
-        let checkpoint_blob = JobBlobs::transcribe_checkpoint_path(input.job_id);
-        let checkpoint = self.load_checkpoint(&checkpoint_blob).await?;
-        let audio_bytes = self
-            .blobs
-            .size(&input.audio_blob)
-            .await
-            .map_err(|err| StageError::transient("opening the audio", err))?;
-        let resume = resume_point(&checkpoint, audio_bytes);
-        record_resume(job, resume).await?;
         let requested = input
             .language
             .clone()
             .filter(|_| self.engine.is_multilingual());
-        let mut transcript = TranscriptBuilder::from_checkpoint(checkpoint);
-        let pcm = self
-            .pcm_from(&input.audio_blob, resume.byte, audio_bytes)
-            .await?;
-        let cutter = SpeechCutter::new(self.vad.stream(), self.vad_options, resume.byte / 2);
-        let batches = BatchReader::new(pcm, AudioBatcher::new(cutter, self.batch_size));
-        let decoding = Arc::new(decoding);
-        let job_audio = JobAudio {
+        let channels = channels_of(&input);
+        let mut progress = ProgressReporter::new(input.duration_s * channels.len() as f64);
+        let mut job_audio = JobAudio {
             requested: requested.clone(),
             word_timestamps: input.word_timestamps,
-            duration_s: input.duration_s,
-            decoding: decoding.clone(),
-            checkpoint_blob,
+            decoding: Arc::new(decoding),
+            checkpoint_blob: String::new(),
+            done_before_s: 0.0,
         };
-        self.transcribe_batches(batches, &job_audio, &mut transcript, job)
-            .await?;
+        let (mut heard, mut media_s) = (Vec::new(), 0.0);
+        for (index, channel) in channels.into_iter().enumerate() {
+            job_audio.checkpoint_blob = channel.checkpoint_blob;
+            job_audio.done_before_s = index as f64 * input.duration_s;
+            let (transcript, resumed_s) = self
+                .transcribe_channel(&channel.audio_blob, &job_audio, &mut progress, job)
+                .await?;
+            media_s += input.duration_s - resumed_s;
+            let (segments, language) = transcript.finish();
+            heard.push(HeardChannel {
+                channel: channel.channel,
+                segments,
+                language,
+            });
+        }
+        let (segments, detected) = merge_channels(heard);
         let language = final_language(
             self.engine.is_multilingual(),
             requested.as_deref(),
-            transcript.language(),
+            detected.as_ref(),
         );
-        let (segments, text) = transcript.finish();
         let transcript = Transcript {
-            text,
+            text: joined_text(&segments),
             segments,
             language,
             duration_s: input.duration_s,
             model: self.engine.name().to_owned(),
-            task: decoding.task,
+            task: job_audio.decoding.task,
         };
         self.store_transcript(&transcript, job).await?;
-        let media_s = input.duration_s - pcm::seconds_in_bytes(resume.byte);
         self.record_speed(media_s, started.elapsed());
         Ok(Outcome::Forward)
     }
 }
 
-/// What every batch of one job is transcribed with.
+/// One audio of a job: the mix, or a channel of channels=split.
+struct ChannelAudio {
+    audio_blob: String,
+    checkpoint_blob: String,
+    /// Which channel (`None`: the mix).
+    channel: Option<u16>,
+}
+
+/// The audio a job's transcript is made of, in order.
+fn channels_of(input: &TranscribeRequest) -> Vec<ChannelAudio> {
+    if input.channel_blobs.is_empty() {
+        return vec![ChannelAudio {
+            audio_blob: input.audio_blob.clone(),
+            checkpoint_blob: JobBlobs::transcribe_checkpoint_path(input.job_id),
+            channel: None,
+        }];
+    }
+    (0..)
+        .zip(&input.channel_blobs)
+        .map(|(channel, blob)| ChannelAudio {
+            audio_blob: blob.clone(),
+            checkpoint_blob: JobBlobs::channel_checkpoint_path(input.job_id, channel),
+            channel: Some(channel),
+        })
+        .collect()
+}
+
+/// What every batch of one audio of a job is transcribed with.
 struct JobAudio {
     /// The language the client asked for (on a multilingual model).
     requested: Option<String>,
     word_timestamps: bool,
-    duration_s: f64,
     decoding: Arc<JobDecoding>,
     checkpoint_blob: String,
+    /// Seconds of audio of the job before this one (the channels before it).
+    done_before_s: f64,
 }
 
 /// What a batch of one job is transcribed with (owned: it goes to a blocking thread).
@@ -250,6 +279,34 @@ impl Transcriber {
         Ok(Box::pin(stream))
     }
 
+    /// Transcribes one audio of the job, from its checkpoint on; returns its transcript and the
+    /// second it resumed from.
+    async fn transcribe_channel(
+        &self,
+        audio_blob: &str,
+        audio: &JobAudio,
+        progress: &mut ProgressReporter,
+        job: &JobContext,
+    ) -> Result<(TranscriptBuilder, f64), StageError> {
+        let checkpoint = self.load_checkpoint(&audio.checkpoint_blob).await?;
+        let audio_bytes = self
+            .blobs
+            .size(audio_blob)
+            .await
+            .map_err(|err| StageError::transient("opening the audio", err))?;
+        let resume = resume_point(&checkpoint, audio_bytes);
+        record_resume(job, resume).await?;
+        let mut transcript = TranscriptBuilder::from_checkpoint(checkpoint);
+        let pcm = self.pcm_from(audio_blob, resume.byte, audio_bytes).await?;
+        let cutter = SpeechCutter::new(self.vad.stream(), self.vad_options, resume.byte / 2);
+        let batches = BatchReader::new(pcm, AudioBatcher::new(cutter, self.batch_size));
+        let resumed_s = pcm::seconds_in_bytes(resume.byte);
+        progress.start_at(audio.done_before_s + resumed_s);
+        self.transcribe_batches(batches, audio, &mut transcript, progress, job)
+            .await?;
+        Ok((transcript, resumed_s))
+    }
+
     /// Transcribes the audio batch by batch into `transcript`, storing a checkpoint and
     /// reporting progress after each batch.
     async fn transcribe_batches(
@@ -257,10 +314,10 @@ impl Transcriber {
         mut batches: BatchReader,
         audio: &JobAudio,
         transcript: &mut TranscriptBuilder,
+        progress: &mut ProgressReporter,
         job: &JobContext,
     ) -> Result<(), StageError> {
         let decoding = &audio.decoding;
-        let mut progress = ProgressReporter::new(audio.duration_s, batches.resume_sample());
         // The text so far, as the prompt of the next windows (condition_on_previous_text).
         let mut prompt = decoding.initial_prompt.clone();
         while let Some(batch) = batches.next().await? {
@@ -286,7 +343,8 @@ impl Transcriber {
                 .put_json(&audio.checkpoint_blob, &checkpoint)
                 .await
                 .map_err(|err| StageError::transient("storing the checkpoint", err))?;
-            progress.report(job, checkpoint.resume_sample).await;
+            let done_s = pcm::sample_to_seconds(checkpoint.resume_sample);
+            progress.report(job, audio.done_before_s + done_s).await;
         }
         Ok(())
     }
@@ -419,10 +477,13 @@ async fn run_vad(
 }
 
 /// Progress of the transcription, with an estimate of the time left, at most once a second.
+/// Counted in seconds of audio to transcribe: the media's duration, once per channel heard
+/// apart.
 struct ProgressReporter {
-    duration_s: f64,
+    total_s: f64,
     started: Instant,
-    started_at_s: f64,
+    /// Where this try started (an earlier try's checkpoints had done the rest).
+    started_at_s: Option<f64>,
     last_report: Option<Instant>,
 }
 
@@ -430,20 +491,27 @@ struct ProgressReporter {
 const PROGRESS_EVERY: Duration = Duration::from_secs(1);
 
 impl ProgressReporter {
-    fn new(duration_s: f64, start_sample: u64) -> Self {
+    fn new(total_s: f64) -> Self {
         Self {
-            duration_s,
+            total_s,
             started: Instant::now(),
-            started_at_s: pcm::sample_to_seconds(start_sample),
+            started_at_s: None,
             last_report: None,
         }
     }
 
-    /// Everything before media sample `done_sample` is transcribed.
-    async fn report(&mut self, job: &JobContext, done_sample: u64) {
-        let done_s = pcm::sample_to_seconds(done_sample);
+    /// This try starts with `done_s` seconds done; only its first start counts.
+    fn start_at(&mut self, done_s: f64) {
+        if self.started_at_s.is_none() {
+            self.started_at_s = Some(done_s);
+            self.started = Instant::now();
+        }
+    }
+
+    /// `done_s` seconds of the audio are transcribed.
+    async fn report(&mut self, job: &JobContext, done_s: f64) {
         debug!(done_s, "batch transcribed");
-        if self.duration_s <= 0.0
+        if self.total_s <= 0.0
             || self
                 .last_report
                 .is_some_and(|at| at.elapsed() < PROGRESS_EVERY)
@@ -452,11 +520,11 @@ impl ProgressReporter {
         }
         self.last_report = Some(Instant::now());
         let eta = eta_s(
-            done_s - self.started_at_s,
+            done_s - self.started_at_s.unwrap_or(0.0),
             self.started.elapsed(),
-            self.duration_s - done_s,
+            self.total_s - done_s,
         );
-        job.progress_with_eta(done_s / self.duration_s, eta).await;
+        job.progress_with_eta(done_s / self.total_s, eta).await;
     }
 }
 
@@ -469,6 +537,51 @@ fn eta_s(done_s: f64, elapsed: Duration, left_s: f64) -> Option<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_split_job_is_heard_channel_by_channel_each_with_its_own_checkpoint() {
+        let mut request = TranscribeRequest {
+            job_id: uuid::Uuid::nil(),
+            audio_blob: "jobs/x/audio.s16le".into(),
+            channel_blobs: Vec::new(),
+            duration_s: 1.0,
+            language: None,
+            word_timestamps: false,
+            model: None,
+            decoding: Default::default(),
+        };
+        let heard = |request: &TranscribeRequest| -> Vec<(String, String, Option<u16>)> {
+            channels_of(request)
+                .into_iter()
+                .map(|c| (c.audio_blob, c.checkpoint_blob, c.channel))
+                .collect()
+        };
+        let nil = uuid::Uuid::nil();
+        assert_eq!(
+            heard(&request),
+            vec![(
+                "jobs/x/audio.s16le".to_owned(),
+                format!("jobs/{nil}/transcribe.checkpoint.json"),
+                None
+            )]
+        );
+        request.channel_blobs = vec!["left".into(), "right".into()];
+        assert_eq!(
+            heard(&request),
+            vec![
+                (
+                    "left".to_owned(),
+                    format!("jobs/{nil}/transcribe.ch0.checkpoint.json"),
+                    Some(0)
+                ),
+                (
+                    "right".to_owned(),
+                    format!("jobs/{nil}/transcribe.ch1.checkpoint.json"),
+                    Some(1)
+                ),
+            ]
+        );
+    }
 
     #[test]
     fn the_time_left_follows_the_rate_so_far() {

@@ -108,15 +108,9 @@ impl TranscriptBuilder {
         }
     }
 
-    /// The segments, and the text: the segments' texts joined by spaces.
-    pub fn finish(self) -> (Vec<Segment>, String) {
-        let text = self
-            .segments
-            .iter()
-            .map(|segment| segment.text.as_str())
-            .collect::<Vec<_>>()
-            .join(" ");
-        (self.segments, text)
+    /// The segments, and the language detected.
+    pub fn finish(self) -> (Vec<Segment>, Option<DetectedLanguage>) {
+        (self.segments, self.language)
     }
 
     /// Adds a window's segments, mapped to media time and kept in order (never going back). A
@@ -166,9 +160,49 @@ impl TranscriptBuilder {
                 compression_ratio: round_to(score.compression_ratio, 4),
                 no_speech_prob: round_to(score.no_speech_prob, 4),
                 temperature: round_to(f64::from(score.temperature), 2),
+                channel: None,
             });
         }
     }
+}
+
+/// The transcript of each channel heard on its own, `None` for the mix.
+pub struct HeardChannel {
+    pub channel: Option<u16>,
+    pub segments: Vec<Segment>,
+    pub language: Option<DetectedLanguage>,
+}
+
+/// The segments of every channel in time order, each with its channel (a tie in time goes to the
+/// lower channel), and the language detected with the most confidence.
+pub fn merge_channels(heard: Vec<HeardChannel>) -> (Vec<Segment>, Option<DetectedLanguage>) {
+    let mut language: Option<DetectedLanguage> = None;
+    let mut segments = Vec::new();
+    for part in heard {
+        if let Some(detected) = part.language
+            && language
+                .as_ref()
+                .is_none_or(|best| detected.probability > best.probability)
+        {
+            language = Some(detected);
+        }
+        segments.extend(part.segments.into_iter().map(|segment| Segment {
+            channel: part.channel,
+            ..segment
+        }));
+    }
+    // Stable: a channel's own segments keep their order.
+    segments.sort_by(|a, b| (a.start.total_cmp(&b.start)).then(a.channel.cmp(&b.channel)));
+    (segments, language)
+}
+
+/// The transcript's text: the segments' texts joined by spaces.
+pub fn joined_text(segments: &[Segment]) -> String {
+    segments
+        .iter()
+        .map(|segment| segment.text.as_str())
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 pub fn round_ms(seconds: f64) -> f64 {
@@ -214,13 +248,73 @@ mod tests {
                 ),
             ],
         );
-        let (segments, text) = builder.finish();
+        let (segments, _) = builder.finish();
         let times: Vec<(f64, f64)> = segments.iter().map(|s| (s.start, s.end)).collect();
         assert_eq!(
             times,
             vec![(0.0, 4.0), (4.0, 30.0), (40.0, 45.0), (100.0, 102.5)]
         );
-        assert_eq!(text, "a b c d");
+        assert_eq!(joined_text(&segments), "a b c d");
+    }
+
+    #[test]
+    fn channels_heard_apart_merge_in_time_order_each_segment_naming_its_channel() {
+        let segment = |start: f64, end: f64, text: &str| Segment {
+            start,
+            end,
+            text: text.into(),
+            ..Segment::default()
+        };
+        let language = |code: &str, probability| {
+            Some(DetectedLanguage {
+                code: code.into(),
+                probability,
+            })
+        };
+        let heard = vec![
+            HeardChannel {
+                channel: Some(0),
+                segments: vec![segment(0.5, 3.0, "Hello,"), segment(6.0, 8.0, "fine.")],
+                language: language("en", 0.9),
+            },
+            HeardChannel {
+                channel: Some(1),
+                segments: vec![
+                    segment(2.0, 5.0, "hi, how are you?"),
+                    segment(6.0, 7.0, "Good."),
+                ],
+                language: language("en", 0.97),
+            },
+            HeardChannel {
+                channel: Some(2),
+                segments: vec![],
+                language: None,
+            },
+        ];
+        let (segments, detected) = merge_channels(heard);
+        let merged: Vec<(f64, Option<u16>, &str)> = segments
+            .iter()
+            .map(|s| (s.start, s.channel, s.text.as_str()))
+            .collect();
+        assert_eq!(
+            merged,
+            vec![
+                (0.5, Some(0), "Hello,"),
+                (2.0, Some(1), "hi, how are you?"),
+                (6.0, Some(0), "fine."),
+                (6.0, Some(1), "Good."),
+            ]
+        );
+        assert_eq!(detected.map(|d| d.probability), Some(0.97));
+        let (mix, _) = merge_channels(vec![HeardChannel {
+            channel: None,
+            segments: vec![segment(1.0, 2.0, "a"), segment(2.0, 3.0, "b")],
+            language: None,
+        }]);
+        assert!(
+            mix.iter().all(|s| s.channel.is_none()),
+            "the mix names no channel"
+        );
     }
 
     #[test]
