@@ -8,6 +8,10 @@ Rows:
   - transcription time, ours vs faster-whisper (int8, beam 5, VAD on) on a few minutes of speech
     with 2 s pauses (WAV), and on the English clips with pauses of 2 to 10 s (MP3), with the
     word error rate of both on the latter
+  - the temperature fallback's cost: transcription time with the default temperatures vs
+    temperature 0 only, on the same speech
+  - 30 minutes of English clips after 5 to 60 s of silence (Opus), with word times: WER and the
+    words that fall outside their clip's time span, ours vs faster-whisper
   - per corpus clip (10 languages): the language found and WER (CER for zh, ja), ours vs
     faster-whisper
   - word error rate on the English corpus clips, ours vs faster-whisper on the same model
@@ -23,9 +27,8 @@ Rows:
 
 Needs: target/release/jetscribe, models/, ffmpeg, nats-server, and a venv with faster-whisper
 (made by `make bench` in .bench/venv). Corpus: ../shared/corpus (or BENCH_CORPUS).
-BENCH_ROWS picks rows (transcription, pauses, corpus, wer, noise, nospeech, upload, decode, memory,
-burst, scaling), e.g.
-`BENCH_ROWS=burst make bench`.
+BENCH_ROWS picks rows (transcription, fallback, pauses, assembly, corpus, wer, noise, nospeech,
+upload, decode, memory, burst, scaling), e.g. `BENCH_ROWS=burst make bench`.
 """
 
 import concurrent.futures
@@ -53,7 +56,8 @@ THREADS = int(os.environ.get("BENCH_THREADS", os.cpu_count() or 2))
 WORK = Path(os.environ.get("BENCH_DIR", ROOT / ".bench"))
 REPEAT = int(os.environ.get("BENCH_REPEAT", 3))
 # Which rows to run: a comma-separated subset of ROWS (default: all).
-ROWS = ("transcription", "pauses", "corpus", "wer", "noise", "nospeech", "upload", "decode", "memory",
+ROWS = ("transcription", "fallback", "pauses", "assembly", "corpus", "wer", "noise", "nospeech",
+        "upload", "decode", "memory",
         "burst", "scaling")
 ONLY = [row.strip() for row in os.environ.get("BENCH_ROWS", ",".join(ROWS)).split(",") if row.strip()]
 
@@ -209,10 +213,10 @@ class Service:
             time.sleep(0.1)
         raise RuntimeError("jetscribe did not become healthy")
 
-    def submit(self, path):
+    def submit(self, path, query=""):
         """Uploads with curl; returns (job_id, seconds to the 202)."""
         start = time.perf_counter()
-        out = subprocess.run(["curl", "-sS", "-X", "POST", self.url("/process"), "-F",
+        out = subprocess.run(["curl", "-sS", "-X", "POST", self.url("/process" + query), "-F",
                               f"file=@{path}"], check=True, capture_output=True)
         elapsed = time.perf_counter() - start
         return json.loads(out.stdout)["job_id"], elapsed
@@ -248,16 +252,20 @@ class Service:
 
 
 FASTER_WHISPER = r"""
-import json, sys, time
+import json, os, sys, time
 from faster_whisper import WhisperModel
 model_dir, threads, files = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
+timed_words = os.environ.get("FW_WORDS") == "1"
 model = WhisperModel(model_dir, device="cpu", compute_type="int8", cpu_threads=threads)
 out = {}
 for path in files:
     start = time.perf_counter()
-    segments, info = model.transcribe(path, beam_size=5, vad_filter=True)
+    segments, info = model.transcribe(path, beam_size=5, vad_filter=True,
+                                      word_timestamps=timed_words)
+    segments = list(segments)
     text = " ".join(s.text.strip() for s in segments)
-    out[path] = {"seconds": time.perf_counter() - start, "text": text, "language": info.language}
+    out[path] = {"seconds": time.perf_counter() - start, "text": text, "language": info.language,
+                 "words": [[w.start, w.end, w.word] for s in segments for w in (s.words or [])]}
 print(json.dumps(out))
 """
 
@@ -305,11 +313,12 @@ def submission_burst(service, clip, count):
     return answers, time.perf_counter() - start
 
 
-def faster_whisper(python, files):
+def faster_whisper(python, files, timed_words=False):
     script = WORK / "fw.py"
     script.write_text(FASTER_WHISPER)
+    env = dict(os.environ, FW_WORDS="1" if timed_words else "0")
     out = subprocess.run([python, str(script), str(MODEL), str(THREADS), *map(str, files)],
-                         check=True, capture_output=True, text=True)
+                         check=True, capture_output=True, text=True, env=env)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -391,6 +400,86 @@ def pauses_rows(service, python, media, clips):
         ("WER on that file (%)", f"{ours_wer:.1f}", f"faster-whisper {fw_wer:.1f}",
          f"{ours_wer - fw_wer:+.1f} points", "≤ +1 point"),
     ]
+
+
+def assembly_file(media, clips):
+    """30 minutes: the clips in turn, each after 5 to 60 s of silence (the same every run), as
+    Opus; returns the file, its reference and each clip's span in seconds."""
+    path = media / "assembly.ogg"
+    pauses = random.Random(30)
+    audio, reference, spans = bytearray(), [], []
+    limit = 30 * 60 * SAMPLE_RATE * 2
+    turn = 0
+    while True:
+        clip = clips[turn % len(clips)]
+        speech = pcm_of(CORPUS / clip["file"])
+        gap = silence(pauses.uniform(5, 60))
+        if len(audio) + len(gap) + len(speech) > limit:
+            break
+        audio += gap
+        start = len(audio) / 2 / SAMPLE_RATE
+        audio += speech
+        spans.append((start, len(audio) / 2 / SAMPLE_RATE))
+        reference.append(clip["transcript"])
+        turn += 1
+    audio += silence((limit - len(audio)) / 2 / SAMPLE_RATE)
+    if not path.exists():
+        write_wav(media / "assembly.wav", bytes(audio))
+        ffmpeg("-i", str(media / "assembly.wav"), "-c:a", "libopus", "-b:a", "32k", str(path))
+        os.remove(media / "assembly.wav")
+    return path, " ".join(reference), spans
+
+
+def words_outside(words, spans, slack_s=0.5):
+    """Words (start, end, text) that lie in no span (give or take `slack_s`)."""
+    return [w for w in words
+            if not any(start - slack_s <= w[0] and w[1] <= end + slack_s for start, end in spans)]
+
+
+def assembly_rows(service, python, media, clips):
+    """The 30-minute assembly with word times: WER and words outside their clip's span, ours
+    beside faster-whisper's (deterministic: one run)."""
+    path, reference, spans = assembly_file(media, clips)
+    job, _ = service.submit(path, "?word_timestamps=true")
+    service.wait(job)
+    result = service.get(f"/result/{job}")[1]["result"]
+    ours_words = [(w["start"], w["end"], w["word"]) for s in result["segments"]
+                  for w in s.get("words") or []]
+    fw = faster_whisper(python, [path], timed_words=True)[str(path)]
+    ours_out, fw_out = words_outside(ours_words, spans), words_outside(fw["words"], spans)
+    ours_wer = 100 * wer(reference, result["transcript"])[0] / wer(reference, result["transcript"])[1]
+    fw_wer = 100 * wer(reference, fw["text"])[0] / wer(reference, fw["text"])[1]
+    log(f"assembly: {len(spans)} clips; ours {ours_wer:.1f}, outside {ours_out[:5]} | "
+        f"fw {fw_wer:.1f}, outside {fw_out[:5]}")
+    return [
+        (f"WER, 30 min: {len(spans)} English clips after 5–60 s of silence, Opus (%)",
+         f"{ours_wer:.1f}", f"faster-whisper {fw_wer:.1f}", f"{ours_wer - fw_wer:+.1f} points",
+         "≤ +1 point"),
+        ("words outside their clip's time span (±0.5 s), that file",
+         f"{len(ours_out)} of {len(ours_words)}", f"faster-whisper {len(fw_out)} of {len(fw['words'])}",
+         "", "0"),
+    ]
+
+
+def fallback_rows(service, speech_wav, speech_s):
+    """The temperature fallback's cost on clean speech: the transcribe stage with the default
+    temperatures beside one with temperature 0 only (no fallback), runs alternating."""
+    data = Path(tempfile.mkdtemp(dir=WORK))
+    greedy = Service(data, extra_env={"WHISPER_TEMPERATURES": "0"})
+    ours, without = [], []
+    try:
+        for run in range(REPEAT):
+            for side, times in ((service, ours), (greedy, without)):
+                job, _ = side.submit(speech_wav)
+                side.wait(job)
+                times.append(side.stage_seconds(job, "transcribe"))
+            log(f"fallback run {run + 1}: with {ours[-1]:.1f} s, without {without[-1]:.1f} s")
+    finally:
+        greedy.close()
+        shutil.rmtree(data, ignore_errors=True)
+    cost = 100 * (median(ours) / median(without) - 1)
+    return [(f"transcription, {speech_s/60:.1f} min of speech, with the fallback (s)", spread(ours),
+             f"temperature 0 only {spread(without)}", f"{cost:+.1f} % for the fallback", "≤ +10 %")]
 
 
 def rms(pcm):
@@ -542,8 +631,14 @@ def main():
                          f"faster-whisper {spread(theirs)}",
                          f"{median(theirs)/median(ours):.2f}x as fast", "≥ 1.3x"))
 
+        if wanted("fallback"):
+            rows += fallback_rows(service, speech_wav, speech_s)
+
         if wanted("pauses"):
             rows += pauses_rows(service, python, media, english)
+
+        if wanted("assembly"):
+            rows += assembly_rows(service, python, media, english)
 
         if wanted("corpus"):
             rows += corpus_rows(service, python)
