@@ -148,6 +148,16 @@ struct Rest<'a> {
     audio: &'a [f32],
 }
 
+/// The audio of a window from `at` (s) on, when there is a rest worth decoding: `at` at least
+/// [`MIN_TAIL_S`] into the window and that much audio after it. Whisper's timestamps may point
+/// past the audio (over the silence that pads a short window): no rest then.
+fn rest_of(window: &[f32], at: f64) -> Option<&[f32]> {
+    let start = (at.max(0.0) * SAMPLE_RATE as f64) as usize;
+    let audio = window.get(start..)?;
+    let long_enough = audio.len() as f64 >= MIN_TAIL_S * SAMPLE_RATE as f64;
+    (at >= MIN_TAIL_S && long_enough).then_some(audio)
+}
+
 /// Silence between rests packed into one window: long enough that Whisper ends a segment there.
 const REST_GAP_SAMPLES: usize = 2 * SAMPLE_RATE;
 
@@ -444,9 +454,8 @@ impl WhisperEngine {
             .enumerate()
             .filter_map(|(window, decoded)| {
                 let at = decoded.parsed.resume_at?;
-                let audio = &windows[window][(at * SAMPLE_RATE as f64) as usize..];
-                let long_enough = audio.len() as f64 >= MIN_TAIL_S * SAMPLE_RATE as f64;
-                (at >= MIN_TAIL_S && long_enough).then_some(Rest { window, at, audio })
+                let audio = rest_of(windows[window], at)?;
+                Some(Rest { window, at, audio })
             })
             .collect();
         if rests.is_empty() {
@@ -1285,6 +1294,23 @@ mod tests {
         );
         assert_eq!(parsed.spans.len(), 2, "{parsed:?}");
         assert_eq!(parsed.resume_at, Some(2.0));
+    }
+
+    #[test]
+    fn a_rest_is_decoded_only_with_a_second_of_audio_after_a_second_of_window() {
+        let window = vec![0.0f32; 5 * SAMPLE_RATE];
+        let cases = [
+            (0.5, None),
+            (1.0, Some(4 * SAMPLE_RATE)),
+            (3.5, Some(SAMPLE_RATE + SAMPLE_RATE / 2)),
+            (4.5, None),
+            // Timestamps past the audio, over the padding of a short window.
+            (5.0, None),
+            (15.32, None),
+        ];
+        for (at, rest) in cases {
+            assert_eq!(rest_of(&window, at).map(<[f32]>::len), rest, "at {at}");
+        }
     }
 
     #[test]
