@@ -223,6 +223,74 @@ async fn a_transcriber_stopped_again_and_again_resumes_each_time_from_its_checkp
     assert!(wer < 0.15, "WER {wer:.3}");
 }
 
+/// Whether a file named `name` lies anywhere under `dir`.
+fn file_under(dir: &std::path::Path, name: &str) -> bool {
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .any(|entry| {
+            let path = entry.path();
+            match path.is_dir() {
+                true => file_under(&path, name),
+                false => entry.file_name() == name,
+            }
+        })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transcriber_stopped_on_the_second_channel_of_a_split_job_resumes_there() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (left, right) = (dir.path().join("left.wav"), dir.path().join("right.wav"));
+    let left_speech = speech_every(&left, 120, 30);
+    let right_speech = speech_every(&right, 120, 20);
+    let args = [
+        "-i",
+        left.to_str().expect("utf-8"),
+        "-i",
+        right.to_str().expect("utf-8"),
+        "-filter_complex",
+        "[0:a][1:a]join=inputs=2:channel_layout=stereo",
+    ];
+    let call = jetscribe_tests::media::ffmpeg(dir.path(), "call.wav", &args);
+    let mut app = spawn_deployment(&[("WHISPER_BATCH_SIZE", "1")]).await;
+    let job_id = app.submit_job(&call, "?channels=split&language=en").await;
+
+    // The left channel done and a batch of the right one: stop the transcriber there.
+    let data = app.data_dir.path().to_owned();
+    wait_for("a checkpoint of the second channel", JOB_TIMEOUT, || {
+        let found = file_under(&data, "transcribe.ch1.checkpoint.json");
+        async move { found.then_some(()) }
+    })
+    .await;
+    let exit = app.terminate_part("transcriber");
+    assert!(exit.success(), "the transcriber exits cleanly: {exit}");
+    app.start_part("transcriber");
+
+    let (ended, _) = app.follow_status_for(&job_id, JOB_TIMEOUT).await;
+    assert_eq!(ended["status"], "completed", "{ended}");
+    let run = &ended["stages"]["transcribe"];
+    assert_eq!(
+        (run["attempts"].as_u64(), run["failures"].as_u64()),
+        (Some(1), Some(0)),
+        "{run}"
+    );
+    // The last channel to resume was the second, part of the way in.
+    let resumed = run["resumed_from_s"].as_f64().expect("resumed_from_s");
+    assert!(resumed > 0.0 && resumed < 120.0, "{run}");
+    let (_, result) = app.get_json(&format!("/result/{job_id}")).await;
+    let segments = result["result"]["segments"].as_array().expect("segments");
+    for (channel, speech) in [(0, &left_speech), (1, &right_speech)] {
+        let heard: Vec<&str> = segments
+            .iter()
+            .filter(|segment| segment["channel"] == channel)
+            .map(|segment| segment["text"].as_str().expect("text"))
+            .collect();
+        let wer = word_error_rate(&speech.reference, &heard.join(" "));
+        assert!(wer < 0.15, "channel {channel}: WER {wer:.3}: {heard:?}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_nats_server_killed_mid_job_comes_back_and_every_job_completes_without_a_restart() {
     let dir = tempfile::tempdir().expect("tempdir");
