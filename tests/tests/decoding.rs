@@ -334,6 +334,33 @@ async fn each_channel_of_a_call_split_apart_becomes_its_own_speaker_in_time_orde
         "{segments:?}"
     );
 
+    // Four channels in the quad layout (FL FR BL BR), speech on the back left only: it stays on
+    // its own channel (ffmpeg's `-ac 4` alone would remap quad and mix it into the back right).
+    let jfk = fixture("jfk.flac");
+    let args = [
+        "-i",
+        jfk.to_str().expect("utf-8"),
+        "-f",
+        "lavfi",
+        "-i",
+        "anullsrc=r=16000:cl=mono",
+        "-filter_complex",
+        "[0:a]aresample=16000,aformat=channel_layouts=mono[speech];[1:a]asplit=3[a][b][c];\
+         [a][b][speech][c]join=inputs=4:channel_layout=quad:map=0.0-FL|1.0-FR|2.0-BL|3.0-BR",
+        "-t",
+        "11",
+        "-c:a",
+        "flac",
+    ];
+    let quad = jetscribe_tests::media::ffmpeg(dir.path(), "quad.flac", &args);
+    let job_id = app.submit_job(&quad, "?channels=split&language=en").await;
+    let (status, _) = app.follow_status(&job_id).await;
+    assert_eq!(status["status"], "completed", "{status}");
+    let (_, body) = app.get_json(&format!("/result/{job_id}")).await;
+    let segments = body["result"]["segments"].as_array().expect("segments");
+    assert!(!segments.is_empty());
+    assert!(segments.iter().all(|s| s["channel"] == 2), "{segments:?}");
+
     // Nine channels, each a transcription of the whole media: refused, saying why.
     let tones = (1..=9)
         .map(|i| format!("0.1*sin({}*2*PI*t)", 200 * i))

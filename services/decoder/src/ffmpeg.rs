@@ -84,7 +84,13 @@ fn command(
         .args(["-map", &format!("0:{}", probe.audio_stream)])
         .args(["-vn", "-sn", "-dn"])
         .args(["-t", &format!("{:.3}", max_length.as_secs_f64())])
-        .args(["-ac", &(pcm::CHANNELS * u32::from(channels)).to_string()])
+        .args(["-ac", &(pcm::CHANNELS * u32::from(channels)).to_string()]);
+    // Channels kept apart: in the input's own layout. `-ac` alone remaps a layout that is not
+    // ffmpeg's default for that count (quad, 7.1(wide)), mixing two channels into one.
+    if let Some(layout) = probe.channel_layout.as_deref().filter(|_| channels > 1) {
+        command.args(["-ch_layout", layout]);
+    }
+    command
         .args(["-ar", &pcm::SAMPLE_RATE.to_string()])
         .args(["-f", pcm::FFMPEG_FORMAT])
         // To a pipe, ffmpeg flushes after every packet by default: 50 writes of 640 bytes per

@@ -167,9 +167,11 @@ impl Decoder {
     }
 
     /// Runs ffmpeg on the probed audio stream and streams its PCM to `audio_blobs` (the mix, or
-    /// one blob per channel), reporting progress on the way; returns the size of each. Nothing
-    /// is left in the store unless the whole audio is, and it is no longer than MAX_DURATION
-    /// (`filename` names the upload in the reason of a refusal).
+    /// one blob per channel), reporting progress on the way; returns the size of each. A
+    /// refusal leaves nothing in the store, and nothing is recorded on the job unless the whole
+    /// audio is stored and no longer than MAX_DURATION (`filename` names the upload in the
+    /// reason of a refusal). A store that fails to finish one channel's blob may leave the
+    /// channels before it: the retry writes them again, and the job's folder goes with the job.
     async fn decode(
         &self,
         media: &MediaFile,

@@ -32,6 +32,8 @@ pub struct Probe {
     pub audio_stream: u32,
     /// That stream's channels, when ffprobe tells.
     pub channels: Option<u32>,
+    /// That stream's channel layout (`stereo`, `quad`, `5.1(side)`), when ffprobe names one.
+    pub channel_layout: Option<String>,
     pub duration_s: Option<f64>,
 }
 
@@ -82,7 +84,7 @@ pub async fn probe(ffprobe: &Path, media: &Path, timeout: Duration) -> Result<Pr
         .args(["-format_whitelist", &ALLOWED_FORMATS.join(",")])
         .args([
             "-show_entries",
-            "stream=index,codec_type,channels:stream_disposition=default:format=format_name,duration",
+            "stream=index,codec_type,channels,channel_layout:stream_disposition=default:format=format_name,duration",
         ])
         .arg(media)
         .kill_on_drop(true)
@@ -129,6 +131,7 @@ fn parse_probe(json: &[u8]) -> Result<Probe, ProbeError> {
         index: u32,
         codec_type: Option<String>,
         channels: Option<u32>,
+        channel_layout: Option<String>,
         disposition: Option<Disposition>,
     }
     #[derive(serde::Deserialize)]
@@ -172,8 +175,22 @@ fn parse_probe(json: &[u8]) -> Result<Probe, ProbeError> {
         format: format_name,
         audio_stream: chosen.index,
         channels: chosen.channels.filter(|channels| *channels > 0),
+        channel_layout: chosen
+            .channel_layout
+            .clone()
+            .filter(|name| is_layout_name(name)),
         duration_s,
     })
+}
+
+/// Whether ffprobe's name for a channel layout is one to hand back to ffmpeg: a short name of
+/// letters, digits and `().+-` (`unknown` is no layout).
+fn is_layout_name(name: &str) -> bool {
+    name != "unknown"
+        && (1..=64).contains(&name.len())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "().+-".contains(c))
 }
 
 /// Slack for containers that round their duration up.
@@ -261,7 +278,7 @@ mod tests {
         let probe = parse_probe(
             br#"{"streams":[{"index":0,"codec_type":"video","disposition":{"default":1}},
                 {"index":1,"codec_type":"audio","channels":6,"disposition":{"default":0}},
-                {"index":2,"codec_type":"audio","channels":2,"disposition":{"default":1}}],
+                {"index":2,"codec_type":"audio","channels":2,"channel_layout":"stereo","disposition":{"default":1}}],
                 "format":{"format_name":"mov,mp4,m4a,3gp,3g2,mj2","duration":"12.5"}}"#,
         )
         .expect("probe");
@@ -271,6 +288,7 @@ mod tests {
                 format: "mov".into(),
                 audio_stream: 2,
                 channels: Some(2),
+                channel_layout: Some("stereo".into()),
                 duration_s: Some(12.5)
             }
         );
@@ -362,6 +380,20 @@ mod tests {
             Some("chain.ogg is longer than MAX_DURATION (1:00:00), whatever its header says")
         );
         assert!(ran_past("chain.ogg", 3_600.0, hour).is_none());
+    }
+
+    #[test]
+    fn only_plain_layout_names_go_back_to_ffmpeg() {
+        for (name, kept) in [
+            ("stereo", true),
+            ("5.1(side)", true),
+            ("7.1(wide)", true),
+            ("unknown", false),
+            ("", false),
+            ("quad -i /etc/passwd", false),
+        ] {
+            assert_eq!(is_layout_name(name), kept, "{name:?}");
+        }
     }
 
     #[test]

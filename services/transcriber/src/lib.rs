@@ -161,6 +161,11 @@ impl StageHandler for Transcriber {
                 .await?;
             media_s += input.duration_s - resumed_s;
             let (segments, language) = transcript.finish();
+            // The other channels are decoded in the language the first one with speech was
+            // detected in: a side that only says "mm-hmm" is too little to detect it from.
+            if job_audio.requested.is_none() {
+                job_audio.requested = language.as_ref().map(|found| found.code.clone());
+            }
             heard.push(HeardChannel {
                 channel: channel.channel,
                 segments,
@@ -301,7 +306,7 @@ impl Transcriber {
         let cutter = SpeechCutter::new(self.vad.stream(), self.vad_options, resume.byte / 2);
         let batches = BatchReader::new(pcm, AudioBatcher::new(cutter, self.batch_size));
         let resumed_s = pcm::seconds_in_bytes(resume.byte);
-        progress.start_at(audio.done_before_s + resumed_s);
+        progress.skip(resumed_s);
         self.transcribe_batches(batches, audio, &mut transcript, progress, job)
             .await?;
         Ok((transcript, resumed_s))
@@ -482,8 +487,9 @@ async fn run_vad(
 struct ProgressReporter {
     total_s: f64,
     started: Instant,
-    /// Where this try started (an earlier try's checkpoints had done the rest).
-    started_at_s: Option<f64>,
+    /// Seconds an earlier try had done (the resume points of the channels so far): not this
+    /// try's rate.
+    skipped_s: f64,
     last_report: Option<Instant>,
 }
 
@@ -495,17 +501,14 @@ impl ProgressReporter {
         Self {
             total_s,
             started: Instant::now(),
-            started_at_s: None,
+            skipped_s: 0.0,
             last_report: None,
         }
     }
 
-    /// This try starts with `done_s` seconds done; only its first start counts.
-    fn start_at(&mut self, done_s: f64) {
-        if self.started_at_s.is_none() {
-            self.started_at_s = Some(done_s);
-            self.started = Instant::now();
-        }
+    /// An audio of the job resumes `resumed_s` seconds in, done by an earlier try.
+    fn skip(&mut self, resumed_s: f64) {
+        self.skipped_s += resumed_s;
     }
 
     /// `done_s` seconds of the audio are transcribed.
@@ -520,7 +523,7 @@ impl ProgressReporter {
         }
         self.last_report = Some(Instant::now());
         let eta = eta_s(
-            done_s - self.started_at_s.unwrap_or(0.0),
+            done_s - self.skipped_s,
             self.started.elapsed(),
             self.total_s - done_s,
         );

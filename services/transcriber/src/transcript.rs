@@ -174,17 +174,14 @@ pub struct HeardChannel {
 }
 
 /// The segments of every channel in time order, each with its channel (a tie in time goes to the
-/// lower channel), and the language detected with the most confidence.
+/// lower channel), and the language detected in the first channel with speech (the later ones
+/// are decoded in it).
 pub fn merge_channels(heard: Vec<HeardChannel>) -> (Vec<Segment>, Option<DetectedLanguage>) {
     let mut language: Option<DetectedLanguage> = None;
     let mut segments = Vec::new();
     for part in heard {
-        if let Some(detected) = part.language
-            && language
-                .as_ref()
-                .is_none_or(|best| detected.probability > best.probability)
-        {
-            language = Some(detected);
+        if language.is_none() {
+            language = part.language;
         }
         segments.extend(part.segments.into_iter().map(|segment| Segment {
             channel: part.channel,
@@ -305,7 +302,11 @@ mod tests {
                 (6.0, Some(1), "Good."),
             ]
         );
-        assert_eq!(detected.map(|d| d.probability), Some(0.97));
+        assert_eq!(
+            detected.map(|d| d.probability),
+            Some(0.9),
+            "the first channel's"
+        );
         let (mix, _) = merge_channels(vec![HeardChannel {
             channel: None,
             segments: vec![segment(1.0, 2.0, "a"), segment(2.0, 3.0, "b")],
