@@ -19,6 +19,20 @@ pub fn ffmpeg(dir: &Path, output: &str, args: &[&str]) -> PathBuf {
     path
 }
 
+/// Joins two mono files into one stereo `output` in `dir` (left, right), its codec chosen by
+/// the extension.
+pub fn stereo(dir: &Path, left: &Path, right: &Path, output: &str) -> PathBuf {
+    let args = [
+        "-i",
+        left.to_str().expect("a UTF-8 path"),
+        "-i",
+        right.to_str().expect("a UTF-8 path"),
+        "-filter_complex",
+        "[0:a][1:a]join=inputs=2:channel_layout=stereo",
+    ];
+    ffmpeg(dir, output, &args)
+}
+
 /// A file of speech clips at a steady pace, and what it says.
 pub struct SpeechFile {
     /// How many clips it holds.

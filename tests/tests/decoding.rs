@@ -251,18 +251,12 @@ fn stereo_call(dir: &Path) -> std::path::PathBuf {
     right.resize(left.len(), 0);
     write_wav(&dir.join("left.wav"), &left);
     write_wav(&dir.join("right.wav"), &right);
-    let (left, right) = (dir.join("left.wav"), dir.join("right.wav"));
-    let args = [
-        "-i",
-        left.to_str().expect("utf-8"),
-        "-i",
-        right.to_str().expect("utf-8"),
-        "-filter_complex",
-        "[0:a][1:a]join=inputs=2:channel_layout=stereo",
-        "-c:a",
-        "flac",
-    ];
-    jetscribe_tests::media::ffmpeg(dir, "call.flac", &args)
+    jetscribe_tests::media::stereo(
+        dir,
+        &dir.join("left.wav"),
+        &dir.join("right.wav"),
+        "call.flac",
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -244,15 +244,7 @@ async fn a_transcriber_stopped_on_the_second_channel_of_a_split_job_resumes_ther
     let (left, right) = (dir.path().join("left.wav"), dir.path().join("right.wav"));
     let left_speech = speech_every(&left, 120, 30);
     let right_speech = speech_every(&right, 120, 20);
-    let args = [
-        "-i",
-        left.to_str().expect("utf-8"),
-        "-i",
-        right.to_str().expect("utf-8"),
-        "-filter_complex",
-        "[0:a][1:a]join=inputs=2:channel_layout=stereo",
-    ];
-    let call = jetscribe_tests::media::ffmpeg(dir.path(), "call.wav", &args);
+    let call = jetscribe_tests::media::stereo(dir.path(), &left, &right, "call.wav");
     let mut app = spawn_deployment(&[("WHISPER_BATCH_SIZE", "1")]).await;
     let job_id = app.submit_job(&call, "?channels=split&language=en").await;
 
