@@ -94,6 +94,9 @@ pub struct BatchRequest<'a> {
     /// The text before the batch, as tokens (the previous batch's `next_prompt`).
     pub previous: &'a [String],
     pub job: &'a JobDecoding,
+    /// The windows follow one another in the media (a window's rest is then decoded together
+    /// with the start of the next window).
+    pub consecutive: bool,
 }
 
 /// How one job's windows are decoded: the deployment's options with the job's changes, its
@@ -146,6 +149,35 @@ struct Rest<'a> {
     window: usize,
     at: f64,
     audio: &'a [f32],
+    /// Decoded right after the rest before it, without a gap: the start of the next window,
+    /// up to the end of its first segment.
+    joined: bool,
+}
+
+impl Rest<'_> {
+    /// Whether a window's own segment starting at `start` (s) is decoded again in this rest.
+    fn covers(&self, start: f64) -> bool {
+        if self.joined {
+            start < self.at + self.audio.len() as f64 / SAMPLE_RATE as f64 - HEAD_SLACK_S
+        } else {
+            start >= self.at
+        }
+    }
+}
+
+/// A segment starting this close to the end of a joined head starts after it (the head's audio
+/// ends on a whole sample before Whisper's timestamp).
+const HEAD_SLACK_S: f64 = 0.01;
+
+/// How much of the next window to decode with a rest: up to the end (s) of that window's first
+/// segment, when the two fit in one window. A window cut by the 30 s limit ends mid-phrase and
+/// the next one starts in it; decoded together from the boundary before the cut to the boundary
+/// after it, the phrase is heard whole (faster-whisper's sequential windows start at the
+/// boundary).
+fn head_end(first_segment_end: Option<f64>, rest_s: f64, window_s: f64) -> Option<f64> {
+    let end = first_segment_end?.min(window_s);
+    let window_limit = WINDOW_SAMPLES as f64 / SAMPLE_RATE as f64;
+    (end > 0.0 && rest_s + end <= window_limit).then_some(end)
 }
 
 /// The audio of a window from `at` (s) on, when there is a rest worth decoding: `at` at least
@@ -158,6 +190,47 @@ fn rest_of(window: &[f32], at: f64) -> Option<&[f32]> {
     (at >= MIN_TAIL_S && long_enough).then_some(audio)
 }
 
+/// The rests of a batch's windows to decode again, each followed by the head of the next window
+/// when the windows are `consecutive` (see [`head_end`]).
+fn rests_of<'a>(
+    windows: &[&'a [f32]],
+    decoded: &[DecodedWindow],
+    per_window: &[Vec<WindowSegment>],
+    consecutive: bool,
+) -> Vec<Rest<'a>> {
+    let mut rests: Vec<Rest> = Vec::new();
+    for (window, decoded) in decoded.iter().enumerate() {
+        let Some(at) = decoded.parsed.resume_at else {
+            continue;
+        };
+        let Some(audio) = rest_of(windows[window], at) else {
+            continue;
+        };
+        rests.push(Rest {
+            window,
+            at,
+            audio,
+            joined: false,
+        });
+        let next = window + 1;
+        if !consecutive || next >= windows.len() {
+            continue;
+        }
+        let seconds = |audio: &[f32]| audio.len() as f64 / SAMPLE_RATE as f64;
+        let first_end = per_window[next].first().map(|segment| segment.end);
+        if let Some(end) = head_end(first_end, seconds(audio), seconds(windows[next])) {
+            let samples = ((end * SAMPLE_RATE as f64) as usize).min(windows[next].len());
+            rests.push(Rest {
+                window: next,
+                at: 0.0,
+                audio: &windows[next][..samples],
+                joined: true,
+            });
+        }
+    }
+    rests
+}
+
 /// Silence between rests packed into one window: long enough that Whisper ends a segment there.
 const REST_GAP_SAMPLES: usize = 2 * SAMPLE_RATE;
 
@@ -165,24 +238,34 @@ const REST_GAP_SAMPLES: usize = 2 * SAMPLE_RATE;
 /// starts (s).
 type PackedRests = (Vec<f32>, Vec<(usize, f64)>);
 
-/// Rests one after another, two seconds of silence between them, in windows of 30 s at most.
+/// Rests one after another, two seconds of silence between them (none before a joined one), in
+/// windows of 30 s at most; a rest and the rests joined to it share a window.
 fn pack_rests(rests: &[Rest]) -> Vec<PackedRests> {
     let mut packed: Vec<PackedRests> = Vec::new();
-    for (index, rest) in rests.iter().enumerate() {
-        let fits = packed.last().is_some_and(|(samples, _)| {
-            samples.len() + REST_GAP_SAMPLES + rest.audio.len() <= WINDOW_SAMPLES
-        });
+    let mut index = 0;
+    while index < rests.len() {
+        let joined = rests[index + 1..]
+            .iter()
+            .take_while(|rest| rest.joined)
+            .count();
+        let group = &rests[index..=index + joined];
+        let len: usize = group.iter().map(|rest| rest.audio.len()).sum();
+        let fits = packed
+            .last()
+            .is_some_and(|(samples, _)| samples.len() + REST_GAP_SAMPLES + len <= WINDOW_SAMPLES);
         if !fits {
-            packed.push((Vec::with_capacity(WINDOW_SAMPLES), Vec::new()));
+            packed.push((Vec::with_capacity(WINDOW_SAMPLES.max(len)), Vec::new()));
         }
-        let Some((samples, placed)) = packed.last_mut() else {
-            continue;
-        };
-        if !samples.is_empty() {
-            samples.extend(std::iter::repeat_n(0.0, REST_GAP_SAMPLES));
+        if let Some((samples, placed)) = packed.last_mut() {
+            if !samples.is_empty() {
+                samples.extend(std::iter::repeat_n(0.0, REST_GAP_SAMPLES));
+            }
+            for (offset, rest) in group.iter().enumerate() {
+                placed.push((index + offset, samples.len() as f64 / SAMPLE_RATE as f64));
+                samples.extend_from_slice(rest.audio);
+            }
         }
-        placed.push((index, samples.len() as f64 / SAMPLE_RATE as f64));
-        samples.extend_from_slice(rest.audio);
+        index += group.len();
     }
     packed
 }
@@ -388,6 +471,7 @@ impl WhisperEngine {
             word_timestamps,
             previous,
             job,
+            ..
         } = *request;
         if windows.is_empty() {
             return Ok(BatchTranscript {
@@ -440,8 +524,9 @@ impl WhisperEngine {
 
     /// Where Whisper stopped at a segment boundary well before the end of a window's audio, the
     /// rest is decoded again (faster-whisper's sequential loop seeks there; without it, the
-    /// unfinished phrase at the end of a window is lost). The rests of a batch are packed
-    /// together into as few windows as they fit, and their segments go back to their windows.
+    /// unfinished phrase at the end of a window is lost), joined to the next window's first
+    /// segment, which is decoded again with it. The rests of a batch are packed together into as
+    /// few windows as they fit, and their segments go back to their windows.
     fn decode_tails(
         &self,
         windows: &[&[f32]],
@@ -449,15 +534,7 @@ impl WhisperEngine {
         request: &BatchRequest,
         per_window: &mut [Vec<WindowSegment>],
     ) -> Result<(), EngineError> {
-        let rests: Vec<Rest> = decoded
-            .iter()
-            .enumerate()
-            .filter_map(|(window, decoded)| {
-                let at = decoded.parsed.resume_at?;
-                let audio = rest_of(windows[window], at)?;
-                Some(Rest { window, at, audio })
-            })
-            .collect();
+        let rests = rests_of(windows, decoded, per_window, request.consecutive);
         if rests.is_empty() {
             return Ok(());
         }
@@ -474,6 +551,7 @@ impl WhisperEngine {
         // Words tell which rest each part of a segment belongs to.
         let with_words = BatchRequest {
             word_timestamps: true,
+            consecutive: false,
             ..*request
         };
         let decoded_rests = self.transcribe_batch(&audio, &with_words)?;
@@ -483,8 +561,9 @@ impl WhisperEngine {
                 .as_ref()
                 .is_some_and(|d| WITHOUT_SPACES.contains(&d.code.as_str()));
         for rest in &rests {
-            // Text after the last boundary (an unfinished segment) is in the rest's.
-            per_window[rest.window].retain(|segment| segment.start < rest.at);
+            // Text after the last boundary (an unfinished segment) is in the rest's, and so is
+            // the first segment of a window whose start is joined to the rest before it.
+            per_window[rest.window].retain(|segment| !rest.covers(segment.start));
         }
         for ((_, placed), segments) in packed.iter().zip(decoded_rests.windows) {
             for (piece, mut part) in segments
@@ -497,6 +576,10 @@ impl WhisperEngine {
                 }
                 per_window[rest.window].push(part.shifted(rest.at - placed[piece].1));
             }
+        }
+        // A joined head goes before the window's own later segments.
+        for segments in per_window.iter_mut() {
+            segments.sort_by(|a, b| a.start.total_cmp(&b.start));
         }
         Ok(())
     }
@@ -1321,6 +1404,7 @@ mod tests {
             window,
             at: 10.0,
             audio,
+            joined: false,
         };
         let rests = [rest(0, &a), rest(2, &b), rest(3, &c)];
         let packed = pack_rests(&rests);
@@ -1328,6 +1412,54 @@ mod tests {
         assert_eq!(packed[0].1, vec![(0, 0.0), (1, 6.0)]);
         assert_eq!(packed[0].0.len(), 26 * SAMPLE_RATE);
         assert_eq!(packed[1].1, vec![(2, 0.0)]);
+    }
+
+    #[test]
+    fn a_head_joined_to_a_rest_follows_it_without_a_gap_in_the_same_window() {
+        let audio = |seconds: usize| vec![0.1f32; seconds * SAMPLE_RATE];
+        let (a, head, b, c) = (audio(4), audio(6), audio(12), audio(9));
+        let rest = |window, at, audio, joined| Rest {
+            window,
+            at,
+            audio,
+            joined,
+        };
+        let rests = [
+            rest(0, 26.0, &a, false),
+            rest(1, 0.0, &head, true),
+            rest(1, 18.0, &b, false),
+            rest(2, 0.0, &c, true),
+        ];
+        let packed = pack_rests(&rests);
+        // 4 + 6, then 2 s of gap, then 12 + 9 would pass 30 s: the second pair starts a window.
+        assert_eq!(packed.len(), 2);
+        assert_eq!(packed[0].1, vec![(0, 0.0), (1, 4.0)]);
+        assert_eq!(packed[0].0.len(), 10 * SAMPLE_RATE);
+        assert_eq!(packed[1].1, vec![(2, 0.0), (3, 12.0)]);
+        // The head covers the window's segments that start inside it; the rest those after it.
+        assert!(rests[1].covers(0.0) && rests[1].covers(5.5) && !rests[1].covers(6.0));
+        assert!(!rests[2].covers(17.9) && rests[2].covers(18.0));
+    }
+
+    #[test]
+    fn a_rest_takes_the_next_windows_first_segment_when_both_fit_a_window() {
+        let cases = [
+            // (first segment's end, rest, next window: head's end)
+            (Some(6.0), 4.0, 30.0, Some(6.0)),
+            (Some(26.0), 4.0, 30.0, Some(26.0)),
+            (Some(27.0), 4.0, 30.0, None),
+            (None, 4.0, 30.0, None),
+            (Some(0.0), 4.0, 30.0, None),
+            // A timestamp past the audio of a short window: up to its audio's end.
+            (Some(12.0), 4.0, 8.0, Some(8.0)),
+        ];
+        for (first_end, rest_s, window_s, expected) in cases {
+            assert_eq!(
+                head_end(first_end, rest_s, window_s),
+                expected,
+                "{first_end:?} {rest_s} {window_s}"
+            );
+        }
     }
 
     #[test]

@@ -372,6 +372,7 @@ impl Transcriber {
                 word_timestamps: job.word_timestamps,
                 previous: &job.prompt,
                 job: &job.decoding,
+                consecutive: true,
             };
             let decoded = engine.transcribe_batch(&audio, &request)?;
             drop(audio);
