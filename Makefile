@@ -59,7 +59,7 @@ test: build models nats-current seaweedfs pytools nodetools
 ## Side by side with faster-whisper, cp and ffmpeg; prints a markdown table (not a test).
 bench: build models
 	@test -x .bench/venv/bin/python || python3 -m venv .bench/venv
-	@.bench/venv/bin/python -c 'import faster_whisper' 2>/dev/null || .bench/venv/bin/pip install -q faster-whisper
+	@.bench/venv/bin/python -c 'import faster_whisper, earshot' 2>/dev/null || .bench/venv/bin/pip install -q faster-whisper earshot
 	python3 scripts/bench.py .bench/venv/bin/python
 
 ## The fault tests run long: hundreds of stage processes killed at random under rounds of 12

@@ -123,12 +123,17 @@ fn timestamp(seconds: f64, decimal: char) -> String {
     )
 }
 
-/// A SubRip file.
+/// A SubRip file; with channels=split, each cue starts with its channel (`[Channel 1] `):
+/// SubRip has no voice markup, and a label in the text is what players show as it is.
 pub fn srt(segments: &[Segment]) -> String {
     let mut out = String::new();
     for (index, cue) in cues(segments).iter().enumerate() {
+        let label = cue
+            .channel
+            .map(|channel| format!("[Channel {channel}] "))
+            .unwrap_or_default();
         out.push_str(&format!(
-            "{}\n{} --> {}\n{}\n\n",
+            "{}\n{} --> {}\n{label}{}\n\n",
             index + 1,
             timestamp(cue.start, ','),
             timestamp(cue.end, ','),
@@ -256,6 +261,19 @@ mod tests {
             "WEBVTT\n\n00:00:00.000 --> 00:00:01.000\n\
              <v Channel 0>Salt &amp; &lt;b&gt;pepper&lt;/b&gt; --&gt; here.\n\n\
              00:00:00.500 --> 00:00:02.000\n<v Channel 1>Yes.\n\n"
+        );
+    }
+
+    #[test]
+    fn srt_labels_the_channel_speaking_at_the_start_of_each_cue() {
+        let mut left = segment(0.0, 1.0, "Hello?");
+        left.channel = Some(0);
+        let mut right = segment(0.5, 2.0, "Yes.");
+        right.channel = Some(1);
+        assert_eq!(
+            srt(&[left, right]),
+            "1\n00:00:00,000 --> 00:00:01,000\n[Channel 0] Hello?\n\n\
+             2\n00:00:00,500 --> 00:00:02,000\n[Channel 1] Yes.\n\n"
         );
     }
 }
