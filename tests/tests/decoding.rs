@@ -313,6 +313,11 @@ async fn each_channel_of_a_call_split_apart_becomes_its_own_speaker_in_time_orde
         vtt.contains("<v Channel 0>") && vtt.contains("<v Channel 1>"),
         "{vtt}"
     );
+    let srt = app.get_text(&format!("/result/{job_id}?format=srt")).await;
+    assert!(
+        srt.contains("[Channel 0] ") && srt.contains("[Channel 1] "),
+        "{srt}"
+    );
 
     // Mixed (the default), the segments name no channel.
     let job_id = app.submit_job(&call, "?language=en").await;
