@@ -2,10 +2,10 @@
 //! by `make pytools` into `vendor/python`, without its dependencies, and loaded by file so that
 //! only numpy is needed), run on the same samples.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+mod reference;
 
 use jetscribe_transcriber::features::{FeatureExtractor, N_FRAMES, N_MELS};
+use reference::run_on_samples;
 
 /// Reads f32 samples from argv[1], writes the reference features to argv[2], prints the shape.
 const REFERENCE: &str = r#"
@@ -21,40 +21,14 @@ features.tofile(sys.argv[2])
 print(json.dumps(list(features.shape)))
 "#;
 
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .ancestors()
-        .nth(2)
-        .expect("services/transcriber is two folders down")
-        .to_owned()
-}
-
 /// faster-whisper's features of `samples`: (values, mels, frames).
 fn reference_features(samples: &[f32]) -> (Vec<f32>, usize, usize) {
-    let python = repo_root().join("vendor/python/bin/python");
-    assert!(
-        python.is_file(),
-        "{} is missing: run `make pytools`",
-        python.display()
-    );
-    let folder = std::env::temp_dir().join(format!("jetscribe-features-{}", std::process::id()));
-    std::fs::create_dir_all(&folder).expect("a temporary folder");
-    let (input, output) = (folder.join("samples.f32"), folder.join("features.f32"));
-    let bytes: Vec<u8> = samples.iter().flat_map(|s| s.to_le_bytes()).collect();
-    std::fs::write(&input, bytes).expect("samples written");
-    let run = Command::new(python)
-        .args(["-c", REFERENCE])
-        .arg(&input)
-        .arg(&output)
-        .output()
-        .expect("python runs");
-    assert!(
-        run.status.success(),
-        "{}",
-        String::from_utf8_lossy(&run.stderr)
-    );
-    let shape: Vec<usize> = serde_json::from_slice(&run.stdout).expect("the shape");
-    let values = std::fs::read(&output)
+    let (stdout, folder) = run_on_samples("features", REFERENCE, samples, |input, folder| {
+        let output = folder.join("features.f32");
+        vec![input.display().to_string(), output.display().to_string()]
+    });
+    let shape: Vec<usize> = serde_json::from_slice(&stdout).expect("the shape");
+    let values = std::fs::read(folder.join("features.f32"))
         .expect("features written")
         .chunks_exact(4)
         .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))

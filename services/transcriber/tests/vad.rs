@@ -4,11 +4,13 @@
 //! samples and with the same options. Same weights, same algorithm: the same chunks, to the
 //! sample.
 
-use std::path::{Path, PathBuf};
+mod reference;
+
 use std::process::Command;
 
 use jetscribe_transcriber::silero::SileroModel;
 use jetscribe_transcriber::vad::{SpeechCutter, VadOptions};
+use reference::{repo_root, run_on_samples};
 
 /// Reads f32 samples from argv[1]; prints faster-whisper's speech chunks (30 s at most, as its
 /// batched pipeline asks for) as JSON.
@@ -28,39 +30,13 @@ options = vad.VadOptions(max_speech_duration_s=30, min_silence_duration_ms=int(s
 print(json.dumps(vad.get_speech_timestamps(samples, options)))
 "#;
 
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .ancestors()
-        .nth(2)
-        .expect("services/transcriber is two folders down")
-        .to_owned()
-}
-
 /// faster-whisper's chunks of `samples`, as (start, end) in samples.
 fn reference_chunks(samples: &[f32], min_silence_ms: u64) -> Vec<(u64, u64)> {
-    let python = repo_root().join("vendor/python/bin/python");
-    assert!(
-        python.is_file(),
-        "{} is missing: run `make pytools`",
-        python.display()
-    );
-    let folder = tempfile_folder();
-    let input = folder.join("samples.f32");
-    let bytes: Vec<u8> = samples.iter().flat_map(|s| s.to_le_bytes()).collect();
-    std::fs::write(&input, bytes).expect("samples written");
-    let run = Command::new(python)
-        .args(["-c", REFERENCE])
-        .arg(&input)
-        .arg(min_silence_ms.to_string())
-        .output()
-        .expect("python runs");
+    let (stdout, folder) = run_on_samples("vad", REFERENCE, samples, |input, _| {
+        vec![input.display().to_string(), min_silence_ms.to_string()]
+    });
     std::fs::remove_dir_all(&folder).ok();
-    assert!(
-        run.status.success(),
-        "{}",
-        String::from_utf8_lossy(&run.stderr)
-    );
-    let chunks: Vec<serde_json::Value> = serde_json::from_slice(&run.stdout).expect("chunks");
+    let chunks: Vec<serde_json::Value> = serde_json::from_slice(&stdout).expect("chunks");
     chunks
         .iter()
         .map(|chunk| {
@@ -68,12 +44,6 @@ fn reference_chunks(samples: &[f32], min_silence_ms: u64) -> Vec<(u64, u64)> {
             (at("start"), at("end"))
         })
         .collect()
-}
-
-fn tempfile_folder() -> PathBuf {
-    let folder = std::env::temp_dir().join(format!("jetscribe-vad-{}", std::process::id()));
-    std::fs::create_dir_all(&folder).expect("a temporary folder");
-    folder
 }
 
 /// The samples of a fixture, decoded to 16 kHz mono by ffmpeg.
