@@ -94,8 +94,9 @@ pub struct BatchRequest<'a> {
     /// The text before the batch, as tokens (the previous batch's `next_prompt`).
     pub previous: &'a [String],
     pub job: &'a JobDecoding,
-    /// The windows follow one another in the media (a window's rest is then decoded together
-    /// with the start of the next window).
+    /// The windows follow one another in the media: a window's rest is then decoded together
+    /// with the start of the next window of the batch (not across batches, nor when the windows
+    /// are decoded one at a time to condition each on the text before it).
     pub consecutive: bool,
 }
 
@@ -155,29 +156,43 @@ struct Rest<'a> {
 }
 
 impl Rest<'_> {
-    /// Whether a window's own segment starting at `start` (s) is decoded again in this rest.
+    /// Whether a window's own segment starting at `start` (s) is decoded again in this rest:
+    /// after a rest's start, or before a joined head's end (the head ends on the whole sample
+    /// at or before its segment's end, and the next segment starts at or after that end).
     fn covers(&self, start: f64) -> bool {
         if self.joined {
-            start < self.at + self.audio.len() as f64 / SAMPLE_RATE as f64 - HEAD_SLACK_S
+            start < self.at + self.audio.len() as f64 / SAMPLE_RATE as f64
         } else {
             start >= self.at
         }
     }
-}
 
-/// A segment starting this close to the end of a joined head starts after it (the head's audio
-/// ends on a whole sample before Whisper's timestamp).
-const HEAD_SLACK_S: f64 = 0.01;
+    /// Whether the window's own segment starting at `start` gives way to this rest's decoding,
+    /// which `heard` something or not. The unfinished text after a window's last boundary always
+    /// does; a head's complete segment only for words heard in it (a joined decoding dropped as
+    /// silence, for one, must not take a good segment with it).
+    fn replaces(&self, start: f64, heard: bool) -> bool {
+        self.covers(start) && (heard || !self.joined)
+    }
+}
 
 /// How much of the next window to decode with a rest: up to the end (s) of that window's first
 /// segment, when the two fit in one window. A window cut by the 30 s limit ends mid-phrase and
 /// the next one starts in it; decoded together from the boundary before the cut to the boundary
 /// after it, the phrase is heard whole (faster-whisper's sequential windows start at the
-/// boundary).
-fn head_end(first_segment_end: Option<f64>, rest_s: f64, window_s: f64) -> Option<f64> {
-    let end = first_segment_end?.min(window_s);
+/// boundary). Not when that segment reaches the end of the window's audio (Whisper's times are
+/// clamped there, so later segments would start inside the head) or passes the window's own
+/// rest (`next_resume_at`), nor for a segment of no length.
+fn head_end(
+    first_segment_end: Option<f64>,
+    next_resume_at: Option<f64>,
+    rest_s: f64,
+    window_s: f64,
+) -> Option<f64> {
+    let end = first_segment_end?;
     let window_limit = WINDOW_SAMPLES as f64 / SAMPLE_RATE as f64;
-    (end > 0.0 && rest_s + end <= window_limit).then_some(end)
+    let before_rest = next_resume_at.is_none_or(|at| end <= at);
+    (end > 0.0 && end < window_s && before_rest && rest_s + end <= window_limit).then_some(end)
 }
 
 /// The audio of a window from `at` (s) on, when there is a rest worth decoding: `at` at least
@@ -190,20 +205,20 @@ fn rest_of(window: &[f32], at: f64) -> Option<&[f32]> {
     (at >= MIN_TAIL_S && long_enough).then_some(audio)
 }
 
-/// The rests of a batch's windows to decode again, each followed by the head of the next window
-/// when the windows are `consecutive` (see [`head_end`]).
+/// The rests of a batch's windows to decode again (from each window's `resume_at`), each
+/// followed by the head of the next window when the windows are `consecutive` (up to that
+/// window's `first_end`, see [`head_end`]).
 fn rests_of<'a>(
     windows: &[&'a [f32]],
-    decoded: &[DecodedWindow],
-    per_window: &[Vec<WindowSegment>],
+    resume_at: &[Option<f64>],
+    first_end: &[Option<f64>],
     consecutive: bool,
 ) -> Vec<Rest<'a>> {
+    let seconds = |audio: &[f32]| audio.len() as f64 / SAMPLE_RATE as f64;
     let mut rests: Vec<Rest> = Vec::new();
-    for (window, decoded) in decoded.iter().enumerate() {
-        let Some(at) = decoded.parsed.resume_at else {
-            continue;
-        };
-        let Some(audio) = rest_of(windows[window], at) else {
+    for (window, &samples) in windows.iter().enumerate() {
+        let Some((at, audio)) = resume_at[window].and_then(|at| Some((at, rest_of(samples, at)?)))
+        else {
             continue;
         };
         rests.push(Rest {
@@ -216,14 +231,18 @@ fn rests_of<'a>(
         if !consecutive || next >= windows.len() {
             continue;
         }
-        let seconds = |audio: &[f32]| audio.len() as f64 / SAMPLE_RATE as f64;
-        let first_end = per_window[next].first().map(|segment| segment.end);
-        if let Some(end) = head_end(first_end, seconds(audio), seconds(windows[next])) {
-            let samples = ((end * SAMPLE_RATE as f64) as usize).min(windows[next].len());
+        let (next_audio, rest_s) = (windows[next], seconds(audio));
+        if let Some(end) = head_end(
+            first_end[next],
+            resume_at[next],
+            rest_s,
+            seconds(next_audio),
+        ) {
+            let samples = ((end * SAMPLE_RATE as f64) as usize).min(next_audio.len());
             rests.push(Rest {
                 window: next,
                 at: 0.0,
-                audio: &windows[next][..samples],
+                audio: &next_audio[..samples],
                 joined: true,
             });
         }
@@ -534,7 +553,12 @@ impl WhisperEngine {
         request: &BatchRequest,
         per_window: &mut [Vec<WindowSegment>],
     ) -> Result<(), EngineError> {
-        let rests = rests_of(windows, decoded, per_window, request.consecutive);
+        let resume_at: Vec<Option<f64>> = decoded.iter().map(|d| d.parsed.resume_at).collect();
+        let first_end: Vec<Option<f64>> = per_window
+            .iter()
+            .map(|segments| segments.first().map(|segment| segment.end))
+            .collect();
+        let rests = rests_of(windows, &resume_at, &first_end, request.consecutive);
         if rests.is_empty() {
             return Ok(());
         }
@@ -560,22 +584,25 @@ impl WhisperEngine {
                 .language
                 .as_ref()
                 .is_some_and(|d| WITHOUT_SPACES.contains(&d.code.as_str()));
-        for rest in &rests {
-            // Text after the last boundary (an unfinished segment) is in the rest's, and so is
-            // the first segment of a window whose start is joined to the rest before it.
-            per_window[rest.window].retain(|segment| !rest.covers(segment.start));
-        }
+        let mut parts: Vec<(usize, WindowSegment)> = Vec::new();
         for ((_, placed), segments) in packed.iter().zip(decoded_rests.windows) {
             for (piece, mut part) in segments
                 .into_iter()
                 .flat_map(|segment| split_by_piece(segment, placed, no_space))
             {
-                let rest = &rests[placed[piece].0];
+                let (index, offset) = placed[piece];
                 if !request.word_timestamps {
                     part.words = None;
                 }
-                per_window[rest.window].push(part.shifted(rest.at - placed[piece].1));
+                parts.push((index, part.shifted(rests[index].at - offset)));
             }
+        }
+        for (index, rest) in rests.iter().enumerate() {
+            let heard = parts.iter().any(|(part_of, _)| *part_of == index);
+            per_window[rest.window].retain(|segment| !rest.replaces(segment.start, heard));
+        }
+        for (index, part) in parts {
+            per_window[rests[index].window].push(part);
         }
         // A joined head goes before the window's own later segments.
         for segments in per_window.iter_mut() {
@@ -1437,27 +1464,97 @@ mod tests {
         assert_eq!(packed[0].0.len(), 10 * SAMPLE_RATE);
         assert_eq!(packed[1].1, vec![(2, 0.0), (3, 12.0)]);
         // The head covers the window's segments that start inside it; the rest those after it.
-        assert!(rests[1].covers(0.0) && rests[1].covers(5.5) && !rests[1].covers(6.0));
+        assert!(rests[1].covers(0.0) && rests[1].covers(5.9) && !rests[1].covers(6.0));
         assert!(!rests[2].covers(17.9) && rests[2].covers(18.0));
     }
 
     #[test]
     fn a_rest_takes_the_next_windows_first_segment_when_both_fit_a_window() {
         let cases = [
-            // (first segment's end, rest, next window: head's end)
-            (Some(6.0), 4.0, 30.0, Some(6.0)),
-            (Some(26.0), 4.0, 30.0, Some(26.0)),
-            (Some(27.0), 4.0, 30.0, None),
-            (None, 4.0, 30.0, None),
-            (Some(0.0), 4.0, 30.0, None),
-            // A timestamp past the audio of a short window: up to its audio's end.
-            (Some(12.0), 4.0, 8.0, Some(8.0)),
+            // (first segment's end, the next window's own rest, rest, next window: head's end)
+            (Some(6.0), None, 4.0, 30.0, Some(6.0)),
+            (Some(6.0), Some(6.0), 4.0, 30.0, Some(6.0)),
+            (Some(26.0), None, 4.0, 30.0, Some(26.0)),
+            (Some(27.0), None, 4.0, 30.0, None),
+            (None, None, 4.0, 30.0, None),
+            (Some(0.0), None, 4.0, 30.0, None),
+            // A segment past the window's own rest (its first complete one was only blank).
+            (Some(12.0), Some(8.0), 4.0, 30.0, None),
+            // Clamped to the end of a short window's audio: the later segments would start
+            // inside the head.
+            (Some(8.0), None, 4.0, 8.0, None),
         ];
-        for (first_end, rest_s, window_s, expected) in cases {
+        for (first_end, next_resume_at, rest_s, window_s, expected) in cases {
             assert_eq!(
-                head_end(first_end, rest_s, window_s),
+                head_end(first_end, next_resume_at, rest_s, window_s),
                 expected,
-                "{first_end:?} {rest_s} {window_s}"
+                "{first_end:?} {next_resume_at:?} {rest_s} {window_s}"
+            );
+        }
+    }
+
+    #[test]
+    fn only_consecutive_windows_lend_their_head_to_the_rest_before_them() {
+        let audio = |seconds: usize| vec![0.1f32; seconds * SAMPLE_RATE];
+        let (a, b, c) = (audio(30), audio(30), audio(20));
+        let windows: [&[f32]; 3] = [&a, &b, &c];
+        // Window 0 stops at 26 s, window 1 at 24 s (its first segment ends at 5 s), window 2
+        // runs to its end (first segment to 7 s).
+        let resume_at = [Some(26.0), Some(24.0), None];
+        let first_end = [Some(9.0), Some(5.0), Some(7.0)];
+        let summary = |rests: Vec<Rest>| -> Vec<(usize, f64, usize, bool)> {
+            rests
+                .iter()
+                .map(|r| (r.window, r.at, r.audio.len() / SAMPLE_RATE, r.joined))
+                .collect()
+        };
+        assert_eq!(
+            summary(rests_of(&windows, &resume_at, &first_end, true)),
+            vec![
+                (0, 26.0, 4, false),
+                (1, 0.0, 5, true),
+                (1, 24.0, 6, false),
+                (2, 0.0, 7, true),
+            ]
+        );
+        // Packed rests are not consecutive: no heads. The last window lends nothing.
+        assert_eq!(
+            summary(rests_of(&windows, &resume_at, &first_end, false)),
+            vec![(0, 26.0, 4, false), (1, 24.0, 6, false)]
+        );
+        assert!(rests_of(&windows[2..], &resume_at[2..], &first_end[2..], true).is_empty());
+    }
+
+    #[test]
+    fn a_heads_segment_gives_way_only_to_words_heard_in_it() {
+        let audio = vec![0.1f32; 5 * SAMPLE_RATE];
+        let head = Rest {
+            window: 1,
+            at: 0.0,
+            audio: &audio,
+            joined: true,
+        };
+        let rest = Rest {
+            window: 0,
+            at: 25.0,
+            audio: &audio,
+            joined: false,
+        };
+        let cases = [
+            // (rest, segment start, heard: replaced)
+            (&head, 0.0, true, true),
+            (&head, 0.0, false, false),
+            (&head, 5.0, true, false),
+            (&rest, 24.9, true, false),
+            (&rest, 25.0, true, true),
+            (&rest, 25.0, false, true),
+        ];
+        for (rest, start, heard, expected) in cases {
+            assert_eq!(
+                rest.replaces(start, heard),
+                expected,
+                "joined {} at {start}, heard {heard}",
+                rest.joined
             );
         }
     }
