@@ -54,7 +54,7 @@ pub use submissions::{
 };
 pub use transcript::{
     JobResult, LanguageDetection, LanguageSource, Segment, TextLanguageCheck, Topic, Transcript,
-    TranscriptStats, Word,
+    TranscriptSoFar, TranscriptStats, Word,
 };
 
 use uuid::Uuid;

@@ -47,6 +47,14 @@ pub struct Segment {
     pub channel: Option<u16>,
 }
 
+/// What other services may read of the transcriber's checkpoint
+/// ([`crate::JobBlobs::transcribe_checkpoint_path`], JSON): the segments of the batches finished
+/// so far, in media order (the API streams their text while the job runs).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+pub struct TranscriptSoFar {
+    pub segments: Vec<Segment>,
+}
+
 /// One word of a segment, with its times in seconds of the original media.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Word {

@@ -1,12 +1,13 @@
-//! The HTTP API (poem), compatible with the service jetscribe replaces:
-//! `POST /process` (streamed upload → 202 with a job id, `upload.rs`), `GET /status/{id}`,
-//! `GET /result/{id}` (200/202/500/404; subtitles in `subtitles.rs`), `GET /jobs` and
-//! `GET /jobs/processing` (`jobs.rs`), `GET /models` (the transcriber's model pools,
-//! `models.rs`), `GET /metrics` (Prometheus, `metrics.rs`), `GET /health`; `live.rs`: `/events/{id}` (SSE) and the synchronous `/process-audio`,
-//! `/process-video`. It owns request parsing, validation and the response bodies (`views.rs`),
-//! and what one client may take: keys (`auth.rs`), rates, slots and free space (`limits.rs`),
-//! connections (`connections.rs`) and multipart bounds (`part_headers.rs`); the work happens in
-//! the pipeline stages.
+//! The HTTP API (poem), compatible with the service jetscribe replaces: `POST /process` (streamed
+//! upload → 202 with a job id, `upload.rs`), `GET /status/{id}`, `GET /result/{id}`
+//! (200/202/500/404; subtitles in `subtitles.rs`), `GET /jobs` and `GET /jobs/processing`
+//! (`jobs.rs`), `GET /models` (the transcriber's model pools, `models.rs`), `GET /metrics`
+//! (Prometheus, `metrics.rs`), `GET /health`; `live.rs`: `/events/{id}` (SSE) and the synchronous
+//! `/process-audio`, `/process-video`; `openai.rs`: OpenAI's audio API (`/v1/audio/transcriptions`,
+//! `/v1/audio/translations`, `/v1/models`). It owns request parsing, validation and the response
+//! bodies (`views.rs`), and what one client may take: keys (`auth.rs`), rates, slots and free space
+//! (`limits.rs`), connections (`connections.rs`) and multipart bounds (`part_headers.rs`); the work
+//! happens in the pipeline stages.
 
 mod auth;
 mod connections;
@@ -17,6 +18,7 @@ mod limits;
 mod live;
 mod metrics;
 mod models;
+mod openai;
 mod part_headers;
 mod pattern;
 mod subtitles;
@@ -145,8 +147,19 @@ pub fn app(state: ApiState) -> impl poem::Endpoint {
             get(metrics::serve_metrics).data(state.pipeline.clone()),
         )
         .at("/health", get(health_check))
+        .at(
+            "/v1/audio/transcriptions",
+            post(openai::create).data(openai::TRANSCRIPTIONS),
+        )
+        .at(
+            "/v1/audio/translations",
+            post(openai::create).data(openai::TRANSLATIONS),
+        )
+        .at("/v1/models", get(openai::list_models))
+        .at("/v1/models/:model", get(openai::retrieve_model))
         .data(state)
         .around(move |endpoint, request| auth::authenticate(endpoint, request, keys.clone()))
+        .around(openai::openai_errors)
         .with(Tracing)
 }
 
@@ -405,16 +418,7 @@ pub(crate) async fn result_response(
         }
         JobStatus::Completed => {}
     }
-    let result_blob = record
-        .blobs
-        .result
-        .as_deref()
-        .ok_or_else(|| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "result missing"))?;
-    let result: JobResult = state
-        .blobs
-        .get_json(result_blob)
-        .await
-        .map_err(|err| ApiError::unavailable("result", &err))?;
+    let result = load_result(state, record).await?;
     let body = match format {
         ResultFormat::Json => {
             let body = EndedJobBody::completed(record, result);
@@ -433,6 +437,23 @@ pub(crate) async fn result_response(
             format!("inline; filename=\"{}.{extension}\"", record.job_id),
         )
         .body(body))
+}
+
+/// The result of a completed job.
+pub(crate) async fn load_result(
+    state: &ApiState,
+    record: &JobRecord,
+) -> Result<JobResult, ApiError> {
+    let result_blob = record
+        .blobs
+        .result
+        .as_deref()
+        .ok_or_else(|| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "result missing"))?;
+    state
+        .blobs
+        .get_json(result_blob)
+        .await
+        .map_err(|err| ApiError::unavailable("result", &err))
 }
 
 #[handler]

@@ -113,23 +113,42 @@ pub(crate) async fn process_and_wait(
     job: SubmittedJob,
 ) -> Result<Response, ApiError> {
     let job_id = job.job_id;
+    match wait_for_job(state, job_id).await {
+        JobWait::Ended => {
+            let record = load_record(state, caller, job_id).await?;
+            result_response(state, &record, ResultFormat::Json).await
+        }
+        JobWait::StillRunning { status, detail } => {
+            let body = StillRunning {
+                job_id,
+                status: JobStatus::Processing,
+                detail,
+            };
+            Ok(json_response(status, &body))
+        }
+    }
+}
+
+/// How a synchronous request's wait for its job ended.
+pub(crate) enum JobWait {
+    /// The job ended: completed, failed or cancelled.
+    Ended,
+    /// The wait was refused or cut short, and the job goes on: `detail` says why and where
+    /// to poll, `status` is the answer's (503 or 504).
+    StillRunning { status: StatusCode, detail: String },
+}
+
+/// Waits for the job to end, for at most SYNC_TIMEOUT, holding an event stream slot.
+pub(crate) async fn wait_for_job(state: &ApiState, job_id: Uuid) -> JobWait {
     let timeout = state.settings.sync_timeout;
+    let still_running = |status, detail| JobWait::StillRunning { status, detail };
     // Taken after the upload: the job exists, so a refusal still names it.
-    let stream_slot = state.limits.event_streams.take();
-    let still_running = |status, detail| {
-        let body = StillRunning {
-            job_id,
-            status: JobStatus::Processing,
-            detail,
-        };
-        Ok(json_response(status, &body))
-    };
-    if stream_slot.is_err() {
+    let Ok(_stream_slot) = state.limits.event_streams.take() else {
         return still_running(
             StatusCode::SERVICE_UNAVAILABLE,
             format!("too many event streams at once (MAX_EVENT_STREAMS); poll /result/{job_id}"),
         );
-    }
+    };
     let waited = tokio::select! {
         waited = tokio::time::timeout(timeout, wait_for_end(state, job_id)) => waited,
         () = state.shutdown.cancelled() => {
@@ -140,10 +159,7 @@ pub(crate) async fn process_and_wait(
         }
     };
     match waited {
-        Ok(Ok(())) => {
-            let record = load_record(state, caller, job_id).await?;
-            result_response(state, &record, ResultFormat::Json).await
-        }
+        Ok(Ok(())) => JobWait::Ended,
         // The job exists and goes on: the client must learn its id even now.
         Ok(Err(_)) => still_running(
             StatusCode::SERVICE_UNAVAILABLE,

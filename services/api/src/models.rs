@@ -48,7 +48,10 @@ impl ServedModels {
         }
     }
 
-    async fn read_again(&self, pipeline: &Pipeline) -> Result<Vec<StageQueue>, ApiError> {
+    pub(crate) async fn read_again(
+        &self,
+        pipeline: &Pipeline,
+    ) -> Result<Vec<StageQueue>, ApiError> {
         let pools = pipeline
             .model_pools()
             .await
@@ -56,6 +59,14 @@ impl ServedModels {
         let names = pools.iter().filter_map(|pool| pool.model.clone()).collect();
         *self.read.lock().expect("not poisoned") = Some((Instant::now(), names));
         Ok(pools)
+    }
+
+    /// The served models: as read within [`REREAD_AFTER`], else read again.
+    pub(crate) async fn served(&self, pipeline: &Pipeline) -> Result<Vec<ModelName>, ApiError> {
+        if self.age().is_none_or(|age| age >= REREAD_AFTER) {
+            self.read_again(pipeline).await?;
+        }
+        Ok(self.names())
     }
 
     fn age(&self) -> Option<Duration> {

@@ -79,6 +79,34 @@ pub(crate) struct SubmittedJob {
     pub filename: String,
     pub size_bytes: u64,
     pub replayed: bool,
+    /// The form fields of the route's [`FormSpec::route_fields`], as sent (none when replayed).
+    pub route_fields: Vec<(String, String)>,
+}
+
+/// How a route's form differs from `/process`'s: fields that shape its answer rather than the
+/// job, an alias of the default model, a task of its own. Routes give theirs as data; without
+/// one, the form is `/process`'s.
+#[derive(Clone, Copy)]
+pub(crate) struct FormSpec {
+    /// Fields the route reads itself; each goes through `apply` as it arrives (before the file
+    /// is stored, when it comes first), which checks it and sets what it implies for the job.
+    pub route_fields: &'static [&'static str],
+    pub apply: fn(name: &str, value: &str, options: &mut JobOptions) -> Result<(), ApiError>,
+    /// A model name that stands for the default model (OpenAI's `whisper-1`).
+    pub default_model_alias: Option<&'static str>,
+    /// The task of every job of the route, whatever the form says.
+    pub task: Option<Task>,
+}
+
+impl Default for FormSpec {
+    fn default() -> Self {
+        Self {
+            route_fields: &[],
+            apply: |_, _, _| Ok(()),
+            default_model_alias: None,
+            task: None,
+        }
+    }
 }
 
 impl SubmittedJob {
@@ -90,6 +118,7 @@ impl SubmittedJob {
             filename: record.filename.clone(),
             size_bytes: record.size_bytes,
             replayed: true,
+            route_fields: Vec::new(),
         }
     }
 }
@@ -104,7 +133,8 @@ impl<'a> FromRequest<'a> for SubmittedJob {
             .get::<Caller>()
             .expect("authentication runs before every route");
         let Query(params) = Query::<ProcessParams>::from_request(request, body).await?;
-        let replay_key = match idempotency_key(caller, request) {
+        let spec = request.data::<FormSpec>().copied().unwrap_or_default();
+        let replay_key = match idempotency_key(caller, request, &spec) {
             Ok(key) => key,
             Err(refused) => return refuse(body, refused).await,
         };
@@ -120,7 +150,7 @@ impl<'a> FromRequest<'a> for SubmittedJob {
             Err(refused) => return refuse(body, refused).await,
         };
         let mut form = UploadForm::from_request(request, body).await?;
-        let job = submit(state, caller, params, &mut form).await?;
+        let job = submit(state, caller, params, &spec, &mut form).await?;
         if let Some(key) = replay_key {
             remember(state, &key, job.job_id).await;
         }
@@ -148,10 +178,20 @@ const MAX_IDEMPOTENCY_KEY: usize = 255;
 
 /// The caller's `Idempotency-Key`, as the bucket keeps it: per API key (another key's same
 /// value is another submission), hashed (any characters, fixed length).
-fn idempotency_key(caller: &Caller, request: &Request) -> Result<Option<String>, ApiError> {
+fn idempotency_key(
+    caller: &Caller,
+    request: &Request,
+    spec: &FormSpec,
+) -> Result<Option<String>, ApiError> {
     let Some(value) = request.headers().get("idempotency-key") else {
         return Ok(None);
     };
+    // A replay does not read the body, where such a route's answer is described.
+    if !spec.route_fields.is_empty() {
+        let detail = "Idempotency-Key: not accepted on this route (it answers with the job's \
+                      result; submit to /process to replay a submission)";
+        return Err(ApiError::new(StatusCode::BAD_REQUEST, detail));
+    }
     let key = (value.to_str().ok().map(str::trim))
         .filter(|key| !key.is_empty() && key.len() <= MAX_IDEMPOTENCY_KEY)
         .ok_or_else(|| {
@@ -295,9 +335,10 @@ async fn submit(
     state: &ApiState,
     caller: &Caller,
     params: ProcessParams,
+    spec: &FormSpec,
     form: &mut UploadForm,
 ) -> Result<SubmittedJob, ApiError> {
-    let answer = accept_upload(state, caller, params, form).await;
+    let answer = accept_upload(state, caller, params, spec, form).await;
     if answer.is_err() {
         form.discard_rest().await;
     }
@@ -308,6 +349,7 @@ async fn accept_upload(
     state: &ApiState,
     caller: &Caller,
     params: ProcessParams,
+    spec: &FormSpec,
     form: &mut UploadForm,
 ) -> Result<SubmittedJob, ApiError> {
     let allow_private = state.settings.webhook_allow_private;
@@ -319,7 +361,8 @@ async fn accept_upload(
     let job_id = Uuid::now_v7();
     let cleanup = UploadCleanup::new(state.blobs.clone(), job_id);
     let input_blob = JobBlobs::input_path(job_id);
-    let (filename, size) = read_form(state, form, &input_blob, &mut options).await?;
+    let form = read_form(state, form, spec, &input_blob, &mut options).await?;
+    let (filename, size) = (form.filename, form.size);
     let model = options
         .model
         .get_or_insert_with(|| state.pipeline.settings().default_model.clone());
@@ -348,21 +391,41 @@ async fn accept_upload(
         filename: record.filename,
         size_bytes: size,
         replayed: false,
+        route_fields: form.route_fields,
     })
 }
 
-/// Reads the form: the file, stored as `input_blob`, and the options, set on `options` (a form
-/// field wins over the same option in the query string). Returns the file's name and size.
+/// What a form held besides the job's options.
+struct FormContents {
+    filename: String,
+    size: u64,
+    route_fields: Vec<(String, String)>,
+}
+
+/// Reads the form: the file, stored as `input_blob`, the options, set on `options` (a form
+/// field wins over the same option in the query string), and the route's own fields.
 async fn read_form(
     state: &ApiState,
     form: &mut UploadForm,
+    spec: &FormSpec,
     input_blob: &str,
     options: &mut JobOptions,
-) -> Result<(String, u64), ApiError> {
+) -> Result<FormContents, ApiError> {
     let allow_private = state.settings.webhook_allow_private;
     let mut upload: Option<(String, u64)> = None;
+    let mut route_fields = Vec::new();
     while let Some(field) = form.next_field().await? {
         match field.name().unwrap_or_default() {
+            name if spec.route_fields.contains(&name) => {
+                if route_fields.len() == MAX_ROUTE_FIELDS {
+                    let detail = format!("{name}: more than {MAX_ROUTE_FIELDS} answer fields");
+                    return Err(ApiError::new(StatusCode::BAD_REQUEST, detail));
+                }
+                let name = name.to_owned();
+                let value = small_field_text(&name, field).await?;
+                (spec.apply)(&name, value.trim(), options)?;
+                route_fields.push((name, value.trim().to_owned()));
+            }
             "file" if upload.is_some() => {
                 let detail = "file: send exactly one file per request";
                 return Err(ApiError::new(StatusCode::BAD_REQUEST, detail));
@@ -376,6 +439,9 @@ async fn read_form(
             | "hotwords" | "task" | "temperature" | "beam_size" | "channels") => {
                 let name = name.to_owned();
                 let value = small_field_text(&name, field).await?;
+                if name == "model" && Some(value.trim()) == spec.default_model_alias {
+                    continue;
+                }
                 apply_option(options, &name, Some(value), allow_private).await?;
                 // A model named before the file is checked before the file is stored.
                 if let Some(model) = options.model.as_ref().filter(|_| name == "model") {
@@ -399,9 +465,18 @@ async fn read_form(
             "file: the file is empty",
         ));
     }
-    Ok((filename, size))
+    if let Some(task) = spec.task {
+        options.decoding.task = task;
+    }
+    Ok(FormContents {
+        filename,
+        size,
+        route_fields,
+    })
 }
 
+/// The most fields a form may give of its route's own (they are kept for the answer).
+const MAX_ROUTE_FIELDS: usize = 16;
 /// The longest form field other than the file.
 const MAX_OPTION_FIELD: usize = 64 * 1024;
 /// The longest file name kept (bytes).
@@ -613,7 +688,7 @@ fn parse_beam_size(value: &str) -> Result<u8, &'static str> {
         .ok_or("expected a whole number from 1 to 10")
 }
 
-fn parse_flag(value: &str) -> Result<bool, &'static str> {
+pub(crate) fn parse_flag(value: &str) -> Result<bool, &'static str> {
     match value.to_lowercase().as_str() {
         "true" | "1" | "yes" | "on" => Ok(true),
         "false" | "0" | "no" | "off" => Ok(false),

@@ -255,6 +255,26 @@ mod tests {
     }
 
     #[test]
+    fn the_api_reads_a_checkpoints_segments_as_the_transcript_so_far() {
+        let checkpoint = Checkpoint {
+            resume_sample: 16_000,
+            segments: vec![Segment {
+                start: 0.5,
+                end: 1.0,
+                text: "Ask not.".into(),
+                ..Segment::default()
+            }],
+            language: Some(DetectedLanguage {
+                code: "en".into(),
+                probability: 0.9,
+            }),
+        };
+        let json = serde_json::to_vec(&checkpoint).expect("serializes");
+        let so_far: proto_msgs::TranscriptSoFar = serde_json::from_slice(&json).expect("reads");
+        assert_eq!(so_far.segments, checkpoint.segments);
+    }
+
+    #[test]
     fn channels_heard_apart_merge_in_time_order_each_segment_naming_its_channel() {
         let segment = |start: f64, end: f64, text: &str| Segment {
             start,
