@@ -135,6 +135,10 @@ async fn the_jfk_clip_is_transcribed_end_to_end_with_webhook_and_events() {
     assert_eq!(text, format!("{transcript}\n"));
     let srt = app.get_text(&format!("/result/{job_id}?format=srt")).await;
     assert_subtitles(&srt, ",", transcript);
+    // Cues end at clauses: the first no longer ends "…can do for", the next beginning "you,".
+    for cue in srt.split("\n\n").filter(|cue| !cue.trim().is_empty()) {
+        assert!(cue.trim_end().ends_with([',', '.']), "{srt}");
+    }
     let vtt = app.get_text(&format!("/result/{job_id}?format=vtt")).await;
     let cues = vtt.strip_prefix("WEBVTT\n\n").expect("WebVTT header");
     assert_subtitles(cues, ".", transcript);

@@ -1,5 +1,7 @@
 //! Subtitle files from segments: SubRip (SRT) and WebVTT, with cues of at most two lines of 42
-//! characters and at most 7 seconds, the common broadcast limits for readability.
+//! characters and at most 7 seconds, the common broadcast limits for readability, and cues and
+//! lines broken where the text breaks (a sentence's end, a clause's, before a conjunction), as
+//! broadcast subtitle guidelines ask.
 
 use proto_msgs::Segment;
 
@@ -81,8 +83,8 @@ fn timed_words(segment: &Segment) -> Vec<TimedWord<'_>> {
         .collect()
 }
 
-/// Splits segments into cues: each grows word by word while it fits in two lines and seven
-/// seconds.
+/// Splits segments into cues of at most two lines and seven seconds, each ending where the
+/// text breaks best (see [`cue_end`]).
 pub fn cues(segments: &[Segment]) -> Vec<Cue> {
     let mut cues = Vec::new();
     for segment in segments {
@@ -90,26 +92,111 @@ pub fn cues(segments: &[Segment]) -> Vec<Cue> {
         let texts: Vec<&str> = words.iter().map(|w| w.text).collect();
         let mut first = 0;
         while first < words.len() {
-            let mut last = first + 1;
-            while last < words.len() {
-                let fits_lines = wrap(&texts[first..=last]).len() <= MAX_LINES;
-                let fits_time = words[last].end - words[first].start <= MAX_CUE_SECONDS;
-                if !(fits_lines && fits_time) {
-                    break;
-                }
-                last += 1;
-            }
+            let last = cue_end(&words, &texts, first);
             let start = words[first].start;
             cues.push(Cue {
                 start,
                 end: words[last - 1].end.clamp(start, start + MAX_CUE_SECONDS),
-                lines: wrap(&texts[first..last]),
+                lines: lines_of(&texts[first..last]),
                 channel: segment.channel,
             });
             first = last;
         }
     }
     cues
+}
+
+/// A cue is at least this share of the longest that fits (in characters) when it ends at a
+/// better break than that one.
+const MIN_CUE_SHARE: f64 = 1.0 / 3.0;
+
+/// Where the cue starting at word `first` ends (exclusive): the rest of the segment if it fits
+/// in two lines and seven seconds; otherwise the best break among the ends that fit, as
+/// broadcast guidelines ask: a sentence's end, then a clause's, then before a conjunction, the
+/// latest of the best kind, but never a cue shorter than [`MIN_CUE_SHARE`] of the longest.
+fn cue_end(words: &[TimedWord], texts: &[&str], first: usize) -> usize {
+    let mut longest = first + 1;
+    while longest < words.len() {
+        let fits_lines = wrap(&texts[first..=longest]).len() <= MAX_LINES;
+        let fits_time = words[longest].end - words[first].start <= MAX_CUE_SECONDS;
+        if !(fits_lines && fits_time) {
+            break;
+        }
+        longest += 1;
+    }
+    if longest == words.len() {
+        return longest;
+    }
+    let chars = |end: usize| {
+        texts[first..end]
+            .iter()
+            .map(|w| w.chars().count() + 1)
+            .sum::<usize>()
+    };
+    let shortest = MIN_CUE_SHARE * chars(longest) as f64;
+    (first + 1..=longest)
+        .filter(|end| chars(*end) as f64 >= shortest)
+        .max_by_key(|end| {
+            (
+                break_quality(texts[end - 1], texts.get(*end).copied()),
+                *end,
+            )
+        })
+        .unwrap_or(longest)
+}
+
+/// The lines of a cue: one if it fits; otherwise two, broken where the text breaks best, the
+/// two lines as even as they can be among breaks of that kind.
+fn lines_of(words: &[&str]) -> Vec<String> {
+    let wrapped = wrap(words);
+    if wrapped.len() != MAX_LINES {
+        return wrapped;
+    }
+    let length = |words: &[&str]| {
+        words.iter().map(|w| w.chars().count()).sum::<usize>() + words.len().saturating_sub(1)
+    };
+    let best = (1..words.len())
+        .filter(|at| {
+            length(&words[..*at]) <= MAX_LINE_CHARS && length(&words[*at..]) <= MAX_LINE_CHARS
+        })
+        .max_by_key(|at| {
+            let imbalance = length(&words[..*at]).abs_diff(length(&words[*at..]));
+            (
+                break_quality(words[at - 1], Some(words[*at])),
+                std::cmp::Reverse(imbalance),
+            )
+        });
+    match best {
+        Some(at) => vec![words[..at].join(" "), words[at..].join(" ")],
+        None => wrapped,
+    }
+}
+
+/// Words before which a clause begins, where a line or cue may break (English, French,
+/// German, Spanish, Italian).
+const CONJUNCTIONS: &[&str] = &[
+    "and", "but", "or", "nor", "so", "yet", "because", "although", "though", "while", "whereas",
+    "when", "if", "unless", "which", "who", "where", "et", "mais", "ou", "donc", "car", "parce",
+    "und", "aber", "oder", "denn", "weil", "dass", "pero", "porque", "aunque", "ma", "perché",
+];
+
+/// How good a place to break after `word` (and before `next`) is: 3 the end of a sentence, 2 of
+/// a clause (a comma, semicolon, colon or dash), 1 before a conjunction, 0 elsewhere.
+fn break_quality(word: &str, next: Option<&str>) -> u8 {
+    let word = word.trim_end_matches(['"', '\'', '”', '’', ')', ']', '»']);
+    if word.ends_with(['.', '?', '!', '…', '。', '？', '！']) {
+        return 3;
+    }
+    if word.ends_with([',', ';', ':', '–', '—', '，', '、', '；']) {
+        return 2;
+    }
+    let starts_clause = next.is_some_and(|next| {
+        let next = next
+            .trim_matches(|c: char| !c.is_alphanumeric())
+            .to_lowercase();
+        CONJUNCTIONS.contains(&next.as_str())
+    });
+    u8::from(starts_clause)
 }
 
 fn timestamp(seconds: f64, decimal: char) -> String {
@@ -207,6 +294,75 @@ mod tests {
             cues.last().map(|c| c.lines.clone()),
             Some(vec!["Short.".to_owned()])
         );
+    }
+
+    #[test]
+    fn cues_end_at_sentences_and_clauses_rather_than_where_they_fill_up() {
+        let jfk = "And so my fellow Americans, ask not what your country can do for you, ask \
+                   what you can do for your country.";
+        let texts: Vec<Vec<String>> = cues(&[segment(0.0, 10.36, jfk)])
+            .into_iter()
+            .map(|cue| cue.lines)
+            .collect();
+        assert_eq!(
+            texts,
+            vec![
+                vec![
+                    "And so my fellow Americans,",
+                    "ask not what your country can do for you,"
+                ],
+                vec!["ask what you can do for your country."],
+            ]
+        );
+    }
+
+    #[test]
+    fn the_two_lines_of_a_cue_break_at_a_clause_then_as_evenly_as_they_can() {
+        let cases = [
+            (
+                "I went to the market this morning, and then I came back.",
+                vec![
+                    "I went to the market this morning,",
+                    "and then I came back.",
+                ],
+            ),
+            (
+                "We looked for the keys under the table and behind the old sofa",
+                vec![
+                    "We looked for the keys under the table",
+                    "and behind the old sofa",
+                ],
+            ),
+            (
+                "one two three four five six seven eight nine ten eleven twelve",
+                vec![
+                    "one two three four five six seven",
+                    "eight nine ten eleven twelve",
+                ],
+            ),
+            ("Short enough.", vec!["Short enough."]),
+        ];
+        for (text, lines) in cases {
+            let words: Vec<&str> = text.split_whitespace().collect();
+            assert_eq!(lines_of(&words), lines, "{text}");
+        }
+    }
+
+    #[test]
+    fn breaks_rank_sentence_ends_then_clause_ends_then_conjunctions() {
+        let cases = [
+            ("country.", None, 3),
+            ("really?\"", Some("She"), 3),
+            ("you,", Some("ask"), 2),
+            ("words:", Some("one"), 2),
+            ("table", Some("and"), 1),
+            ("chose", Some("Because"), 1),
+            ("the", Some("table"), 0),
+            ("Americans", None, 0),
+        ];
+        for (word, next, quality) in cases {
+            assert_eq!(break_quality(word, next), quality, "{word} {next:?}");
+        }
     }
 
     #[test]
