@@ -45,6 +45,9 @@ pub struct Segment {
     /// The channel of the media the segment was heard on (from 0), with channels=split.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub channel: Option<u16>,
+    /// The ids of its text tokens in the model's vocabulary (OpenAI's `verbose_json` gives them).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tokens: Vec<u32>,
 }
 
 /// What other services may read of the transcriber's checkpoint

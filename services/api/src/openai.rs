@@ -261,8 +261,8 @@ struct VerboseSegment<'a> {
     start: f64,
     end: f64,
     text: &'a str,
-    /// The segment's token ids: not kept by jetscribe's transcripts (always empty).
-    tokens: [u32; 0],
+    /// The ids of the segment's text tokens.
+    tokens: &'a [u32],
     temperature: f64,
     avg_logprob: f64,
     compression_ratio: f64,
@@ -350,7 +350,7 @@ fn verbose_segment(id: usize, segment: &Segment) -> VerboseSegment<'_> {
         start: segment.start,
         end: segment.end,
         text: &segment.text,
-        tokens: [],
+        tokens: &segment.tokens,
         temperature: segment.temperature.unwrap_or(0.0),
         avg_logprob: segment.avg_logprob.unwrap_or(0.0),
         compression_ratio: segment.compression_ratio.unwrap_or(0.0),
@@ -628,6 +628,7 @@ mod tests {
                     no_speech_prob: Some(0.01),
                     temperature: Some(0.0),
                     channel: None,
+                    tokens: vec![1770, 406, 13],
                 },
                 Segment {
                     start: 2.0,
@@ -687,6 +688,7 @@ mod tests {
             assert!(!first[key].is_null(), "{key} in {first}");
         }
         assert_eq!(first["seek"], 50);
+        assert_eq!(first["tokens"], serde_json::json!([1770, 406, 13]));
         assert_eq!(body["segments"][1]["id"], 1);
         assert_eq!(
             body["words"],

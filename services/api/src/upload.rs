@@ -40,6 +40,7 @@ pub(crate) struct ProcessParams {
     prompt: Option<String>,
     hotwords: Option<String>,
     task: Option<String>,
+    translate: Option<String>,
     temperature: Option<String>,
     beam_size: Option<String>,
     channels: Option<String>,
@@ -436,7 +437,8 @@ async fn read_form(
                 upload = Some((filename, size));
             }
             name @ ("language" | "webhook_url" | "word_timestamps" | "model" | "prompt"
-            | "hotwords" | "task" | "temperature" | "beam_size" | "channels") => {
+            | "hotwords" | "task" | "translate" | "temperature" | "beam_size"
+            | "channels") => {
                 let name = name.to_owned();
                 let value = small_field_text(&name, field).await?;
                 if name == "model" && Some(value.trim()) == spec.default_model_alias {
@@ -564,6 +566,7 @@ async fn options_from_query(
         ("prompt", params.prompt),
         ("hotwords", params.hotwords),
         ("task", params.task),
+        ("translate", params.translate),
         ("temperature", params.temperature),
         ("beam_size", params.beam_size),
         ("channels", params.channels),
@@ -613,6 +616,15 @@ async fn apply_option(
         "hotwords" => options.decoding.hotwords = Some(value),
         "task" => {
             options.decoding.task = parse_task(&value).map_err(|why| invalid(why.to_owned()))?
+        }
+        // OpenAI's route is `translations`; `translate=true` says the same on `/process`.
+        "translate" => {
+            let translate = parse_flag(&value).map_err(|why| invalid(why.to_owned()))?;
+            options.decoding.task = if translate {
+                Task::Translate
+            } else {
+                Task::Transcribe
+            };
         }
         "temperature" => {
             let temperature = parse_temperature(&value).map_err(|why| invalid(why.to_owned()))?;
@@ -887,5 +899,20 @@ mod tests {
             .expect_err("refused");
         assert!(refused.detail.starts_with("webhook_url: "), "{refused}");
         assert_eq!(refused.status, StatusCode::UNPROCESSABLE_ENTITY);
+    }
+
+    #[tokio::test]
+    async fn translate_true_asks_for_the_translate_task() {
+        let mut options = JobOptions::default();
+        for (value, task) in [("true", Task::Translate), ("false", Task::Transcribe)] {
+            apply_option(&mut options, "translate", Some(value.into()), false)
+                .await
+                .expect("a flag");
+            assert_eq!(options.decoding.task, task, "{value}");
+        }
+        let refused = apply_option(&mut options, "translate", Some("french".into()), false)
+            .await
+            .expect_err("not a flag");
+        assert!(refused.detail.starts_with("translate: "), "{refused}");
     }
 }

@@ -82,6 +82,8 @@ pub struct WindowSegment {
     pub words: Option<Vec<WindowWord>>,
     /// How the decoding of its window went.
     pub score: DecodeScore,
+    /// The ids of its text tokens.
+    pub tokens: Vec<u32>,
 }
 
 /// What a batch is to be transcribed with.
@@ -143,6 +145,8 @@ pub struct WindowWord {
     pub word: String,
     /// Mean probability of the word's tokens.
     pub probability: f64,
+    /// The ids of its tokens (those of the punctuation written after it too).
+    pub tokens: Vec<u32>,
 }
 
 /// The audio of a window from where Whisper stopped early (`at`, s) on.
@@ -330,6 +334,7 @@ fn split_by_piece(
                 start: words.first().map_or(segment.start, |word| word.start),
                 end: words.last().map_or(segment.end, |word| word.end),
                 text: text.join(separator),
+                tokens: words.iter().flat_map(|word| word.tokens.clone()).collect(),
                 words: Some(words),
                 score: segment.score,
             };
@@ -920,6 +925,7 @@ impl WhisperEngine {
                 text: text.to_owned(),
                 words,
                 score: decoded.score,
+                tokens: token_ids(&window.token_ids[span.text_tokens.clone()]),
             });
         }
         Ok(segments)
@@ -951,9 +957,11 @@ impl WhisperEngine {
             if word.is_empty() {
                 continue;
             }
+            let tokens = token_ids(&window.token_ids[range.clone()]);
             if let Some(previous) = words.last_mut().filter(|_| is_written_only(word)) {
                 // Punctuation pieces (`。`, `、`) are written, not spoken.
                 previous.word.push_str(word);
+                previous.tokens.extend(tokens);
                 continue;
             }
             let at = |index: usize| times.starts.get(index).copied().unwrap_or(span.end);
@@ -971,6 +979,7 @@ impl WhisperEngine {
                 word: word.to_owned(),
                 probability: probabilities
                     .map_or(0.0, |p| f64::from(p.iter().sum::<f32>()) / p.len() as f64),
+                tokens,
             });
         }
         fit_words(&mut words, span.start, span.end);
@@ -1243,6 +1252,11 @@ fn fit_words(words: &mut [WindowWord], segment_start: f64, segment_end: f64) {
         word.end = word.end.clamp(word.start, segment_end);
         floor = word.end;
     }
+}
+
+/// Token ids as a transcript keeps them (a vocabulary has far fewer than 2^32 tokens).
+fn token_ids(ids: &[usize]) -> Vec<u32> {
+    ids.iter().map(|&id| id as u32).collect()
 }
 
 fn is_special(token: &str) -> bool {
@@ -1566,6 +1580,7 @@ mod tests {
             end,
             word: word.to_owned(),
             probability: 0.9,
+            tokens: vec![start as u32],
         };
         let segment = WindowSegment {
             start: 0.0,
@@ -1580,6 +1595,7 @@ mod tests {
                 word(6.5, 7.0, "this"),
             ]),
             score: DecodeScore::default(),
+            tokens: vec![0, 0, 1, 1, 6, 6],
         };
         let placed = [(0, 0.0), (1, 6.0)];
         let parts = split_by_piece(segment.clone(), &placed, false);
@@ -1594,6 +1610,9 @@ mod tests {
                 (1, 6.0, 7.0, "With this")
             ]
         );
+        // Each part keeps the tokens of its words.
+        assert_eq!(parts[0].1.tokens, vec![0, 0, 1, 1]);
+        assert_eq!(parts[1].1.tokens, vec![6, 6]);
         // Inside one rest, or without words: the segment as it is, in the rest of its middle.
         assert_eq!(
             split_by_piece(segment.clone(), &placed[..1], false),
@@ -1634,6 +1653,7 @@ mod tests {
             end,
             word: "w".into(),
             probability: 1.0,
+            tokens: vec![],
         };
         let mut words = vec![
             word(0.0, 3.0),

@@ -155,6 +155,7 @@ impl TranscriptBuilder {
                 start: round_ms(start),
                 end: round_ms(end),
                 text: segment.text,
+                tokens: segment.tokens,
                 words,
                 avg_logprob: round_to(score.avg_logprob, 4),
                 compression_ratio: round_to(score.compression_ratio, 4),
@@ -225,6 +226,7 @@ mod tests {
             text: text.into(),
             words: None,
             score: Default::default(),
+            tokens: vec![],
         };
         let rate = pcm::SAMPLE_RATE as usize;
         let chunk = |second: u64, seconds: usize| crate::vad::Chunk {
