@@ -234,3 +234,74 @@ async fn openais_python_client_transcribes_translates_and_lists_models() {
     let error = refused(&calls, "wrong key", "AuthenticationError", 401);
     assert_eq!(error["code"], "invalid_api_key", "{error}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_forms_are_refused_in_openais_shape_and_a_failed_stream_says_why() {
+    let app = TestApp::spawn(&[]).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let garbage = dir.path().join("noise.mp3");
+    std::fs::write(&garbage, b"ID3 not really an mp3 at all".repeat(1000)).expect("written");
+    let openai_error = |body: &Value| body["error"]["message"].as_str().map(str::to_owned);
+
+    // Answer fields are kept for the answer: a form may not send them without end.
+    let many = vec![("timestamp_granularities[]", "word"); 17];
+    let response = app
+        .post_file("/v1/audio/transcriptions", &garbage, &many)
+        .await;
+    assert_eq!(response.status(), 400);
+    let body: Value = response.json().await.expect("json");
+    assert_eq!(
+        body["error"]["param"], "timestamp_granularities[]",
+        "{body}"
+    );
+    assert!(
+        openai_error(&body).is_some_and(|m| m.contains("more than 16")),
+        "{body}"
+    );
+
+    let fields = [("response_format", "docx"), ("model", "whisper-1")];
+    let response = app
+        .post_file("/v1/audio/translations", &garbage, &fields)
+        .await;
+    assert_eq!(response.status(), 400);
+    let body: Value = response.json().await.expect("json");
+    assert_eq!(body["error"]["type"], "invalid_request_error", "{body}");
+
+    // Neither refusal left a job behind.
+    let (_, jobs) = app.get_json("/jobs").await;
+    assert_eq!(jobs["jobs"], Value::Array(vec![]), "{jobs}");
+
+    // A route that does not exist under /v1/ is refused the same way.
+    let response = app
+        .http
+        .get(app.url("/v1/files"))
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(response.status(), 404);
+    let body: Value = response.json().await.expect("json");
+    assert!(openai_error(&body).is_some(), "{body}");
+
+    // A stream for media that cannot be decoded ends with an error event, naming the job.
+    let response = app
+        .post_file("/v1/audio/transcriptions", &garbage, &[("stream", "true")])
+        .await;
+    assert_eq!(response.status(), 200);
+    let job_id = response.headers()["x-job-id"]
+        .to_str()
+        .expect("ascii")
+        .to_owned();
+    let events = response.text().await.expect("the stream ends");
+    let data: Vec<Value> = events
+        .lines()
+        .filter_map(|line| line.strip_prefix("data: "))
+        .map(|data| serde_json::from_str(data).expect("json"))
+        .collect();
+    let last = data.last().expect("an event");
+    assert!(
+        openai_error(last).is_some_and(|m| m.contains("failed")),
+        "{events}"
+    );
+    let (_, status) = app.get_json(&format!("/status/{job_id}")).await;
+    assert_eq!(status["status"], "failed", "{status}");
+}
