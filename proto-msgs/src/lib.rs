@@ -53,8 +53,8 @@ pub use submissions::{
     SUBMISSIONS_STREAM, SUBMISSIONS_SUBJECT_PREFIX, Submission, submissions_subject,
 };
 pub use transcript::{
-    JobResult, LanguageDetection, LanguageSource, Segment, TextLanguageCheck, Topic, Transcript,
-    TranscriptSoFar, TranscriptStats, Word,
+    JobResult, LanguageDetection, LanguageSource, Segment, SegmentText, TextLanguageCheck, Topic,
+    Transcript, TranscriptSoFar, TranscriptStats, Word,
 };
 
 use uuid::Uuid;

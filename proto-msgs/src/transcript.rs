@@ -55,7 +55,21 @@ pub struct Segment {
 /// so far, in media order (the API streams their text while the job runs).
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 pub struct TranscriptSoFar {
-    pub segments: Vec<Segment>,
+    pub segments: Vec<SegmentText>,
+}
+
+/// The text of a segment, without its words and tokens (which are skipped, not read).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+pub struct SegmentText {
+    pub text: String,
+}
+
+impl TranscriptSoFar {
+    /// The text so far: the segments' texts joined by spaces, as the transcript's text is.
+    pub fn joined_text(&self) -> String {
+        let texts: Vec<&str> = self.segments.iter().map(|s| s.text.as_str()).collect();
+        texts.join(" ")
+    }
 }
 
 /// One word of a segment, with its times in seconds of the original media.

@@ -234,6 +234,14 @@ pub(crate) async fn discard_body(body: poem::Body) {
     }
 }
 
+/// `body` as JSON text (`{}` if it cannot be: our bodies always can).
+pub(crate) fn json_text(body: &impl Serialize) -> String {
+    serde_json::to_string(body).unwrap_or_else(|err| {
+        error!(error = %err, "body not serializable");
+        "{}".to_owned()
+    })
+}
+
 /// A JSON response.
 pub(crate) fn json_response(status: StatusCode, body: &impl Serialize) -> Response {
     match serde_json::to_string(body) {

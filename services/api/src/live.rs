@@ -21,11 +21,11 @@ use crate::{
 };
 
 /// How often an idle event stream sends a comment, so that proxies keep it open.
-const KEEP_ALIVE: std::time::Duration = std::time::Duration::from_secs(15);
+pub(crate) const KEEP_ALIVE: std::time::Duration = std::time::Duration::from_secs(15);
 
 /// An event as JSON: the same named fields as on NATS.
 fn event_json(event: &JobEvent) -> String {
-    serde_json::to_string(event).unwrap_or_else(|_| "{}".to_owned())
+    crate::json_text(event)
 }
 
 fn store_unavailable(err: &PipelineError) -> ApiError {

@@ -339,8 +339,7 @@ fn verbose(result: &JobResult, granularities: Granularities) -> VerboseAnswer<'_
 }
 
 fn json(body: &impl Serialize) -> (&'static str, String) {
-    let body = serde_json::to_string(body).unwrap_or_else(|_| "{}".to_owned());
-    ("application/json", body)
+    ("application/json", crate::json_text(body))
 }
 
 fn verbose_segment(id: usize, segment: &Segment) -> VerboseSegment<'_> {

@@ -172,19 +172,19 @@ fn lines_of(words: &[&str]) -> Vec<String> {
     }
 }
 
-/// Words before which a clause begins, where a line or cue may break (English, French,
-/// German, Spanish, Italian).
+/// English words before which a clause begins, where a line or cue may break. Other languages
+/// break at punctuation only: a word list of one language makes bad breaks in another
+/// (French "car", Italian "ma").
 const CONJUNCTIONS: &[&str] = &[
-    "and", "but", "or", "nor", "so", "yet", "because", "although", "though", "while", "whereas",
-    "when", "if", "unless", "which", "who", "where", "et", "mais", "ou", "donc", "car", "parce",
-    "und", "aber", "oder", "denn", "weil", "dass", "pero", "porque", "aunque", "ma", "perché",
+    "and", "but", "or", "nor", "because", "although", "though", "while", "whereas", "when",
+    "unless", "which", "who", "where",
 ];
 
 /// How good a place to break after `word` (and before `next`) is: 3 the end of a sentence, 2 of
 /// a clause (a comma, semicolon, colon or dash), 1 before a conjunction, 0 elsewhere.
 fn break_quality(word: &str, next: Option<&str>) -> u8 {
     let word = word.trim_end_matches(['"', '\'', '”', '’', ')', ']', '»']);
-    if word.ends_with(['.', '?', '!', '…', '。', '？', '！']) {
+    if word.ends_with(['.', '?', '!', '…', '。', '？', '！']) && !is_abbreviation(word) {
         return 3;
     }
     if word.ends_with([',', ';', ':', '–', '—', '，', '、', '；']) {
@@ -197,6 +197,20 @@ fn break_quality(word: &str, next: Option<&str>) -> u8 {
         CONJUNCTIONS.contains(&next.as_str())
     });
     u8::from(starts_clause)
+}
+
+/// A word whose final dot marks an abbreviation, not a sentence's end: a title (`Mr.`), a
+/// single letter (`J.`) or dotted letters (`U.S.`, `e.g.`).
+fn is_abbreviation(word: &str) -> bool {
+    const TITLES: &[&str] = &[
+        "mr.", "mrs.", "ms.", "dr.", "prof.", "st.", "vs.", "etc.", "no.",
+    ];
+    let Some(body) = word.strip_suffix('.') else {
+        return false;
+    };
+    TITLES.contains(&word.to_lowercase().as_str())
+        || body.chars().count() == 1
+        || body.contains('.')
 }
 
 fn timestamp(seconds: f64, decimal: char) -> String {
@@ -358,6 +372,10 @@ mod tests {
             ("table", Some("and"), 1),
             ("chose", Some("Because"), 1),
             ("the", Some("table"), 0),
+            // Abbreviations end no sentence; a conjunction of another language is a word.
+            ("Mr.", Some("Quilter"), 0),
+            ("U.S.", Some("Senate"), 0),
+            ("la", Some("car"), 0),
             ("Americans", None, 0),
         ];
         for (word, next, quality) in cases {

@@ -617,13 +617,12 @@ async fn apply_option(
         "task" => {
             options.decoding.task = parse_task(&value).map_err(|why| invalid(why.to_owned()))?
         }
-        // OpenAI's route is `translations`; `translate=true` says the same on `/process`.
+        // `task=translate` said as a flag; `false` leaves the task as `task` says.
         "translate" => {
             let translate = parse_flag(&value).map_err(|why| invalid(why.to_owned()))?;
-            options.decoding.task = if translate {
-                Task::Translate
-            } else {
-                Task::Transcribe
+            options.decoding.task = match translate {
+                true => Task::Translate,
+                false => options.decoding.task,
             };
         }
         "temperature" => {
@@ -904,7 +903,13 @@ mod tests {
     #[tokio::test]
     async fn translate_true_asks_for_the_translate_task() {
         let mut options = JobOptions::default();
-        for (value, task) in [("true", Task::Translate), ("false", Task::Transcribe)] {
+        // `false` does not undo `task=translate`.
+        let steps = [
+            ("false", Task::Transcribe),
+            ("true", Task::Translate),
+            ("false", Task::Translate),
+        ];
+        for (value, task) in steps {
             apply_option(&mut options, "translate", Some(value.into()), false)
                 .await
                 .expect("a flag");

@@ -273,7 +273,7 @@ mod tests {
         };
         let json = serde_json::to_vec(&checkpoint).expect("serializes");
         let so_far: proto_msgs::TranscriptSoFar = serde_json::from_slice(&json).expect("reads");
-        assert_eq!(so_far.segments, checkpoint.segments);
+        assert_eq!(so_far.joined_text(), joined_text(&checkpoint.segments));
     }
 
     #[test]

@@ -9,24 +9,34 @@ use futures::{Stream, StreamExt};
 use jetscribe_nats::StoredEvent;
 use poem::web::sse::{Event, SSE};
 use poem::{IntoResponse, Response};
-use proto_msgs::{EventKind, JobBlobs, JobEvent, JobStatus, Segment, Stage, TranscriptSoFar};
+use proto_msgs::{Channels, EventKind, JobBlobs, JobEvent, Stage, TranscriptSoFar};
 use serde::Serialize;
 use tokio::sync::{OwnedSemaphorePermit, mpsc};
 use uuid::Uuid;
 
-use crate::{ApiError, ApiState, load_result};
-
-/// How often an idle stream sends a comment, so that proxies keep it open.
-const KEEP_ALIVE: std::time::Duration = std::time::Duration::from_secs(15);
+use super::{OpenAiError, OpenAiErrorDetail};
+use crate::live::KEEP_ALIVE;
+use crate::{ApiError, ApiState, json_text, load_result};
 
 /// The answer to a `stream=true` request for `job_id`: events as the job goes.
 pub(super) async fn streamed(state: &ApiState, job_id: Uuid) -> Result<Response, ApiError> {
     let stream_slot = state.limits.event_streams.take()?;
+    let record = (state.pipeline.jobs().get(job_id).await)
+        .map_err(|err| ApiError::unavailable("job store", &err))?;
+    // A split job's channels are transcribed one after the other: its text comes at the end.
+    let reads_checkpoint = record.is_some_and(|record| record.channels == Channels::Mix);
     let events = (state.followers.follow(&state.pipeline, job_id, None).await)
         .map_err(|err| ApiError::unavailable("event stream", &err))?;
     let events = events.take_until(state.shutdown.clone().cancelled_owned());
     let (sender, receiver) = mpsc::channel(8);
-    tokio::spawn(relay(state.clone(), job_id, events, sender, stream_slot));
+    let relay = Relay {
+        state: state.clone(),
+        job_id,
+        reads_checkpoint,
+        sender,
+        _stream_slot: stream_slot,
+    };
+    tokio::spawn(relay.run(events));
     let answer = futures::stream::unfold(receiver, |mut receiver| async move {
         let event = receiver.recv().await?;
         Some((Event::message(event), receiver))
@@ -34,41 +44,92 @@ pub(super) async fn streamed(state: &ApiState, job_id: Uuid) -> Result<Response,
     Ok(SSE::new(answer).keep_alive(KEEP_ALIVE).into_response())
 }
 
-/// Turns the job's events into the answer's, until the job ends, the client goes away (the
-/// receiver is dropped) or the server shuts down. The event stream slot is held until then.
-async fn relay(
+/// Turns one job's events into the answer's, holding an event stream slot until the job ends,
+/// the client goes away or the server shuts down.
+struct Relay {
     state: ApiState,
     job_id: Uuid,
-    events: impl Stream<Item = StoredEvent> + Send + 'static,
+    reads_checkpoint: bool,
     sender: mpsc::Sender<String>,
     _stream_slot: OwnedSemaphorePermit,
-) {
-    let mut events = std::pin::pin!(events);
-    let mut sent = SentText::default();
-    while let Some(StoredEvent { event, .. }) = events.next().await {
-        let answers = match event.kind.is_final() {
-            true => last_answers(&state, job_id, &sent).await,
-            false if grows_the_transcript(&event) => {
-                let so_far = transcript_so_far(&state, job_id).await;
-                sent.delta(&so_far.segments)
-                    .map(delta)
-                    .into_iter()
-                    .collect()
-            }
-            false => continue,
-        };
-        for answer in answers {
-            if sender.send(answer).await.is_err() {
+}
+
+impl Relay {
+    async fn run(self, events: impl Stream<Item = StoredEvent> + Send + 'static) {
+        let mut events = std::pin::pin!(events);
+        let mut sent = SentText::default();
+        loop {
+            // A client that went away is noticed at once, not at the next text to send.
+            let next = tokio::select! {
+                next = events.next() => next,
+                () = self.sender.closed() => return,
+            };
+            let Some(StoredEvent { event, .. }) = next else {
+                // The server is shutting down, or the event feed failed: the client hears it.
+                let why =
+                    "the event stream ended before the job; its id is in X-Job-Id: poll /result";
+                self.send(error_event(why)).await;
+                return;
+            };
+            if event.kind.is_final() {
+                for answer in self.last_answers(&event, &sent).await {
+                    self.send(answer).await;
+                }
                 return;
             }
-        }
-        if event.kind.is_final() {
-            return;
+            if self.reads_checkpoint && grows_the_transcript(&event) {
+                let joined = self.transcript_so_far().await.joined_text();
+                if let Some(delta) = sent.take_new(&joined) {
+                    self.send(delta_event(&delta)).await;
+                }
+            }
         }
     }
-    // The server is shutting down, or the event feed failed: the client hears it.
-    let why = "the event stream ended before the job; its id is in X-Job-Id: poll /result";
-    let _ = sender.send(error(why, "server_error")).await;
+
+    /// Sends one event; gives up when the client is gone or stops reading past shutdown.
+    async fn send(&self, answer: String) {
+        tokio::select! {
+            _ = self.sender.send(answer) => {},
+            () = self.state.shutdown.cancelled() => {},
+        }
+    }
+
+    /// The segments the transcriber has stored so far (none, if it has stored nothing
+    /// readable: no batch finished yet).
+    async fn transcript_so_far(&self) -> TranscriptSoFar {
+        let path = JobBlobs::transcribe_checkpoint_path(self.job_id);
+        (self.state.blobs.get_json::<TranscriptSoFar>(&path).await).unwrap_or_default()
+    }
+
+    /// The events that end the answer: the text not sent yet and `done`, or the failure.
+    async fn last_answers(&self, event: &JobEvent, sent: &SentText) -> Vec<String> {
+        match event.kind {
+            EventKind::Completed => {}
+            EventKind::Cancelled => return vec![error_event("the job was cancelled")],
+            _ => {
+                let why = event.error_message.as_deref().unwrap_or("unknown error");
+                return vec![error_event(&format!("the transcription failed: {why}"))];
+            }
+        }
+        let result = match self.state.pipeline.jobs().get(self.job_id).await {
+            Ok(Some(record)) => load_result(&self.state, &record).await,
+            Ok(None) => Err(ApiError::new(
+                poem::http::StatusCode::GONE,
+                "the job is gone",
+            )),
+            Err(err) => Err(ApiError::unavailable("job store", &err)),
+        };
+        let result = match result {
+            Ok(result) => result,
+            Err(refused) => return vec![error_event(&refused.detail)],
+        };
+        let rest = sent.rest_of(&result.transcript).map(delta_event);
+        let done = json_text(&DoneEvent {
+            r#type: "transcript.text.done",
+            text: &result.transcript,
+        });
+        rest.into_iter().chain([done]).collect()
+    }
 }
 
 /// An event after which the transcriber's checkpoint may hold more text.
@@ -77,70 +138,20 @@ fn grows_the_transcript(event: &JobEvent) -> bool {
         && matches!(event.kind, EventKind::Progress | EventKind::StageCompleted)
 }
 
-/// The segments the transcriber has stored so far (none, if it has stored nothing readable).
-async fn transcript_so_far(state: &ApiState, job_id: Uuid) -> TranscriptSoFar {
-    let path = JobBlobs::transcribe_checkpoint_path(job_id);
-    // Missing (no batch finished, or a split job) or unreadable: no text yet.
-    (state.blobs.get_json::<TranscriptSoFar>(&path).await).unwrap_or_default()
-}
-
-/// The events that end the answer: the text not sent yet and `done`, or the failure.
-async fn last_answers(state: &ApiState, job_id: Uuid, sent: &SentText) -> Vec<String> {
-    let record = match state.pipeline.jobs().get(job_id).await {
-        Ok(Some(record)) => record,
-        Ok(None) => return vec![error("the job is gone", "server_error")],
-        Err(err) => {
-            let refused = ApiError::unavailable("job store", &err);
-            return vec![error(&refused.detail, "server_error")];
-        }
-    };
-    match record.status {
-        JobStatus::Completed => {}
-        JobStatus::Cancelled => return vec![error("the job was cancelled", "server_error")],
-        _ => {
-            let why = record.error_message.as_deref().unwrap_or("unknown error");
-            return vec![error(
-                &format!("the transcription failed: {why}"),
-                "server_error",
-            )];
-        }
-    }
-    let result = match load_result(state, &record).await {
-        Ok(result) => result,
-        Err(refused) => return vec![error(&refused.detail, "server_error")],
-    };
-    let rest = sent.rest_of(&result.transcript).map(delta);
-    let done = to_json(&DoneEvent {
-        r#type: "transcript.text.done",
-        text: &result.transcript,
-    });
-    rest.into_iter().chain([done]).collect()
-}
-
-/// The text sent so far: the first `segments` segments of the checkpoint, joined by spaces as
-/// the transcript joins them.
+/// The text sent so far.
 #[derive(Debug, Default, PartialEq)]
 struct SentText {
-    segments: usize,
     text: String,
 }
 
 impl SentText {
-    /// The text of the segments past those sent (with the space before it), counted as sent.
-    fn delta(&mut self, segments: &[Segment]) -> Option<String> {
-        let new = segments
-            .get(self.segments..)
-            .filter(|new| !new.is_empty())?;
-        let mut delta = String::new();
-        for segment in new {
-            if !(self.text.is_empty() && delta.is_empty()) {
-                delta.push(' ');
-            }
-            delta.push_str(&segment.text);
-        }
-        self.segments = segments.len();
-        self.text.push_str(&delta);
-        Some(delta)
+    /// What the transcript so far (`joined`) adds to the text sent, now counted as sent; none
+    /// while it does not extend it (a retry that lost its checkpoint starts again: its text
+    /// is sent once it passes what was).
+    fn take_new(&mut self, joined: &str) -> Option<String> {
+        let new = self.rest_of(joined)?.to_owned();
+        self.text = joined.to_owned();
+        Some(new)
     }
 
     /// What `transcript` adds to the text sent; none when it does not begin with it (the
@@ -164,70 +175,58 @@ struct DoneEvent<'a> {
     text: &'a str,
 }
 
-fn delta(text: impl AsRef<str>) -> String {
-    to_json(&DeltaEvent {
+fn delta_event(text: &str) -> String {
+    json_text(&DeltaEvent {
         r#type: "transcript.text.delta",
-        delta: text.as_ref(),
+        delta: text,
     })
 }
 
-/// An error event as OpenAI sends one in a stream: `{"error": {message, type, param, code}}`.
-fn error(message: &str, kind: &'static str) -> String {
-    to_json(&serde_json::json!({
-        "error": {"message": message, "type": kind, "param": null, "code": null}
-    }))
-}
-
-fn to_json(event: &impl Serialize) -> String {
-    serde_json::to_string(event).unwrap_or_else(|_| "{}".to_owned())
+/// An error as OpenAI sends one in a stream, which its clients raise.
+fn error_event(message: &str) -> String {
+    json_text(&OpenAiError {
+        error: OpenAiErrorDetail {
+            message: message.to_owned(),
+            r#type: "server_error",
+            param: None,
+            code: None,
+        },
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn segments(texts: &[&str]) -> Vec<Segment> {
-        let segment = |text: &&str| Segment {
-            text: text.to_string(),
-            ..Segment::default()
-        };
-        texts.iter().map(segment).collect()
-    }
-
     #[test]
-    fn each_delta_is_the_text_of_the_segments_not_sent_yet() {
+    fn each_delta_is_what_the_transcript_so_far_adds_to_the_text_sent() {
         let mut sent = SentText::default();
-        let steps: [(&[&str], Option<&str>); 5] = [
-            (&[], None),
-            (&["Ask not"], Some("Ask not")),
-            (&["Ask not"], None),
-            (
-                &["Ask not", "what your", "country"],
-                Some(" what your country"),
-            ),
-            // A retry that lost its checkpoint starts again: nothing until it passes the text sent.
-            (&["Ask not"], None),
+        let steps = [
+            ("", None),
+            ("Ask not", Some("Ask not")),
+            ("Ask not", None),
+            ("Ask not what your country", Some(" what your country")),
+            // A retry that lost its checkpoint starts again: nothing until it passes the text
+            // sent, then only what it adds.
+            ("Ask not", None),
+            ("Ask not what your country can do", Some(" can do")),
+            // Text that does not extend what was sent is not sent: `done` has the whole text.
+            ("Ask, not what", None),
         ];
-        for (texts, expected) in steps {
-            assert_eq!(
-                sent.delta(&segments(texts)).as_deref(),
-                expected,
-                "{texts:?}"
-            );
+        for (joined, expected) in steps {
+            assert_eq!(sent.take_new(joined).as_deref(), expected, "{joined:?}");
         }
-        assert_eq!(sent.text, "Ask not what your country");
+        assert_eq!(sent.text, "Ask not what your country can do");
     }
 
     #[test]
     fn the_last_delta_is_what_the_final_text_adds_to_the_text_sent() {
         let sent = SentText {
-            segments: 2,
             text: "Ask not what".into(),
         };
         let cases = [
             ("Ask not what your country", Some(" your country")),
             ("Ask not what", None),
-            // The final text differs from the batches': `done` carries it whole.
             ("Ask, not what", None),
         ];
         for (transcript, rest) in cases {
