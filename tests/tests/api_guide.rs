@@ -1,4 +1,5 @@
-//! docs/API.md runs as written: its shell blocks in order as one `bash -euo pipefail` script,
+//! docs/API.md runs as written: its shell blocks (curl, and the `jetscribe` CLI under test) in
+//! order as one `bash -euo pipefail` script,
 //! and each Python block on its own (with the Python of `make pytools`), against a real
 //! jetscribe with API keys, in a folder holding `jfk.flac`.
 
@@ -30,9 +31,13 @@ fn code_blocks(markdown: &str, language: &str) -> Vec<String> {
 
 /// Runs `program args` in `dir` with the guide's environment; panics with its output if it fails.
 fn run_in(dir: &Path, app: &TestApp, program: &Path, args: &[&str]) -> String {
-    let output: Output = Command::new(program)
+    // A stalled job (the examples poll until it ends) fails the test instead of hanging it.
+    let output: Output = Command::new("timeout")
+        .arg("600")
+        .arg(program)
         .args(args)
         .current_dir(dir)
+        .env("PATH", with_jetscribe_on_path())
         .env("JETSCRIBE_URL", &app.base_url)
         .env("JETSCRIBE_API_KEY", KEY)
         .output()
@@ -46,6 +51,15 @@ fn run_in(dir: &Path, app: &TestApp, program: &Path, args: &[&str]) -> String {
         "{args:?} failed:\n{stdout}\n{stderr}"
     );
     stdout
+}
+
+/// PATH with the folder of the `jetscribe` binary under test first.
+fn with_jetscribe_on_path() -> std::ffi::OsString {
+    let binary = jetscribe_tests::app::jetscribe_binary();
+    let folder = binary.parent().expect("a folder").to_owned();
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::join_paths(std::iter::once(folder).chain(std::env::split_paths(&path)))
+        .expect("a PATH")
 }
 
 #[test]
@@ -101,6 +115,7 @@ async fn every_example_of_the_api_guide_runs_as_written() {
         "422 beam_size:",
         "transcript.text.done",
         "\"param\":\"response_format\"",
+        "exit 1: the job has ended",
     ] {
         assert!(all.contains(expected), "{expected:?} not in:\n{all}");
     }

@@ -2,8 +2,10 @@
 //! every part in one process (with its own nats-server when NATS_URL is unset); a part's name
 //! (`api`, `decoder`, `transcriber`, `analyzer`, `notifier`) runs that part alone, so that each
 //! scales by starting more processes ([`parts`]). `main.rs` only parses the command line and the
-//! environment and calls [`run`].
+//! environment and calls [`run`]; or, for `submit`, `status`, `result`, `watch`, `jobs` and
+//! `cancel`, the [`client`] of a running server.
 
+pub mod client;
 pub mod parts;
 pub mod settings;
 pub mod telemetry;

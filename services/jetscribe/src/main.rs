@@ -1,5 +1,6 @@
 //! `jetscribe <up|api|decoder|transcriber|analyzer|notifier>`: reads the environment, installs
-//! logging, stops cleanly on SIGTERM or Ctrl-C.
+//! logging, stops cleanly on SIGTERM or Ctrl-C. `jetscribe <submit|status|result|watch|jobs|
+//! cancel>`: the client of a running server ([`jetscribe::client`]).
 
 use std::process::ExitCode;
 
@@ -18,6 +19,10 @@ fn usage() -> String {
         usage.push_str(&format!("  {:<12} {} only\n", part.name, part.about));
     }
     usage.push_str("Start more processes of a part to scale it.\n");
+    usage.push_str(&format!(
+        "Client of a running server (JETSCRIBE_URL): jetscribe <{}> --help\n",
+        jetscribe::client::COMMANDS.join("|")
+    ));
     usage.push_str("Configuration comes from the environment; see README.md.");
     usage
 }
@@ -43,6 +48,13 @@ async fn cancel_on_signal(shutdown: CancellationToken) {
 }
 
 fn main() -> ExitCode {
+    let all: Vec<String> = std::env::args().collect();
+    if all
+        .get(1)
+        .is_some_and(|name| jetscribe::client::COMMANDS.contains(&name.as_str()))
+    {
+        return jetscribe::client::main(all);
+    }
     let args: Vec<String> = std::env::args().skip(1).collect();
     let command = match args.as_slice() {
         [name] => match Command::parse(name) {

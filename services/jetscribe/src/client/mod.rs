@@ -1,0 +1,391 @@
+//! The client side of the `jetscribe` binary: `submit`, `status`, `result`, `watch`, `jobs` and
+//! `cancel` against a running server (JETSCRIBE_URL, JETSCRIBE_API_KEY). On a terminal, an
+//! upload shows a bar of bytes sent and its rate, and a job a bar of its progress with its stage,
+//! media time and time left, driven by `/events`; otherwise there are no bars. The exit code
+//! says how it went ([`Exit`]).
+
+mod api;
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::Value;
+
+use api::{Api, ClientError, JobEnd};
+
+/// The subcommands of the client, beside the server's parts.
+pub const COMMANDS: &[&str] = &["submit", "status", "result", "watch", "jobs", "cancel"];
+
+/// How a client command ended, as its exit code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// Done: the job completed, or the request was answered.
+    Done = 0,
+    /// The job failed or was cancelled (or cannot be cancelled: it has ended).
+    JobFailed = 1,
+    /// Bad usage: a bad argument, or a request the server refused as wrong (4xx).
+    Usage = 2,
+    /// The server cannot be reached, or is unavailable (5xx).
+    Unreachable = 3,
+    /// `result` of a job still running.
+    StillRunning = 4,
+}
+
+#[derive(Parser)]
+#[command(
+    name = "jetscribe",
+    about = "Submits media to a jetscribe server and follows the jobs",
+    after_help = "Exit codes: 0 done, 1 job failed or cancelled, 2 bad usage or request, \
+                  3 server unreachable or unavailable, 4 job still running (result)."
+)]
+struct ClientCli {
+    /// The server.
+    #[arg(
+        long,
+        env = "JETSCRIBE_URL",
+        default_value = "http://127.0.0.1:8000",
+        global = true
+    )]
+    url: String,
+    /// An API key of the server (sent as `Authorization: Bearer`).
+    #[arg(long, env = "JETSCRIBE_API_KEY", hide_env_values = true, global = true)]
+    api_key: Option<String>,
+    #[command(subcommand)]
+    command: ClientCommand,
+}
+
+#[derive(Subcommand)]
+enum ClientCommand {
+    /// Uploads files, a job each, and prints their ids; with --wait, follows each job and
+    /// writes its result.
+    Submit(SubmitArgs),
+    /// A job's status, as JSON.
+    Status { job_id: String },
+    /// A completed job's result.
+    Result {
+        job_id: String,
+        #[arg(long, value_enum, default_value_t = Format::Json)]
+        format: Format,
+    },
+    /// Follows a job until it ends.
+    Watch { job_id: String },
+    /// Your jobs, newest first.
+    Jobs {
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+    },
+    /// Cancels a job that has not ended.
+    Cancel { job_id: String },
+}
+
+#[derive(Args)]
+struct SubmitArgs {
+    #[arg(required = true)]
+    files: Vec<PathBuf>,
+    /// The language spoken (a Whisper code such as `en`); detected without it.
+    #[arg(long)]
+    language: Option<String>,
+    /// A model the server serves (`jetscribe` lists them at GET /models).
+    #[arg(long)]
+    model: Option<String>,
+    /// Where the server posts the result.
+    #[arg(long)]
+    webhook_url: Option<String>,
+    /// Time every word.
+    #[arg(long)]
+    word_timestamps: bool,
+    /// Follow each job to its end and write its result.
+    #[arg(long)]
+    wait: bool,
+    /// The result's format, with --wait.
+    #[arg(long, value_enum, default_value_t = Format::Txt)]
+    format: Format,
+    /// Write the result here instead of to stdout (a folder, for several files).
+    #[arg(short, long)]
+    output: Option<PathBuf>,
+}
+
+/// The formats of `/result`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Format {
+    Txt,
+    Srt,
+    Vtt,
+    Json,
+}
+
+impl Format {
+    fn name(self) -> &'static str {
+        match self {
+            Format::Txt => "txt",
+            Format::Srt => "srt",
+            Format::Vtt => "vtt",
+            Format::Json => "json",
+        }
+    }
+}
+
+/// Runs the client command in `args` (the program name first); clap answers `--help` and usage
+/// errors itself (exit 2).
+pub fn main(args: Vec<String>) -> ExitCode {
+    let cli = ClientCli::parse_from(args);
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("jetscribe: cannot start the async runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let exit = runtime.block_on(run(cli)).unwrap_or_else(|err| {
+        eprintln!("jetscribe: {}", err.message);
+        err.exit
+    });
+    ExitCode::from(exit as u8)
+}
+
+async fn run(cli: ClientCli) -> Result<Exit, ClientError> {
+    let api = Api::new(&cli.url, cli.api_key.as_deref())?;
+    let bars = std::io::stdout().is_terminal();
+    match cli.command {
+        ClientCommand::Submit(args) => submit(&api, &args, bars).await,
+        ClientCommand::Status { job_id } => {
+            print_json(api.get_json(&format!("/status/{job_id}")).await?)
+        }
+        ClientCommand::Result { job_id, format } => {
+            let (exit, body) = api.result(&job_id, format.name()).await?;
+            print!("{body}");
+            Ok(exit)
+        }
+        ClientCommand::Watch { job_id } => Ok(follow(&api, &job_id, bars).await?.exit()),
+        ClientCommand::Jobs { limit } => {
+            print_jobs(&api.get_json(&format!("/jobs?limit={limit}")).await?);
+            Ok(Exit::Done)
+        }
+        ClientCommand::Cancel { job_id } => print_json(api.cancel(&job_id).await?),
+    }
+}
+
+fn print_json(body: Value) -> Result<Exit, ClientError> {
+    println!("{body:#}");
+    Ok(Exit::Done)
+}
+
+/// One line per job: id, status, progress, file name, created.
+fn print_jobs(page: &Value) {
+    for job in page["jobs"].as_array().into_iter().flatten() {
+        let text = |key: &str| job[key].as_str().unwrap_or("-").to_owned();
+        let progress = job["progress"].as_u64().unwrap_or(0);
+        let (id, status, file, created) = (
+            text("job_id"),
+            text("status"),
+            text("filename"),
+            text("created_at"),
+        );
+        println!("{id}  {status:<10} {progress:>3}%  {created}  {file}");
+    }
+}
+
+/// Uploads each file; prints its job id, or with --wait its result (the worst exit wins).
+async fn submit(api: &Api, args: &SubmitArgs, bars: bool) -> Result<Exit, ClientError> {
+    let several = args.files.len() > 1;
+    let mut worst = Exit::Done;
+    for file in &args.files {
+        let bar = bar(
+            bars,
+            "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec}",
+        );
+        bar.set_message(file_name(file));
+        let job_id = api.submit(file, &options(args), &bar).await?;
+        bar.finish_and_clear();
+        if !args.wait {
+            println!("{job_id}");
+            continue;
+        }
+        eprintln!("{}: job {job_id}", file.display());
+        let end = follow(api, &job_id, bars).await?;
+        if end == JobEnd::Completed {
+            let (_, body) = api.result(&job_id, args.format.name()).await?;
+            write_result(args, file, several, &body)?;
+        }
+        worst = worst.max_by_code(end.exit());
+    }
+    Ok(worst)
+}
+
+impl Exit {
+    fn max_by_code(self, other: Exit) -> Exit {
+        if other as u8 > self as u8 {
+            other
+        } else {
+            self
+        }
+    }
+}
+
+/// The form fields of `submit`'s options.
+fn options(args: &SubmitArgs) -> Vec<(&'static str, String)> {
+    let given = [
+        ("language", args.language.clone()),
+        ("model", args.model.clone()),
+        ("webhook_url", args.webhook_url.clone()),
+        (
+            "word_timestamps",
+            args.word_timestamps.then(|| "true".to_owned()),
+        ),
+    ];
+    given
+        .into_iter()
+        .filter_map(|(name, value)| Some((name, value?)))
+        .collect()
+}
+
+/// Writes a job's result: to stdout, to `-o FILE`, or with several files into `-o DIR` as
+/// `<file name>.<format>`.
+fn write_result(
+    args: &SubmitArgs,
+    file: &Path,
+    several: bool,
+    body: &str,
+) -> Result<(), ClientError> {
+    let Some(output) = &args.output else {
+        print!("{body}");
+        return Ok(());
+    };
+    let path = match several {
+        true => output.join(format!("{}.{}", file_name(file), args.format.name())),
+        false => output.clone(),
+    };
+    std::fs::write(&path, body)
+        .map_err(|err| ClientError::usage(format!("cannot write {}: {err}", path.display())))
+}
+
+fn file_name(file: &Path) -> String {
+    file.file_name().map_or_else(
+        || "upload".to_owned(),
+        |name| name.to_string_lossy().into_owned(),
+    )
+}
+
+/// A bar drawn on stderr with `template`, or a hidden one when stdout is not a terminal.
+fn bar(visible: bool, template: &str) -> ProgressBar {
+    if !visible {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(0);
+    if let Ok(style) = ProgressStyle::with_template(template) {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar
+}
+
+/// Follows the job's events to its end, with a bar of its progress (or, without bars, a line
+/// on stderr per stage).
+async fn follow(api: &Api, job_id: &str, bars: bool) -> Result<JobEnd, ClientError> {
+    let bar = bar(bars, "{msg} [{bar:30}] {pos}%");
+    bar.set_length(100);
+    let end = api
+        .follow_events(job_id, |event| {
+            bar.set_position(event["progress"].as_u64().unwrap_or(0));
+            bar.set_message(progress_line(event));
+            if !bars && event["kind"] == "stage_started" {
+                eprintln!("{}", progress_line(event));
+            }
+        })
+        .await;
+    bar.finish_and_clear();
+    let end = end?;
+    if end != JobEnd::Completed {
+        let status = api.get_json(&format!("/status/{job_id}")).await?;
+        let why = status["error_message"].as_str().unwrap_or("cancelled");
+        eprintln!(
+            "jetscribe: job {job_id} {}: {why}",
+            status["status"].as_str().unwrap_or("ended")
+        );
+    }
+    Ok(end)
+}
+
+/// What a progress event says: the stage, the media time done of the total, the time left.
+fn progress_line(event: &Value) -> String {
+    // Between stages, the event's kind (submitted, completed …).
+    let stage = event["stage"]
+        .as_str()
+        .or(event["kind"].as_str())
+        .unwrap_or("queued");
+    let mut line = stage.to_owned();
+    // The media time done is the transcription's; other stages' progress is not in media time.
+    let duration = event["duration_s"]
+        .as_f64()
+        .filter(|_| stage == "transcribe");
+    if let Some(duration) = duration {
+        let done = duration * event["progress"].as_f64().unwrap_or(0.0) / 100.0;
+        line.push_str(&format!(" {} / {}", clock(done), clock(duration)));
+    }
+    if let Some(eta) = event["eta_s"].as_f64() {
+        line.push_str(&format!(", {} left", clock(eta)));
+    }
+    line
+}
+
+/// Seconds as `h:mm:ss` or `m:ss`.
+fn clock(seconds: f64) -> String {
+    let whole = seconds.max(0.0).round() as u64;
+    let (hours, minutes, seconds) = (whole / 3600, whole / 60 % 60, whole % 60);
+    match hours {
+        0 => format!("{minutes}:{seconds:02}"),
+        _ => format!("{hours}:{minutes:02}:{seconds:02}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn progress_reads_as_stage_media_time_and_time_left() {
+        let cases = [
+            (
+                serde_json::json!({"stage": "decode", "progress": 0}),
+                "decode",
+            ),
+            (
+                serde_json::json!({"stage": "transcribe", "progress": 50, "duration_s": 7322.0, "eta_s": 65.0}),
+                "transcribe 1:01:01 / 2:02:02, 1:05 left",
+            ),
+            (serde_json::json!({"progress": 0}), "queued"),
+        ];
+        for (event, line) in cases {
+            assert_eq!(progress_line(&event), line, "{event}");
+        }
+    }
+
+    #[test]
+    fn the_worst_exit_of_several_jobs_wins() {
+        assert_eq!(Exit::Done.max_by_code(Exit::JobFailed), Exit::JobFailed);
+        assert_eq!(Exit::JobFailed.max_by_code(Exit::Done), Exit::JobFailed);
+    }
+
+    #[test]
+    fn options_are_sent_only_when_given() {
+        let args = SubmitArgs {
+            files: vec![],
+            language: Some("en".into()),
+            model: None,
+            webhook_url: None,
+            word_timestamps: true,
+            wait: false,
+            format: Format::Txt,
+            output: None,
+        };
+        assert_eq!(
+            options(&args),
+            vec![
+                ("language", "en".to_owned()),
+                ("word_timestamps", "true".to_owned())
+            ]
+        );
+    }
+}

@@ -1,0 +1,131 @@
+//! The `jetscribe` binary as a client of a running server: submit with --wait writing the
+//! result, status, result, watch, jobs, cancel, and exit codes a script can use (0 done, 1 job
+//! failed, 2 bad usage, 3 server unreachable). Run without a terminal: no bars.
+
+use std::path::Path;
+use std::process::Output;
+use std::time::Duration;
+
+use jetscribe_tests::app::jetscribe_binary;
+use jetscribe_tests::{JFK_REFERENCE, TestApp, fixture, word_error_rate};
+
+const KEY: &str = "cli-user-key-0123456789ab";
+
+/// Runs `jetscribe args…` in `dir` against `url` with `key`.
+async fn jetscribe(dir: &Path, url: &str, key: Option<&str>, args: &[&str]) -> Output {
+    let mut command = tokio::process::Command::new(jetscribe_binary());
+    command
+        .args(args)
+        .current_dir(dir)
+        .env("JETSCRIBE_URL", url);
+    command.env_remove("JETSCRIBE_API_KEY");
+    if let Some(key) = key {
+        command.env("JETSCRIBE_API_KEY", key);
+    }
+    let ran = tokio::time::timeout(Duration::from_secs(300), command.output()).await;
+    ran.expect("the client ends").expect("the client runs")
+}
+
+fn code(output: &Output) -> i32 {
+    output.status.code().expect("exited")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_submits_waits_and_reads_jobs_with_exit_codes_a_script_can_use() {
+    let keys = format!("cli={KEY}");
+    let app = TestApp::spawn(&[("API_KEYS", keys.as_str())]).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::copy(fixture("jfk.flac"), dir.path().join("jfk.flac")).expect("copied");
+    std::fs::write(dir.path().join("noise.mp3"), b"not audio".repeat(500)).expect("written");
+    let dir = dir.path();
+    let url = app.base_url.as_str();
+
+    // --wait follows the job and writes its subtitles where -o says.
+    let waited = jetscribe(
+        dir,
+        url,
+        Some(KEY),
+        &[
+            "submit",
+            "jfk.flac",
+            "--language",
+            "en",
+            "--wait",
+            "--format",
+            "srt",
+            "-o",
+            "jfk.srt",
+        ],
+    )
+    .await;
+    assert_eq!(code(&waited), 0, "{}", text(&waited.stderr));
+    let srt = std::fs::read_to_string(dir.join("jfk.srt")).expect("jfk.srt written");
+    assert!(srt.starts_with("1\n00:00:00,000 --> "), "{srt}");
+
+    // Without --wait, the job's id on stdout, to follow and read.
+    let submitted = jetscribe(dir, url, Some(KEY), &["submit", "jfk.flac"]).await;
+    assert_eq!(code(&submitted), 0, "{}", text(&submitted.stderr));
+    let job_id = text(&submitted.stdout).trim().to_owned();
+    assert_eq!(job_id.len(), 36, "{job_id:?}");
+    let watched = jetscribe(dir, url, Some(KEY), &["watch", &job_id]).await;
+    assert_eq!(code(&watched), 0, "{}", text(&watched.stderr));
+    let status = jetscribe(dir, url, Some(KEY), &["status", &job_id]).await;
+    let status: serde_json::Value = serde_json::from_slice(&status.stdout).expect("JSON");
+    assert_eq!(status["status"], "completed", "{status}");
+    let result = jetscribe(dir, url, Some(KEY), &["result", &job_id, "--format", "txt"]).await;
+    assert_eq!(code(&result), 0);
+    assert!(
+        word_error_rate(JFK_REFERENCE, &text(&result.stdout)) < 0.1,
+        "{}",
+        text(&result.stdout)
+    );
+    let jobs = jetscribe(dir, url, Some(KEY), &["jobs"]).await;
+    assert!(
+        text(&jobs.stdout).contains(&job_id),
+        "{}",
+        text(&jobs.stdout)
+    );
+
+    // A job that has ended cannot be cancelled; a job that fails exits 1 too.
+    let cancel = jetscribe(dir, url, Some(KEY), &["cancel", &job_id]).await;
+    assert_eq!(code(&cancel), 1, "{}", text(&cancel.stderr));
+    let failed = jetscribe(dir, url, Some(KEY), &["submit", "noise.mp3", "--wait"]).await;
+    assert_eq!(code(&failed), 1, "{}", text(&failed.stderr));
+    assert!(
+        text(&failed.stderr).contains("failed"),
+        "{}",
+        text(&failed.stderr)
+    );
+
+    // A refused request is bad usage: a job id that is not one, a missing key.
+    let refused = jetscribe(dir, url, Some(KEY), &["status", "not-a-job"]).await;
+    assert_eq!(code(&refused), 2, "{}", text(&refused.stderr));
+    assert!(
+        text(&refused.stderr).contains("job_id"),
+        "{}",
+        text(&refused.stderr)
+    );
+    let no_key = jetscribe(dir, url, None, &["jobs"]).await;
+    assert_eq!(code(&no_key), 2, "{}", text(&no_key.stderr));
+}
+
+#[tokio::test]
+async fn the_cli_exits_3_when_the_server_is_unreachable_and_2_on_bad_usage() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Nothing listens on port 1 of the loopback.
+    let unreachable = jetscribe(dir.path(), "http://127.0.0.1:1", None, &["jobs"]).await;
+    assert_eq!(code(&unreachable), 3, "{}", text(&unreachable.stderr));
+    let cases: [&[&str]; 3] = [
+        &["submit"],
+        &["submit", "missing.wav"],
+        &["result", "x", "--format", "docx"],
+    ];
+    for args in cases {
+        let output = jetscribe(dir.path(), "http://127.0.0.1:1", None, args).await;
+        assert_eq!(code(&output), 2, "{args:?}: {}", text(&output.stderr));
+    }
+}
