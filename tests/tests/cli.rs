@@ -39,7 +39,15 @@ async fn the_cli_submits_waits_and_reads_jobs_with_exit_codes_a_script_can_use()
     let keys = format!("cli={KEY}");
     let app = TestApp::spawn(&[("API_KEYS", keys.as_str())]).await;
     let dir = tempfile::tempdir().expect("tempdir");
-    std::fs::copy(fixture("jfk.flac"), dir.path().join("jfk.flac")).expect("copied");
+    for (fixture_name, name) in [
+        ("jfk.flac", "jfk.flac"),
+        ("jfk.flac", "again.flac"),
+        ("voxpopuli.ogg", "long.ogg"),
+    ] {
+        std::fs::copy(fixture(fixture_name), dir.path().join(name)).expect("copied");
+    }
+    std::fs::create_dir(dir.path().join("other")).expect("a folder");
+    std::fs::copy(fixture("jfk.flac"), dir.path().join("other/jfk.flac")).expect("copied");
     std::fs::write(dir.path().join("noise.mp3"), b"not audio".repeat(500)).expect("written");
     let dir = dir.path();
     let url = app.base_url.as_str();
@@ -65,6 +73,44 @@ async fn the_cli_submits_waits_and_reads_jobs_with_exit_codes_a_script_can_use()
     assert_eq!(code(&waited), 0, "{}", text(&waited.stderr));
     let srt = std::fs::read_to_string(dir.join("jfk.srt")).expect("jfk.srt written");
     assert!(srt.starts_with("1\n00:00:00,000 --> "), "{srt}");
+
+    // Several files with -o: a folder of results named after them; two files of one name
+    // would overwrite each other's and are refused before anything is sent.
+    let args = [
+        "submit",
+        "jfk.flac",
+        "again.flac",
+        "--wait",
+        "--format",
+        "vtt",
+        "-o",
+        "out",
+    ];
+    let both = jetscribe(dir, url, Some(KEY), &args).await;
+    assert_eq!(code(&both), 0, "{}", text(&both.stderr));
+    for name in ["out/jfk.flac.vtt", "out/again.flac.vtt"] {
+        let vtt = std::fs::read_to_string(dir.join(name)).expect(name);
+        assert!(vtt.starts_with("WEBVTT"), "{vtt}");
+    }
+    let args = [
+        "submit",
+        "jfk.flac",
+        "other/jfk.flac",
+        "--wait",
+        "-o",
+        "twice",
+    ];
+    let twice = jetscribe(dir, url, Some(KEY), &args).await;
+    assert_eq!(code(&twice), 2, "{}", text(&twice.stderr));
+    let no_wait = jetscribe(dir, url, Some(KEY), &["submit", "jfk.flac", "-o", "x.txt"]).await;
+    assert_eq!(code(&no_wait), 2, "{}", text(&no_wait.stderr));
+
+    // The result of a job still running: exit 4 (69 s of speech take seconds to transcribe).
+    let running = jetscribe(dir, url, Some(KEY), &["submit", "long.ogg"]).await;
+    let running_id = text(&running.stdout).trim().to_owned();
+    let early = jetscribe(dir, url, Some(KEY), &["result", &running_id]).await;
+    assert_eq!(code(&early), 4, "{}", text(&early.stderr));
+    assert!(text(&early.stdout).is_empty(), "{}", text(&early.stdout));
 
     // Without --wait, the job's id on stdout, to follow and read.
     let submitted = jetscribe(dir, url, Some(KEY), &["submit", "jfk.flac"]).await;
@@ -102,10 +148,11 @@ async fn the_cli_submits_waits_and_reads_jobs_with_exit_codes_a_script_can_use()
     );
 
     // A refused request is bad usage: a job id that is not one, a missing key.
-    let refused = jetscribe(dir, url, Some(KEY), &["status", "not-a-job"]).await;
+    // A job id that is not one never reaches the server (no path to another route).
+    let refused = jetscribe(dir, url, Some(KEY), &["status", "../jobs"]).await;
     assert_eq!(code(&refused), 2, "{}", text(&refused.stderr));
     assert!(
-        text(&refused.stderr).contains("job_id"),
+        text(&refused.stderr).contains("JOB_ID"),
         "{}",
         text(&refused.stderr)
     );

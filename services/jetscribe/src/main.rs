@@ -48,11 +48,8 @@ async fn cancel_on_signal(shutdown: CancellationToken) {
 }
 
 fn main() -> ExitCode {
-    let all: Vec<String> = std::env::args().collect();
-    if all
-        .get(1)
-        .is_some_and(|name| jetscribe::client::COMMANDS.contains(&name.as_str()))
-    {
+    let all: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if jetscribe::client::is_client_command(&all) {
         return jetscribe::client::main(all);
     }
     let args: Vec<String> = std::env::args().skip(1).collect();

@@ -6,6 +6,7 @@
 
 mod api;
 
+use std::ffi::OsString;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -13,14 +14,16 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::Value;
+use uuid::Uuid;
 
 use api::{Api, ClientError, JobEnd};
 
 /// The subcommands of the client, beside the server's parts.
 pub const COMMANDS: &[&str] = &["submit", "status", "result", "watch", "jobs", "cancel"];
 
-/// How a client command ended, as its exit code.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// How a client command ended, as its exit code (ordered: the worst of several is the
+/// greatest).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Exit {
     /// Done: the job completed, or the request was answered.
     Done = 0,
@@ -28,7 +31,7 @@ pub enum Exit {
     JobFailed = 1,
     /// Bad usage: a bad argument, or a request the server refused as wrong (4xx).
     Usage = 2,
-    /// The server cannot be reached, or is unavailable (5xx).
+    /// The server cannot be reached, is unavailable (5xx) or busy (429).
     Unreachable = 3,
     /// `result` of a job still running.
     StillRunning = 4,
@@ -39,7 +42,7 @@ pub enum Exit {
     name = "jetscribe",
     about = "Submits media to a jetscribe server and follows the jobs",
     after_help = "Exit codes: 0 done, 1 job failed or cancelled, 2 bad usage or request, \
-                  3 server unreachable or unavailable, 4 job still running (result)."
+                  3 server unreachable, unavailable or busy, 4 job still running (result)."
 )]
 struct ClientCli {
     /// The server.
@@ -63,22 +66,22 @@ enum ClientCommand {
     /// writes its result.
     Submit(SubmitArgs),
     /// A job's status, as JSON.
-    Status { job_id: String },
+    Status { job_id: Uuid },
     /// A completed job's result.
     Result {
-        job_id: String,
+        job_id: Uuid,
         #[arg(long, value_enum, default_value_t = Format::Json)]
         format: Format,
     },
     /// Follows a job until it ends.
-    Watch { job_id: String },
+    Watch { job_id: Uuid },
     /// Your jobs, newest first.
     Jobs {
         #[arg(long, default_value_t = 20)]
         limit: u32,
     },
     /// Cancels a job that has not ended.
-    Cancel { job_id: String },
+    Cancel { job_id: Uuid },
 }
 
 #[derive(Args)]
@@ -101,10 +104,10 @@ struct SubmitArgs {
     #[arg(long)]
     wait: bool,
     /// The result's format, with --wait.
-    #[arg(long, value_enum, default_value_t = Format::Txt)]
+    #[arg(long, value_enum, default_value_t = Format::Txt, requires = "wait")]
     format: Format,
-    /// Write the result here instead of to stdout (a folder, for several files).
-    #[arg(short, long)]
+    /// Write the result here instead of to stdout (a folder, for several files), with --wait.
+    #[arg(short, long, requires = "wait")]
     output: Option<PathBuf>,
 }
 
@@ -128,15 +131,22 @@ impl Format {
     }
 }
 
+/// Whether `args` (the program name first) are a client command: one of [`COMMANDS`], or the
+/// client's own options before it.
+pub fn is_client_command(args: &[OsString]) -> bool {
+    let first = args.get(1).and_then(|arg| arg.to_str()).unwrap_or_default();
+    COMMANDS.contains(&first) || first.starts_with("--url") || first.starts_with("--api-key")
+}
+
 /// Runs the client command in `args` (the program name first); clap answers `--help` and usage
 /// errors itself (exit 2).
-pub fn main(args: Vec<String>) -> ExitCode {
+pub fn main(args: Vec<OsString>) -> ExitCode {
     let cli = ClientCli::parse_from(args);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(err) => {
             eprintln!("jetscribe: cannot start the async runtime: {err}");
-            return ExitCode::FAILURE;
+            return ExitCode::from(Exit::Unreachable as u8);
         }
     };
     let exit = runtime.block_on(run(cli)).unwrap_or_else(|err| {
@@ -148,27 +158,25 @@ pub fn main(args: Vec<String>) -> ExitCode {
 
 async fn run(cli: ClientCli) -> Result<Exit, ClientError> {
     let api = Api::new(&cli.url, cli.api_key.as_deref())?;
-    let bars = std::io::stdout().is_terminal();
+    // Bars are drawn on stderr: shown when it is a terminal, even with stdout redirected.
+    let bars = std::io::stderr().is_terminal();
     match cli.command {
         ClientCommand::Submit(args) => submit(&api, &args, bars).await,
-        ClientCommand::Status { job_id } => {
-            print_json(api.get_json(&format!("/status/{job_id}")).await?)
-        }
+        ClientCommand::Status { job_id } => print_json(&api.status(job_id).await?),
         ClientCommand::Result { job_id, format } => {
-            let (exit, body) = api.result(&job_id, format.name()).await?;
-            print!("{body}");
-            Ok(exit)
+            print!("{}", api.result(job_id, format.name()).await?);
+            Ok(Exit::Done)
         }
-        ClientCommand::Watch { job_id } => Ok(follow(&api, &job_id, bars).await?.exit()),
+        ClientCommand::Watch { job_id } => Ok(follow(&api, job_id, bars).await?.exit()),
         ClientCommand::Jobs { limit } => {
             print_jobs(&api.get_json(&format!("/jobs?limit={limit}")).await?);
             Ok(Exit::Done)
         }
-        ClientCommand::Cancel { job_id } => print_json(api.cancel(&job_id).await?),
+        ClientCommand::Cancel { job_id } => print_json(&api.cancel(job_id).await?),
     }
 }
 
-fn print_json(body: Value) -> Result<Exit, ClientError> {
+fn print_json(body: &Value) -> Result<Exit, ClientError> {
     println!("{body:#}");
     Ok(Exit::Done)
 }
@@ -188,41 +196,74 @@ fn print_jobs(page: &Value) {
     }
 }
 
-/// Uploads each file; prints its job id, or with --wait its result (the worst exit wins).
+/// Uploads each file; prints its job id, or with --wait writes its result. A file that fails
+/// does not stop the others; the worst exit wins.
 async fn submit(api: &Api, args: &SubmitArgs, bars: bool) -> Result<Exit, ClientError> {
     let several = args.files.len() > 1;
+    if several && let Some(folder) = &args.output {
+        check_output_folder(folder, &args.files)?;
+    }
     let mut worst = Exit::Done;
     for file in &args.files {
-        let bar = bar(
-            bars,
-            "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec}",
-        );
-        bar.set_message(file_name(file));
-        let job_id = api.submit(file, &options(args), &bar).await?;
-        bar.finish_and_clear();
-        if !args.wait {
-            println!("{job_id}");
-            continue;
-        }
-        eprintln!("{}: job {job_id}", file.display());
-        let end = follow(api, &job_id, bars).await?;
-        if end == JobEnd::Completed {
-            let (_, body) = api.result(&job_id, args.format.name()).await?;
-            write_result(args, file, several, &body)?;
-        }
-        worst = worst.max_by_code(end.exit());
+        let exit = match submit_one(api, args, file, several, bars).await {
+            Ok(exit) => exit,
+            Err(err) => {
+                eprintln!("jetscribe: {}: {}", file.display(), err.message);
+                err.exit
+            }
+        };
+        worst = worst.max(exit);
     }
     Ok(worst)
 }
 
-impl Exit {
-    fn max_by_code(self, other: Exit) -> Exit {
-        if other as u8 > self as u8 {
-            other
-        } else {
-            self
-        }
+/// Uploads one file; with --wait, follows its job and writes its result.
+async fn submit_one(
+    api: &Api,
+    args: &SubmitArgs,
+    file: &Path,
+    several: bool,
+    bars: bool,
+) -> Result<Exit, ClientError> {
+    let bar = bar(
+        bars,
+        "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec}",
+    );
+    bar.set_message(file_name(file));
+    let uploaded = api.submit(file, &options(args), &bar).await;
+    bar.finish_and_clear();
+    let job_id = uploaded?;
+    if !args.wait {
+        println!("{job_id}");
+        return Ok(Exit::Done);
     }
+    eprintln!("{}: job {job_id}", file.display());
+    let end = follow(api, job_id, bars).await?;
+    if end == JobEnd::Completed {
+        let body = api.result(job_id, args.format.name()).await?;
+        write_result(args, file, several, &body)?;
+    }
+    Ok(end.exit())
+}
+
+/// With several files, `-o` is a folder (made if missing) where their results are named after
+/// them: two files of one name would overwrite each other.
+fn check_output_folder(folder: &Path, files: &[PathBuf]) -> Result<(), ClientError> {
+    let usage = |why: String| ClientError::new(Exit::Usage, why);
+    let mut names: Vec<String> = files.iter().map(|file| file_name(file)).collect();
+    names.sort();
+    if let Some(twice) = names.windows(2).find(|pair| pair[0] == pair[1]) {
+        return Err(usage(format!(
+            "-o: two files are named {}; submit them apart",
+            twice[0]
+        )));
+    }
+    std::fs::create_dir_all(folder).map_err(|err| {
+        usage(format!(
+            "-o: cannot make the folder {}: {err}",
+            folder.display()
+        ))
+    })
 }
 
 /// The form fields of `submit`'s options.
@@ -258,8 +299,12 @@ fn write_result(
         true => output.join(format!("{}.{}", file_name(file), args.format.name())),
         false => output.clone(),
     };
-    std::fs::write(&path, body)
-        .map_err(|err| ClientError::usage(format!("cannot write {}: {err}", path.display())))
+    std::fs::write(&path, body).map_err(|err| {
+        ClientError::new(
+            Exit::Usage,
+            format!("cannot write {}: {err}", path.display()),
+        )
+    })
 }
 
 fn file_name(file: &Path) -> String {
@@ -283,7 +328,7 @@ fn bar(visible: bool, template: &str) -> ProgressBar {
 
 /// Follows the job's events to its end, with a bar of its progress (or, without bars, a line
 /// on stderr per stage).
-async fn follow(api: &Api, job_id: &str, bars: bool) -> Result<JobEnd, ClientError> {
+async fn follow(api: &Api, job_id: Uuid, bars: bool) -> Result<JobEnd, ClientError> {
     let bar = bar(bars, "{msg} [{bar:30}] {pos}%");
     bar.set_length(100);
     let end = api
@@ -298,12 +343,12 @@ async fn follow(api: &Api, job_id: &str, bars: bool) -> Result<JobEnd, ClientErr
     bar.finish_and_clear();
     let end = end?;
     if end != JobEnd::Completed {
-        let status = api.get_json(&format!("/status/{job_id}")).await?;
-        let why = status["error_message"].as_str().unwrap_or("cancelled");
-        eprintln!(
-            "jetscribe: job {job_id} {}: {why}",
-            status["status"].as_str().unwrap_or("ended")
-        );
+        let status = api.status(job_id).await?;
+        let state = status["status"].as_str().unwrap_or("ended");
+        let why = status["error_message"]
+            .as_str()
+            .unwrap_or("no reason given");
+        eprintln!("jetscribe: job {job_id} {state}: {why}");
     }
     Ok(end)
 }
@@ -364,8 +409,23 @@ mod tests {
 
     #[test]
     fn the_worst_exit_of_several_jobs_wins() {
-        assert_eq!(Exit::Done.max_by_code(Exit::JobFailed), Exit::JobFailed);
-        assert_eq!(Exit::JobFailed.max_by_code(Exit::Done), Exit::JobFailed);
+        assert_eq!(Exit::Done.max(Exit::JobFailed), Exit::JobFailed);
+        assert_eq!(Exit::Unreachable.max(Exit::JobFailed), Exit::Unreachable);
+    }
+
+    #[test]
+    fn client_commands_are_told_from_the_servers_parts() {
+        let cases = [
+            (&["jetscribe", "submit", "a.wav"][..], true),
+            (&["jetscribe", "--url", "http://x", "jobs"][..], true),
+            (&["jetscribe", "up"][..], false),
+            (&["jetscribe", "transcriber"][..], false),
+            (&["jetscribe"][..], false),
+        ];
+        for (args, client) in cases {
+            let args: Vec<OsString> = args.iter().map(OsString::from).collect();
+            assert_eq!(is_client_command(&args), client, "{args:?}");
+        }
     }
 
     #[test]
