@@ -7,7 +7,7 @@ BIN       := target/release/jetscribe
 # The binary finds the CTranslate2 library through its rpath; this covers other target dirs.
 export LD_LIBRARY_PATH := $(CURDIR)/$(CT2_LIB)$(if $(LD_LIBRARY_PATH),:$(LD_LIBRARY_PATH))
 
-.PHONY: all deps toolchain ct2 models nats-current seaweedfs pytools nodetools build run test bench chaos lint fmt clean
+.PHONY: all deps toolchain ct2 models nats-current seaweedfs pytools nodetools browser build run test bench chaos lint fmt clean
 
 all: build
 
@@ -41,6 +41,10 @@ seaweedfs: deps
 pytools: deps
 	@bash scripts/install-python-tools.sh vendor/python
 
+## Debian's Chromium: the browser of the web page's test (driven by playwright from pytools).
+browser: deps
+	@bash scripts/install-system-deps.sh --browser
+
 ## Node tools of the tests: an offline validator of the Kubernetes manifests (vendor/node).
 nodetools: deps
 	@bash scripts/install-node-tools.sh vendor/node
@@ -53,7 +57,7 @@ run: build models
 	$(BIN) up
 
 ## Unit tests and black-box tests (real nats-server, ffmpeg, Whisper, HTTP).
-test: build models nats-current seaweedfs pytools nodetools
+test: build models nats-current seaweedfs pytools nodetools browser
 	cargo test --release --locked --workspace
 
 ## Side by side with faster-whisper, cp and ffmpeg; prints a markdown table (not a test).

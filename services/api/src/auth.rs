@@ -227,9 +227,13 @@ fn presented_key(request: &Request) -> Option<&str> {
     bearer.or(api_key).map(str::trim)
 }
 
-/// Paths anyone may call: health checks come from load balancers without keys.
+/// Paths anyone may call: health checks come from load balancers without keys; the pages (the
+/// web page, Swagger UI, the document) hold no secret, and ask for the key themselves.
 fn is_public(path: &str) -> bool {
-    path == "/health"
+    matches!(
+        path,
+        "/health" | "/openapi.json" | "/docs" | "/" | "/web/app.js" | "/web/style.css"
+    )
 }
 
 /// Puts the [`Caller`] in the request (for handlers to read as `Data<&Caller>`), or answers 401.

@@ -5,11 +5,9 @@
 
 use futures::StreamExt;
 use jetscribe_nats::{Cancellation, ErrorChain, JobStoreError, PipelineError, Submitters};
+use poem::Response;
 use poem::http::StatusCode;
-use poem::web::{Data, Path, Query};
-use poem::{Response, handler};
 use proto_msgs::{JobBlobs, JobRecord, JobStatus};
-use serde::Deserialize;
 use tracing::error;
 
 use crate::views::{ActiveJobs, DeadLetterView, JobDetail, JobPage, JobStatusView, JobSummary};
@@ -25,13 +23,12 @@ const MAX_ACTIVE_LISTED: usize = 1000;
 const MAX_SCANNED: usize = 10_000;
 
 /// `GET /jobs/{id}`.
-#[handler]
 pub(crate) async fn job_detail(
-    Data(state): Data<&ApiState>,
-    Data(caller): Data<&Caller>,
-    Path(job_id): Path<String>,
+    state: &ApiState,
+    caller: &Caller,
+    job_id: &str,
 ) -> Result<Response, ApiError> {
-    let record = load_record(state, caller, parse_job_id(&job_id)?).await?;
+    let record = load_record(state, caller, parse_job_id(job_id)?).await?;
     let dead_letter = match caller.is_admin() {
         true => Some(
             state
@@ -54,13 +51,12 @@ pub(crate) async fn job_detail(
 /// `DELETE /jobs/{id}`: cancels a pending or running job and removes its files; 200 with the
 /// job as `/status` shows it (again for a job already cancelled), 409 for one that has already
 /// completed or failed.
-#[handler]
 pub(crate) async fn cancel_job(
-    Data(state): Data<&ApiState>,
-    Data(caller): Data<&Caller>,
-    Path(job_id): Path<String>,
+    state: &ApiState,
+    caller: &Caller,
+    job_id: &str,
 ) -> Result<Response, ApiError> {
-    let record = load_record(state, caller, parse_job_id(&job_id)?).await?;
+    let record = load_record(state, caller, parse_job_id(job_id)?).await?;
     let cancelled = match state.pipeline.cancel_job(record.job_id).await {
         Err(PipelineError::JobStore(JobStoreError::NotFound(_))) => {
             return Err(ApiError::new(StatusCode::NOT_FOUND, "Job not found"));
@@ -94,11 +90,11 @@ pub(crate) async fn cancel_job(
 }
 
 /// `?status=&limit=&cursor=` of `GET /jobs`.
-#[derive(Debug, Default, Deserialize)]
-struct JobsQuery {
-    status: Option<String>,
-    limit: Option<String>,
-    cursor: Option<String>,
+#[derive(Debug, Default)]
+pub(crate) struct JobsQuery {
+    pub status: Option<String>,
+    pub limit: Option<String>,
+    pub cursor: Option<String>,
 }
 
 /// A checked [`JobsQuery`].
@@ -161,11 +157,10 @@ fn index_unavailable(err: &PipelineError) -> ApiError {
 
 /// `GET /jobs`: `{jobs: [...], next_cursor}`, newest first; `next_cursor` (absent on the last
 /// page) is passed as `cursor` for the next page.
-#[handler]
 pub(crate) async fn list_jobs(
-    Data(state): Data<&ApiState>,
-    Data(caller): Data<&Caller>,
-    Query(query): Query<JobsQuery>,
+    state: &ApiState,
+    caller: &Caller,
+    query: JobsQuery,
 ) -> Result<Response, ApiError> {
     let filter = JobsFilter::parse(&query)
         .map_err(|detail| ApiError::new(StatusCode::BAD_REQUEST, detail))?;
@@ -209,15 +204,11 @@ async fn visible_record(
 
 /// `GET /jobs/processing`: the caller's pending and processing jobs among its newest
 /// [`MAX_SCANNED`] (at most [`MAX_ACTIVE_LISTED`]), oldest first, and the queues of the stages.
-#[handler]
-pub(crate) async fn active_jobs(
-    Data(state): Data<&ApiState>,
-    Data(caller): Data<&Caller>,
-) -> Result<Response, ApiError> {
+pub(crate) async fn active_jobs(state: &ApiState, caller: &Caller) -> Result<Response, ApiError> {
     let index = state
         .pipeline
         .submissions_newest_first(submitters(caller), None);
-    let mut index = std::pin::pin!(index.await.map_err(|err| index_unavailable(&err))?);
+    let index = std::pin::pin!(index.await.map_err(|err| index_unavailable(&err))?);
     let mut active = Vec::new();
     let mut index = index.take(MAX_SCANNED);
     while let Some(indexed) = index.next().await {

@@ -4,7 +4,8 @@
 //! (`jobs.rs`), `GET /models` (the transcriber's model pools, `models.rs`), `GET /metrics`
 //! (Prometheus, `metrics.rs`), `GET /health`; `live.rs`: `/events/{id}` (SSE) and the synchronous
 //! `/process-audio`, `/process-video`; `openai.rs`: OpenAI's audio API (`/v1/audio/transcriptions`,
-//! `/v1/audio/translations`, `/v1/models`). It owns request parsing, validation and the response
+//! `/v1/audio/translations`, `/v1/models`); `openapi.rs`: every route as one poem-openapi service,
+//! hence `/openapi.json` and Swagger UI at `/docs`; `web.rs`: the web page at `/`. It owns request parsing, validation and the response
 //! bodies (`views.rs`), and what one client may take: keys (`auth.rs`), rates, slots and free space
 //! (`limits.rs`), connections (`connections.rs`) and multipart bounds (`part_headers.rs`); the work
 //! happens in the pipeline stages.
@@ -19,11 +20,13 @@ mod live;
 mod metrics;
 mod models;
 mod openai;
+mod openapi;
 mod part_headers;
 mod pattern;
 mod subtitles;
 mod upload;
 mod views;
+mod web;
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -34,8 +37,7 @@ use jetscribe_nats::{ErrorChain, Pipeline};
 use poem::http::StatusCode;
 use poem::listener::{Acceptor, Listener, TcpAcceptor, TcpListener};
 use poem::middleware::Tracing;
-use poem::web::{Data, Path, Query};
-use poem::{EndpointExt, IntoResponse, Response, Route, Server, get, handler, post};
+use poem::{EndpointExt, IntoResponse, Response, Route, Server, get};
 use proto_msgs::{EndedJobBody, JobRecord, JobResult, JobStatus};
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
@@ -125,38 +127,19 @@ impl ApiState {
     }
 }
 
-/// The routes of the API.
+/// The routes of the API: the documented ones (`openapi.rs`), its document and Swagger
+/// UI, and the web page; behind the keys (`auth.rs`) and OpenAI's error shape under `/v1/`.
 pub fn app(state: ApiState) -> impl poem::Endpoint {
     let keys = state.settings.keys.clone();
+    let (routes, document) = openapi::service();
+    let docs = openapi::docs_page(&routes, &document);
     Route::new()
-        .at("/process", post(upload::process))
-        .at("/process-audio", post(live::process_and_wait))
-        .at("/process-video", post(live::process_and_wait))
-        .at("/events/:job_id", get(live::job_events))
-        .at("/status/:job_id", get(job_status))
-        .at("/result/:job_id", get(job_result))
-        .at("/jobs", get(jobs::list_jobs))
-        .at("/jobs/processing", get(jobs::active_jobs))
+        .nest("/", routes)
         .at(
-            "/jobs/:job_id",
-            get(jobs::job_detail).delete(jobs::cancel_job),
+            "/openapi.json",
+            get(web::Page::new("application/json", document)),
         )
-        .at("/models", get(models::list_models))
-        .at(
-            "/metrics",
-            get(metrics::serve_metrics).data(state.pipeline.clone()),
-        )
-        .at("/health", get(health_check))
-        .at(
-            "/v1/audio/transcriptions",
-            post(openai::create).data(openai::TRANSCRIPTIONS),
-        )
-        .at(
-            "/v1/audio/translations",
-            post(openai::create).data(openai::TRANSLATIONS),
-        )
-        .at("/v1/models", get(openai::list_models))
-        .at("/v1/models/:model", get(openai::retrieve_model))
+        .at("/docs", get(web::Page::new(web::HTML, docs)))
         .data(state)
         .around(move |endpoint, request| auth::authenticate(endpoint, request, keys.clone()))
         .around(openai::openai_errors)
@@ -341,20 +324,14 @@ pub(crate) async fn load_record(
     }
 }
 
-#[handler]
-async fn job_status(
-    Data(state): Data<&ApiState>,
-    Data(caller): Data<&Caller>,
-    Path(job_id): Path<String>,
+/// `GET /status/{id}`.
+pub(crate) async fn job_status(
+    state: &ApiState,
+    caller: &Caller,
+    job_id: &str,
 ) -> Result<Response, ApiError> {
-    let record = load_record(state, caller, parse_job_id(&job_id)?).await?;
+    let record = load_record(state, caller, parse_job_id(job_id)?).await?;
     Ok(json_response(StatusCode::OK, &JobStatusView::from(&record)))
-}
-
-/// `?format=` of `/result`.
-#[derive(Debug, Default, serde::Deserialize)]
-struct ResultQuery {
-    format: Option<String>,
 }
 
 /// The file formats `/result` can answer with.
@@ -391,15 +368,15 @@ impl ResultFormat {
     }
 }
 
-#[handler]
-async fn job_result(
-    Data(state): Data<&ApiState>,
-    Data(caller): Data<&Caller>,
-    Path(job_id): Path<String>,
-    Query(query): Query<ResultQuery>,
+/// `GET /result/{id}?format=`.
+pub(crate) async fn job_result(
+    state: &ApiState,
+    caller: &Caller,
+    job_id: &str,
+    format: Option<&str>,
 ) -> Result<Response, ApiError> {
-    let format = ResultFormat::parse(query.format.as_deref())?;
-    let record = load_record(state, caller, parse_job_id(&job_id)?).await?;
+    let format = ResultFormat::parse(format)?;
+    let record = load_record(state, caller, parse_job_id(job_id)?).await?;
     result_response(state, &record, format).await
 }
 
@@ -464,8 +441,8 @@ pub(crate) async fn load_result(
         .map_err(|err| ApiError::unavailable("result", &err))
 }
 
-#[handler]
-async fn health_check(Data(state): Data<&ApiState>) -> Response {
+/// `GET /health`: 200 when NATS, JetStream and the object store answer, 503 otherwise.
+pub(crate) async fn health_check(state: &ApiState) -> Response {
     let nats = (state.pipeline.check_connection()).map_err(|err| unhealthy("NATS", &err));
     let jetstream = match &nats {
         Ok(()) => {

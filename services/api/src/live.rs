@@ -6,8 +6,7 @@ use futures::{Stream, StreamExt};
 use jetscribe_nats::{PipelineError, StoredEvent};
 use poem::http::StatusCode;
 use poem::web::sse::{Event, SSE};
-use poem::web::{Data, Path};
-use poem::{IntoResponse, Request, Response, handler};
+use poem::{IntoResponse, Request, Response};
 use proto_msgs::{JobEvent, JobStatus};
 use tokio::sync::OwnedSemaphorePermit;
 use tracing::{info, warn};
@@ -35,14 +34,13 @@ fn store_unavailable(err: &PipelineError) -> ApiError {
 /// `GET /events/{job_id}`: the job's events as Server-Sent Events, history first, then live,
 /// until `completed` or `failed`. `id:` is the event's stream sequence; a client reconnecting
 /// with `Last-Event-ID` gets only what came after it.
-#[handler]
 pub(crate) async fn job_events(
     request: &Request,
-    Data(state): Data<&ApiState>,
-    Data(caller): Data<&Caller>,
-    Path(raw_id): Path<String>,
+    state: &ApiState,
+    caller: &Caller,
+    raw_id: &str,
 ) -> Result<Response, ApiError> {
-    let record = load_record(state, caller, parse_job_id(&raw_id)?).await?;
+    let record = load_record(state, caller, parse_job_id(raw_id)?).await?;
     let after = last_event_id(request)?;
     let stream_slot = state.limits.event_streams.take()?;
     // A job that has ended has all its events stored: a client that already has the last one
@@ -106,10 +104,9 @@ fn sse_events(
 /// `POST /process-audio` and `POST /process-video`: the upload of `/process`, then the answer of
 /// `/result` once the job ends (200 with the result, 500 if it failed), or 504 with the job id
 /// after SYNC_TIMEOUT so that the client can poll `/result`.
-#[handler]
 pub(crate) async fn process_and_wait(
-    Data(state): Data<&ApiState>,
-    Data(caller): Data<&Caller>,
+    state: &ApiState,
+    caller: &Caller,
     job: SubmittedJob,
 ) -> Result<Response, ApiError> {
     let job_id = job.job_id;

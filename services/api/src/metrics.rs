@@ -11,7 +11,12 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 #[handler]
-pub(crate) async fn serve_metrics(Data(pipeline): Data<&Pipeline>) -> Response {
+async fn serve_metrics(Data(pipeline): Data<&Pipeline>) -> Response {
+    metrics_response(pipeline).await
+}
+
+/// The Prometheus text of the process, with the queues read now.
+pub(crate) async fn metrics_response(pipeline: &Pipeline) -> Response {
     if let Err(err) = pipeline.refresh_queue_metrics().await {
         // The rest is served: a scrape during a NATS outage still sees the process.
         warn!(error = %ErrorChain(&err), "queue figures not read for /metrics");

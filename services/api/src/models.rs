@@ -7,9 +7,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use jetscribe_nats::{Pipeline, StageQueue};
-use poem::handler;
 use poem::http::StatusCode;
-use poem::web::Data;
 use proto_msgs::ModelName;
 
 use crate::views::{ModelPool, ModelsView};
@@ -100,8 +98,7 @@ fn not_served(model: &ModelName, served: &[ModelName]) -> ApiError {
 }
 
 /// `GET /models`: the models served, the default first, each with its queue.
-#[handler]
-pub(crate) async fn list_models(Data(state): Data<&ApiState>) -> Result<poem::Response, ApiError> {
+pub(crate) async fn list_models(state: &ApiState) -> Result<poem::Response, ApiError> {
     let pools = state.models.read_again(&state.pipeline).await?;
     let default = &state.pipeline.settings().default_model;
     let mut models: Vec<ModelPool> = pools

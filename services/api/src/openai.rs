@@ -6,8 +6,7 @@
 //! OpenAI's `{"error": {message, type, param, code}}` ([`openai_errors`]).
 
 use poem::http::{HeaderValue, StatusCode, header};
-use poem::web::{Data, Path};
-use poem::{Endpoint, IntoResponse, Request, Response, handler};
+use poem::{Endpoint, IntoResponse, Request, Response};
 use proto_msgs::{JobOptions, JobResult, JobStatus, Segment, Task};
 use serde::Serialize;
 use uuid::Uuid;
@@ -147,12 +146,7 @@ fn apply_route_field(name: &str, value: &str, options: &mut JobOptions) -> Resul
 /// `POST /v1/audio/transcriptions` and `POST /v1/audio/translations`: the job's result once it
 /// ends, in the format asked for (after SYNC_TIMEOUT, 504 naming the job to poll), or with
 /// `stream=true` its text as it is transcribed.
-#[handler]
-pub(crate) async fn create(
-    Data(state): Data<&ApiState>,
-    Data(caller): Data<&Caller>,
-    job: SubmittedJob,
-) -> Response {
+pub(crate) async fn create(state: &ApiState, caller: &Caller, job: SubmittedJob) -> Response {
     let job_id = job.job_id;
     let response = match AnswerRequest::from_fields(&job.route_fields) {
         Ok(answer) if answer.stream => stream::streamed(state, job_id).await,
@@ -392,8 +386,7 @@ async fn model_names(state: &ApiState) -> Result<Vec<String>, ApiError> {
 }
 
 /// `GET /v1/models`, in OpenAI's list shape.
-#[handler]
-pub(crate) async fn list_models(Data(state): Data<&ApiState>) -> Result<Response, ApiError> {
+pub(crate) async fn list_models(state: &ApiState) -> Result<Response, ApiError> {
     let data = model_names(state).await?;
     let body = ModelList {
         object: "list",
@@ -403,16 +396,16 @@ pub(crate) async fn list_models(Data(state): Data<&ApiState>) -> Result<Response
 }
 
 /// `GET /v1/models/{model}`.
-#[handler]
-pub(crate) async fn retrieve_model(
-    Data(state): Data<&ApiState>,
-    Path(name): Path<String>,
-) -> Result<Response, ApiError> {
-    if !model_names(state).await?.contains(&name) {
+pub(crate) async fn retrieve_model(state: &ApiState, name: &str) -> Result<Response, ApiError> {
+    if !model_names(state)
+        .await?
+        .iter()
+        .any(|served| served == name)
+    {
         let detail = format!("model: {name:?} is not served (GET /v1/models lists them)");
         return Err(ApiError::new(StatusCode::NOT_FOUND, detail));
     }
-    Ok(json_response(StatusCode::OK, &Model::named(&name)))
+    Ok(json_response(StatusCode::OK, &Model::named(name)))
 }
 
 /// OpenAI's error body.

@@ -8,7 +8,7 @@ use jetscribe_blobstore::BlobStore;
 use jetscribe_nats::ErrorChain;
 use poem::http::StatusCode;
 use poem::web::{Field, Multipart, Query};
-use poem::{FromRequest, Request, RequestBody, Response, handler};
+use poem::{FromRequest, Request, RequestBody, Response};
 use proto_msgs::{
     Channels, EventKind, JobBlobs, JobOptions, JobRecord, JobStatus, ModelName, Submission, Task,
 };
@@ -46,8 +46,8 @@ pub(crate) struct ProcessParams {
     channels: Option<String>,
 }
 
-#[handler]
-pub(crate) async fn process(job: SubmittedJob) -> Response {
+/// `POST /process`'s answer: 202 with the job queued, 200 for a replayed `Idempotency-Key`.
+pub(crate) fn process(job: SubmittedJob) -> Response {
     let (status, message) = match job.replayed {
         false => (
             StatusCode::ACCEPTED,
@@ -85,8 +85,7 @@ pub(crate) struct SubmittedJob {
 }
 
 /// How a route's form differs from `/process`'s: fields that shape its answer rather than the
-/// job, an alias of the default model, a task of its own. Routes give theirs as data; without
-/// one, the form is `/process`'s.
+/// job, an alias of the default model, a task of its own; the default is `/process`'s.
 #[derive(Clone, Copy)]
 pub(crate) struct FormSpec {
     /// Fields the route reads itself; each goes through `apply` as it arrives (before the file
@@ -124,8 +123,13 @@ impl SubmittedJob {
     }
 }
 
-impl<'a> FromRequest<'a> for SubmittedJob {
-    async fn from_request(request: &'a Request, body: &mut RequestBody) -> poem::Result<Self> {
+impl SubmittedJob {
+    /// Stores the request's upload and queues its job, on the form of `spec`.
+    pub(crate) async fn receive(
+        request: &Request,
+        body: &mut RequestBody,
+        spec: FormSpec,
+    ) -> poem::Result<Self> {
         let state = request
             .data::<ApiState>()
             .expect("the routes carry the API state");
@@ -134,7 +138,6 @@ impl<'a> FromRequest<'a> for SubmittedJob {
             .get::<Caller>()
             .expect("authentication runs before every route");
         let Query(params) = Query::<ProcessParams>::from_request(request, body).await?;
-        let spec = request.data::<FormSpec>().copied().unwrap_or_default();
         let replay_key = match idempotency_key(caller, request, &spec) {
             Ok(key) => key,
             Err(refused) => return refuse(body, refused).await,
