@@ -37,7 +37,7 @@ use jetscribe_nats::{ErrorChain, Pipeline};
 use poem::http::StatusCode;
 use poem::listener::{Acceptor, Listener, TcpAcceptor, TcpListener};
 use poem::middleware::Tracing;
-use poem::{EndpointExt, IntoResponse, Response, Route, Server, get};
+use poem::{EndpointExt, IntoResponse, Request, Response, Route, Server, get};
 use proto_msgs::{EndedJobBody, JobRecord, JobResult, JobStatus};
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
@@ -141,6 +141,7 @@ pub fn app(state: ApiState) -> impl poem::Endpoint {
         )
         .at("/docs", get(web::Page::new(web::HTML, docs)))
         .data(state)
+        .around(json_refusals)
         .around(move |endpoint, request| auth::authenticate(endpoint, request, keys.clone()))
         .around(openai::openai_errors)
         .with(Tracing)
@@ -299,6 +300,26 @@ impl poem::error::ResponseError for ApiError {
                 .insert("retry-after", seconds.max(1).into());
         }
         response
+    }
+}
+
+/// Every refusal in `{"detail"}`, as the original service (FastAPI) answered them: poem's own
+/// (an unknown route, a wrong method, a query or path parameter it cannot parse) are plain text
+/// until they pass here.
+async fn json_refusals<E: poem::Endpoint>(endpoint: E, request: Request) -> poem::Result<Response> {
+    match endpoint.call(request).await {
+        Ok(response) => Ok(response.into_response()),
+        Err(err) if err.is::<ApiError>() => Err(err),
+        Err(err) => {
+            let detail = match err.to_string() {
+                // poem-openapi names a path parameter it could not read by its position.
+                text if text.starts_with("failed to parse path") => {
+                    "path: a parameter is not valid UTF-8 once percent-decoded".to_owned()
+                }
+                text => text,
+            };
+            Err(ApiError::new(err.status(), detail).into())
+        }
     }
 }
 

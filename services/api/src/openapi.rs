@@ -10,7 +10,7 @@ use std::marker::PhantomData;
 
 use poem::web::Data;
 use poem::{IntoResponse, Request, RequestBody, Response};
-use poem_openapi::param::{Path, Query};
+use poem_openapi::param::{Header, Path, Query};
 use poem_openapi::registry::{
     MetaMediaType, MetaRequest, MetaResponse, MetaResponses, MetaSchema, MetaSchemaRef, Registry,
 };
@@ -39,8 +39,14 @@ pub(crate) struct Routes;
 impl Routes {
     /// Submit a media file: 202 at once with the job id (the upload is streamed to storage).
     #[oai(path = "/process", method = "post", tag = "Tag::Jobs")]
-    async fn process(&self, job: Upload<ProcessForm>) -> Answer<Submitted> {
-        Answer::from(Ok(upload::process(job.job)))
+    async fn process(
+        &self,
+        /// A repeat with the same key (per API key, kept 24 h) returns the job it created.
+        #[oai(name = "Idempotency-Key")]
+        _idempotency_key: Header<Option<String>>,
+        job: Upload<ProcessForm>,
+    ) -> Answered<Submitted> {
+        answer(Ok(upload::process(job.job)))
     }
 
     /// Submit, and answer with the result once the job ends (or 504 after SYNC_TIMEOUT).
@@ -50,8 +56,8 @@ impl Routes {
         state: Data<&ApiState>,
         caller: Data<&Caller>,
         job: Upload<ProcessForm>,
-    ) -> Answer<Waited> {
-        Answer::from(live::process_and_wait(&state, &caller, job.job).await)
+    ) -> Answered<Waited> {
+        answer(live::process_and_wait(&state, &caller, job.job).await)
     }
 
     /// The same as `/process-audio` (the original service had both).
@@ -61,8 +67,8 @@ impl Routes {
         state: Data<&ApiState>,
         caller: Data<&Caller>,
         job: Upload<ProcessForm>,
-    ) -> Answer<Waited> {
-        Answer::from(live::process_and_wait(&state, &caller, job.job).await)
+    ) -> Answered<Waited> {
+        answer(live::process_and_wait(&state, &caller, job.job).await)
     }
 
     /// The job's events as Server-Sent Events (history, then live, until it ends); send
@@ -74,8 +80,11 @@ impl Routes {
         state: Data<&ApiState>,
         caller: Data<&Caller>,
         job_id: Path<String>,
-    ) -> Answer<Events> {
-        Answer::from(live::job_events(request, &state, &caller, &job_id).await)
+        /// The `id:` of the last event received: the stream goes on after it.
+        #[oai(name = "Last-Event-ID")]
+        _last_event_id: Header<Option<String>>,
+    ) -> Answered<Events> {
+        answer(live::job_events(request, &state, &caller, &job_id).await)
     }
 
     /// Where a job stands: status, progress, step, each stage's run, the webhook.
@@ -85,8 +94,8 @@ impl Routes {
         state: Data<&ApiState>,
         caller: Data<&Caller>,
         job_id: Path<String>,
-    ) -> Answer<Status> {
-        Answer::from(crate::job_status(&state, &caller, &job_id).await)
+    ) -> Answered<Status> {
+        answer(crate::job_status(&state, &caller, &job_id).await)
     }
 
     /// The result: 200 when completed, 202 while running, 500 failed, 410 cancelled.
@@ -98,8 +107,8 @@ impl Routes {
         job_id: Path<String>,
         /// `json` (default), `txt`, `srt` or `vtt`.
         format: Query<Option<String>>,
-    ) -> Answer<ResultAnswers> {
-        Answer::from(crate::job_result(&state, &caller, &job_id, format.as_deref()).await)
+    ) -> Answered<ResultAnswers> {
+        answer(crate::job_result(&state, &caller, &job_id, format.as_deref()).await)
     }
 
     /// The caller's jobs, newest first, a page at a time.
@@ -114,19 +123,19 @@ impl Routes {
         limit: Query<Option<String>>,
         /// `next_cursor` of the previous page.
         cursor: Query<Option<String>>,
-    ) -> Answer<JobList> {
+    ) -> Answered<JobList> {
         let query = jobs::JobsQuery {
             status: status.0,
             limit: limit.0,
             cursor: cursor.0,
         };
-        Answer::from(jobs::list_jobs(&state, &caller, query).await)
+        answer(jobs::list_jobs(&state, &caller, query).await)
     }
 
     /// The caller's jobs that have not ended, and each stage's queue.
     #[oai(path = "/jobs/processing", method = "get", tag = "Tag::Jobs")]
-    async fn processing(&self, state: Data<&ApiState>, caller: Data<&Caller>) -> Answer<Active> {
-        Answer::from(jobs::active_jobs(&state, &caller).await)
+    async fn processing(&self, state: Data<&ApiState>, caller: Data<&Caller>) -> Answered<Active> {
+        answer(jobs::active_jobs(&state, &caller).await)
     }
 
     /// A job as `/status` shows it and, for an admin key, its dead letter.
@@ -136,8 +145,8 @@ impl Routes {
         state: Data<&ApiState>,
         caller: Data<&Caller>,
         job_id: Path<String>,
-    ) -> Answer<Detail> {
-        Answer::from(jobs::job_detail(&state, &caller, &job_id).await)
+    ) -> Answered<Detail> {
+        answer(jobs::job_detail(&state, &caller, &job_id).await)
     }
 
     /// Cancel a job: its stages stop, its files are removed.
@@ -147,26 +156,26 @@ impl Routes {
         state: Data<&ApiState>,
         caller: Data<&Caller>,
         job_id: Path<String>,
-    ) -> Answer<Cancel> {
-        Answer::from(jobs::cancel_job(&state, &caller, &job_id).await)
+    ) -> Answered<Cancel> {
+        answer(jobs::cancel_job(&state, &caller, &job_id).await)
     }
 
     /// The Whisper models served, the default first, each with its queue.
     #[oai(path = "/models", method = "get", tag = "Tag::Service")]
-    async fn models(&self, state: Data<&ApiState>) -> Answer<ModelPools> {
-        Answer::from(models::list_models(&state).await)
+    async fn models(&self, state: Data<&ApiState>) -> Answered<ModelPools> {
+        answer(models::list_models(&state).await)
     }
 
     /// Prometheus metrics.
     #[oai(path = "/metrics", method = "get", tag = "Tag::Service")]
-    async fn metrics(&self, state: Data<&ApiState>) -> Answer<Metrics> {
-        Answer::from(Ok(metrics::metrics_response(&state.pipeline).await))
+    async fn metrics(&self, state: Data<&ApiState>) -> Answered<Metrics> {
+        answer(Ok(metrics::metrics_response(&state.pipeline).await))
     }
 
     /// NATS, JetStream and the object store: 200 when all answer. Needs no key.
     #[oai(path = "/health", method = "get", tag = "Tag::Service")]
-    async fn health(&self, state: Data<&ApiState>) -> Answer<HealthAnswers> {
-        Answer::from(Ok(crate::health_check(&state).await))
+    async fn health(&self, state: Data<&ApiState>) -> Answered<HealthAnswers> {
+        answer(Ok(crate::health_check(&state).await))
     }
 
     /// OpenAI's transcription: the answer comes when the job ends (`stream=true`: as it runs).
@@ -180,8 +189,8 @@ impl Routes {
         state: Data<&ApiState>,
         caller: Data<&Caller>,
         job: Upload<TranscriptionForm>,
-    ) -> Answer<OpenAiAudio> {
-        Answer::from(Ok(openai::create(&state, &caller, job.job).await))
+    ) -> Answered<OpenAiAudio> {
+        answer(Ok(openai::create(&state, &caller, job.job).await))
     }
 
     /// OpenAI's translation: speech in any language to English text.
@@ -191,14 +200,14 @@ impl Routes {
         state: Data<&ApiState>,
         caller: Data<&Caller>,
         job: Upload<TranslationForm>,
-    ) -> Answer<OpenAiAudio> {
-        Answer::from(Ok(openai::create(&state, &caller, job.job).await))
+    ) -> Answered<OpenAiAudio> {
+        answer(Ok(openai::create(&state, &caller, job.job).await))
     }
 
     /// OpenAI's list of models: `whisper-1` (the default) and each model served.
     #[oai(path = "/v1/models", method = "get", tag = "Tag::OpenAi")]
-    async fn openai_models(&self, state: Data<&ApiState>) -> Answer<OpenAiModels> {
-        Answer::from(openai::list_models(&state).await)
+    async fn openai_models(&self, state: Data<&ApiState>) -> Answered<OpenAiModels> {
+        answer(openai::list_models(&state).await)
     }
 
     /// One model, as OpenAI describes it.
@@ -207,8 +216,8 @@ impl Routes {
         &self,
         state: Data<&ApiState>,
         model: Path<String>,
-    ) -> Answer<OpenAiModel> {
-        Answer::from(openai::retrieve_model(&state, &model).await)
+    ) -> Answered<OpenAiModel> {
+        answer(openai::retrieve_model(&state, &model).await)
     }
 }
 
@@ -219,18 +228,18 @@ pub(crate) struct WebPages;
 #[OpenApi]
 impl WebPages {
     #[oai(path = "/", method = "get", hidden)]
-    async fn web_page(&self) -> Answer<WebPage> {
-        Answer::from(Ok(web::page(web::HTML, web::INDEX)))
+    async fn web_page(&self) -> Answered<WebPage> {
+        answer(Ok(web::page(web::HTML, web::INDEX)))
     }
 
     #[oai(path = "/web/app.js", method = "get", hidden)]
-    async fn web_script(&self) -> Answer<WebPage> {
-        Answer::from(Ok(web::page(web::JAVASCRIPT, web::SCRIPT)))
+    async fn web_script(&self) -> Answered<WebPage> {
+        answer(Ok(web::page(web::JAVASCRIPT, web::SCRIPT)))
     }
 
     #[oai(path = "/web/style.css", method = "get", hidden)]
-    async fn web_style(&self) -> Answer<WebPage> {
-        Answer::from(Ok(web::page(web::CSS, web::STYLE)))
+    async fn web_style(&self) -> Answered<WebPage> {
+        answer(Ok(web::page(web::CSS, web::STYLE)))
     }
 }
 
@@ -279,15 +288,15 @@ pub(crate) struct Answer<D> {
     documented: PhantomData<fn() -> D>,
 }
 
-impl<D> From<Result<Response, ApiError>> for Answer<D> {
-    fn from(answer: Result<Response, ApiError>) -> Self {
-        let response =
-            answer.unwrap_or_else(|refused| poem::error::ResponseError::as_response(&refused));
-        Self {
-            response,
-            documented: PhantomData,
-        }
-    }
+/// An operation's outcome: a refusal stays an error, for the log and the middleware.
+pub(crate) type Answered<D> = poem::Result<Answer<D>>;
+
+fn answer<D>(outcome: Result<Response, ApiError>) -> Answered<D> {
+    let response = outcome?;
+    Ok(Answer {
+        response,
+        documented: PhantomData,
+    })
 }
 
 impl<D: Send> IntoResponse for Answer<D> {
@@ -299,14 +308,12 @@ impl<D: Send> IntoResponse for Answer<D> {
 impl<D: Documented> ApiResponse for Answer<D> {
     fn meta() -> MetaResponses {
         let mut responses: Vec<MetaResponse> = D::RESPONSES.iter().map(Doc::meta).collect();
-        if !D::PUBLIC {
-            responses.push(UNAUTHORIZED.meta());
-        }
+        responses.extend(D::AUTH.unauthorized().map(|doc| doc.meta()));
         MetaResponses { responses }
     }
 
     fn register(registry: &mut Registry) {
-        for doc in D::RESPONSES.iter().chain([&UNAUTHORIZED]) {
+        for doc in D::RESPONSES.iter().chain(D::AUTH.unauthorized()) {
             if let Body::Json { register, .. } = doc.body {
                 register(registry);
             }
@@ -317,8 +324,25 @@ impl<D: Documented> ApiResponse for Answer<D> {
 /// The responses a route can give.
 pub(crate) trait Documented: Send {
     const RESPONSES: &'static [Doc];
-    /// Served without a key.
-    const PUBLIC: bool = false;
+    const AUTH: Auth = Auth::Key;
+}
+
+/// Whether a route needs a key, and the shape of its 401.
+pub(crate) enum Auth {
+    Key,
+    /// Refused in OpenAI's shape, as every refusal under `/v1/`.
+    OpenAiKey,
+    Public,
+}
+
+impl Auth {
+    fn unauthorized(&self) -> Option<&'static Doc> {
+        match self {
+            Auth::Key => Some(&UNAUTHORIZED),
+            Auth::OpenAiKey => Some(&OPENAI_UNAUTHORIZED),
+            Auth::Public => None,
+        }
+    }
 }
 
 /// One response: its status, when it comes, and its body.
@@ -384,13 +408,13 @@ fn media(content_type: &'static str, schema: MetaSchemaRef) -> MetaMediaType {
 
 /// Declares a [`Documented`] type: `name: [(status, "when", body), …]`.
 macro_rules! responses {
-    ($(#[$doc:meta])* $name:ident $(public $public:literal)?: [$(($status:literal, $description:literal, $body:expr)),* $(,)?]) => {
+    ($(#[$doc:meta])* $name:ident $(($auth:expr))?: [$(($status:literal, $description:literal, $body:expr)),* $(,)?]) => {
         $(#[$doc])*
         pub(crate) struct $name;
 
         impl Documented for $name {
             const RESPONSES: &'static [Doc] = &[$(Doc { status: $status, description: $description, body: $body }),*];
-            $(const PUBLIC: bool = $public;)?
+            $(const AUTH: Auth = $auth;)?
         }
     };
 }
@@ -402,6 +426,11 @@ const UNAUTHORIZED: Doc = Doc {
     description: "No API key, or not a valid one (when the server has keys)",
     body: ERROR,
 };
+const OPENAI_UNAUTHORIZED: Doc = Doc {
+    status: 401,
+    description: "No API key, or not a valid one (`code`: `invalid_api_key`)",
+    body: OPENAI_ERROR,
+};
 
 responses!(Submitted: [
     (202, "Accepted: the job is queued", json::<schemas::AcceptedJob>()),
@@ -409,23 +438,24 @@ responses!(Submitted: [
     (400, "No file, a body that is not multipart or a malformed one, a bad Idempotency-Key", ERROR),
     (413, "The file is larger than MAX_FILE_SIZE", ERROR),
     (422, "An empty file, or a form field that is not valid (the detail names it)", ERROR),
-    (429, "Too many submissions, or too many uploads at once (see Retry-After)", ERROR),
+    (429, "RATE_LIMIT: too many submissions (see Retry-After)", ERROR),
     (431, "A part's headers are too long", ERROR),
-    (503, "The job store or the object store is unavailable", ERROR),
+    (500, "The job could not be queued", ERROR),
+    (503, "Too many uploads at once (MAX_CONCURRENT_UPLOADS), or a store is unavailable (see Retry-After)", ERROR),
     (507, "The store's disk is too full to take uploads", ERROR),
 ]);
 
 responses!(Waited: [
     (200, "The job completed: its result", json::<schemas::EndedJob>()),
-    (500, "The job failed", json::<schemas::EndedJob>()),
+    (500, "The job failed (`EndedJob`), or its result is missing", json::<schemas::Failed>()),
     (410, "The job was cancelled", json::<schemas::EndedJob>()),
     (504, "SYNC_TIMEOUT passed: the job goes on; poll /result", json::<schemas::StillRunning>()),
     (400, "No file, a body that is not multipart or a malformed one", ERROR),
     (413, "The file is larger than MAX_FILE_SIZE", ERROR),
     (422, "An empty file, or a form field that is not valid (the detail names it)", ERROR),
-    (429, "Too many submissions or waits at once", ERROR),
+    (429, "RATE_LIMIT: too many submissions", ERROR),
     (431, "A part's headers are too long", ERROR),
-    (503, "A store is unavailable, or the job cannot be followed", ERROR),
+    (503, "Too many uploads or waits at once, a store is unavailable, or the job cannot be followed (`StillRunning`: it goes on)", json::<schemas::Unavailable>()),
     (507, "The store's disk is too full to take uploads", ERROR),
 ]);
 
@@ -448,7 +478,7 @@ responses!(ResultAnswers: [
     (200, "The job completed: its result, or the file of `format`",
      json_or_text::<schemas::EndedJob>(&["text/plain", "application/x-subrip", "text/vtt"])),
     (202, "The job is still running", json::<schemas::RunningJob>()),
-    (500, "The job failed", json::<schemas::EndedJob>()),
+    (500, "The job failed (`EndedJob`), or its result is missing", json::<schemas::Failed>()),
     (410, "The job was cancelled", json::<schemas::EndedJob>()),
     (400, "job_id or format is not valid", ERROR),
     (404, "No such job (or another key's)", ERROR),
@@ -490,33 +520,35 @@ responses!(Metrics: [
     (200, "OpenMetrics text", Body::Text(&["application/openmetrics-text"])),
 ]);
 
-responses!(HealthAnswers public true: [
+responses!(HealthAnswers (Auth::Public): [
     (200, "Every dependency answers", json::<schemas::Health>()),
     (503, "A dependency does not answer", json::<schemas::Health>()),
 ]);
 
-responses!(OpenAiAudio: [
+responses!(OpenAiAudio (Auth::OpenAiKey): [
     (200, "The transcript in `response_format`; with `stream=true`, `transcript.text.delta` events then `transcript.text.done`",
      json_or_text::<schemas::TranscriptionBody>(&["text/plain", "text/event-stream"])),
     (400, "A form field is not valid (`param` names it)", OPENAI_ERROR),
     (410, "The job was cancelled", OPENAI_ERROR),
     (413, "The file is larger than MAX_FILE_SIZE", OPENAI_ERROR),
-    (429, "Too many requests", OPENAI_ERROR),
+    (429, "RATE_LIMIT: too many requests", OPENAI_ERROR),
+    (431, "A part's headers are too long", OPENAI_ERROR),
     (500, "The transcription failed", OPENAI_ERROR),
-    (503, "A store is unavailable, or the job has not ended in SYNC_TIMEOUT (the X-Job-Id header names it)", OPENAI_ERROR),
+    (503, "Too many uploads or waits at once, or a store is unavailable", OPENAI_ERROR),
+    (504, "SYNC_TIMEOUT passed: the job goes on (X-Job-Id names it; poll /result)", OPENAI_ERROR),
     (507, "The store's disk is too full", OPENAI_ERROR),
 ]);
 
-responses!(WebPage public true: [
+responses!(WebPage (Auth::Public): [
     (200, "The web page, its script or its style", Body::Text(&["text/html"])),
 ]);
 
-responses!(OpenAiModels: [
+responses!(OpenAiModels (Auth::OpenAiKey): [
     (200, "The models", json::<schemas::ModelList>()),
     (503, "The queues cannot be read", OPENAI_ERROR),
 ]);
 
-responses!(OpenAiModel: [
+responses!(OpenAiModel (Auth::OpenAiKey): [
     (200, "The model", json::<schemas::Model>()),
     (404, "Not served", OPENAI_ERROR),
     (503, "The queues cannot be read", OPENAI_ERROR),
@@ -543,7 +575,10 @@ impl<'a, F: UploadForm> ApiExtractor<'a> for Upload<F> {
 
     fn request_meta() -> Option<MetaRequest> {
         Some(MetaRequest {
-            description: Some("multipart/form-data, streamed: put the options before `file`"),
+            description: Some(
+                "multipart/form-data, streamed: put the options before `file` (`/process`'s are \
+                 also read from the query string)",
+            ),
             content: vec![media("multipart/form-data", form_schema(F::FIELDS))],
             required: true,
         })

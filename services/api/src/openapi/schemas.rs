@@ -201,7 +201,8 @@ pub struct Segment {
 pub struct LanguageDetection {
     pub language: String,
     pub probability: f64,
-    /// `detected` or `requested`.
+    /// `whisper` (detected), `user` (the job's `language`), `model` (an English-only model) or
+    /// `text` (read from the transcript's text, when Whisper was unsure).
     pub source: String,
     #[oai(nullable)]
     pub text_check: Option<Value>,
@@ -354,8 +355,7 @@ pub struct ModelList {
 #[derive(Object)]
 pub struct OpenAiErrorDetail {
     pub message: String,
-    /// `invalid_request_error`, `authentication_error`, `not_found_error`, `rate_limit_error`,
-    /// `server_error`.
+    /// `invalid_request_error`, `rate_limit_error` or `server_error`.
     pub r#type: String,
     /// The form field at fault.
     #[oai(nullable)]
@@ -368,4 +368,18 @@ pub struct OpenAiErrorDetail {
 #[derive(Object)]
 pub struct OpenAiError {
     pub error: OpenAiErrorDetail,
+}
+
+/// A 500 of `/result` and the synchronous routes: the job failed, or its result is missing.
+#[derive(Union)]
+pub enum Failed {
+    Ended(Box<EndedJob>),
+    Error(Error),
+}
+
+/// A 503 of the synchronous routes: the job goes on (`StillRunning`), or it was never submitted.
+#[derive(Union)]
+pub enum Unavailable {
+    StillRunning(StillRunning),
+    Error(Error),
 }
