@@ -4,8 +4,9 @@
 Opens the page, gives the API key when the server wants one (first checking that the page asks
 for it and turns a wrong key away), uploads a media file, waits for the job's progress to reach
 100 % and for the transcript, plays a segment and a word from the uploaded media, checks the
-language, downloads the SRT, and keeps a screenshot. Prints a JSON summary on stdout; exits 1
-with a message on stderr at the first failure.
+language, downloads the SRT, checks that no API key went into an address or localStorage, and
+keeps a screenshot. Prints a JSON summary on stdout; exits 1 with a message on stderr at the
+first failure.
 
 usage: page_test.py --url http://127.0.0.1:8000 --file tests/fixtures/jfk.flac \\
            --screenshot target/web-page.png [--api-key KEY] [--chromium /usr/bin/chromium]
@@ -243,12 +244,25 @@ def check_download(page, job, media_path, deadline, summary):
                       "head": content.splitlines()[:3]}
 
 
+def check_key_kept(page, key, urls, summary):
+    """The keys typed go in headers only: never in an address (logs, history, Referer), never
+    in storage that outlives the tab."""
+    keys = [key, WRONG_KEY] if key else []
+    leaked = [url for url in urls if any(secret in url for secret in keys)]
+    check(not leaked, f"an API key went into an address: {leaked}")
+    lasting = page.evaluate("() => JSON.stringify(localStorage)")
+    check(not any(secret in lasting for secret in keys), "an API key was kept in localStorage")
+    check(not any(secret in page.url for secret in keys), "an API key is in the page's address")
+    summary["key_only_in_headers"] = True
+
+
 def run(args, summary):
     deadline = Deadline(args.timeout)
     screenshot = Path(args.screenshot)
     screenshot.parent.mkdir(parents=True, exist_ok=True)
     problems = []  # console errors and uncaught exceptions of the page
     http_errors = summary["http_errors"] = []  # the 401s of the key prompt belong here
+    urls = []  # every address the page asked for
     started = time.monotonic()
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(
@@ -266,6 +280,7 @@ def run(args, summary):
             page.on("pageerror", lambda error: problems.append(f"exception: {error}"))
             page.on("response", lambda response: response.status >= 400 and http_errors.append(
                 f"{response.status} {response.request.method} {response.url}"))
+            page.on("request", lambda request: urls.append(request.url))
             page.add_init_script(WATCH_PROGRESS)
             page.goto(args.url, wait_until="load", timeout=deadline.ms(60))
             try:
@@ -288,6 +303,7 @@ def run(args, summary):
                 # The key prompt's 401s are expected; any other error answer is not.
                 refused = [error for error in http_errors if not error.startswith("401 ")]
                 check(not refused, f"the page got error answers: {refused}")
+                check_key_kept(page, args.api_key, urls, summary)
             finally:
                 # Kept even when a check fails: it shows where the page stood.
                 try:

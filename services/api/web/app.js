@@ -24,9 +24,25 @@ const WHISPER_LANGUAGES = ('en zh de es ru ko fr ja pt tr pl ca nl ar sv it id h
   'cs ro da hu ta no th ur hr bg lt la mi ml cy sk te fa lv bn sr az sl kn et mk br eu is hy ne mn ' +
   'bs kk sq sw gl mr pa si km sn yo so af oc ka be tg sd gu am yi lo uz fo ht ps tk nn mt sa lb my ' +
   'bo tl mg as tt haw ln ha ba jw su').split(' ');
-// After this many event streams in a row fail, a job is followed by polling /status instead.
+// After this many event streams in a row fail, a job is followed by polling /status instead,
+// and its stream is tried again after STREAM_RETRY_POLLS polls.
 const MAX_STREAM_FAILURES = 5;
+const STREAM_RETRY_POLLS = 15;
 const POLL_INTERVAL_MS = 2000;
+// A browser opens at most six HTTP/1.1 connections to a server (for all its tabs together), and
+// each event stream holds one for as long as its job runs: past this many, jobs poll /status, so
+// that uploads, cancels, results and downloads (and a second tab) always find a connection.
+const MAX_LIVE_STREAMS = 2;
+// The server sends a comment every 15 s on an idle stream: this long without a byte, the
+// connection is taken as dead (a peer gone without closing it) and the stream is opened again.
+const STREAM_SILENCE_MS = 45000;
+// Past this many segments, those out of sight are not laid out (style.css, `.segments.long`).
+const LONG_TRANSCRIPT = 500;
+// The server refuses a file name over this many bytes of UTF-8.
+const MAX_NAME_BYTES = 255;
+// A refusal for a while (429, 503 with Retry-After) is tried again by itself when it asks to wait
+// at most this long.
+const MAX_RETRY_AFTER_S = 300;
 
 const $ = (selector, root = document) => root.querySelector(selector);
 
@@ -53,12 +69,15 @@ function languageName(code) {
 
 /** Seconds as h:mm:ss or m:ss (tenths with `precise`). */
 function clock(seconds, precise = false) {
-  const value = Math.max(0, Number(seconds) || 0);
-  const whole = precise ? Math.floor(value) : Math.round(value);
+  const number = Number(seconds);
+  const value = Number.isFinite(number) ? Math.max(0, number) : 0;
+  // Tenths counted whole (1.2 s is not 1.1999… s), with room for a float's last bit.
+  const tenths = Math.floor(value * 10 + 1e-6);
+  const whole = precise ? Math.floor(tenths / 10) : Math.round(value);
   const hours = Math.floor(whole / 3600);
   const minutes = Math.floor(whole / 60) % 60;
   let secs = String(whole % 60).padStart(2, '0');
-  if (precise) secs += '.' + Math.floor((value - whole) * 10);
+  if (precise) secs += `.${tenths % 10}`;
   return hours > 0 ? `${hours}:${String(minutes).padStart(2, '0')}:${secs}` : `${minutes}:${secs}`;
 }
 
@@ -72,6 +91,25 @@ function bytes(count) {
   }
   const digits = unit === 0 || value >= 100 ? 0 : 1;
   return `${value.toFixed(digits)} ${units[unit]}`;
+}
+
+/** The file's name as sent: one the server would refuse as too long is cut, keeping its
+ * extension (the page still shows, and names downloads after, the whole name). */
+function uploadName(name) {
+  const encoder = new TextEncoder();
+  const size = (text) => encoder.encode(text).length;
+  if (size(name) <= MAX_NAME_BYTES) return name;
+  const dot = name.lastIndexOf('.');
+  const extension = dot > 0 && name.length - dot <= 16 ? name.slice(dot) : '';
+  const tail = `\u2026${extension}`;
+  let budget = MAX_NAME_BYTES - size(tail);
+  let kept = '';
+  for (const character of name.slice(0, name.length - extension.length)) {
+    budget -= size(character);
+    if (budget < 0) break;
+    kept += character;
+  }
+  return kept + tail;
 }
 
 function baseName(filename) {
@@ -152,7 +190,13 @@ async function errorDetail(response) {
   } catch {
     // not JSON
   }
-  return text.trim().slice(0, 300) || `${response.status} ${response.statusText}`.trim();
+  // A proxy's error page is markup, not words for the user: its status line says as much.
+  const type = response.headers.get('Content-Type') || '';
+  const plain = text.trim();
+  if (!plain || type.includes('html') || plain.startsWith('<')) {
+    return `${response.status} ${response.statusText}`.trim();
+  }
+  return plain.slice(0, 300);
 }
 
 /** fetch() with the key; a 401 asks for a key and throws. */
@@ -247,8 +291,9 @@ function fillLanguages() {
 // ---------------------------------------------------------------------------------------------
 // Server-Sent Events over fetch (EventSource cannot send an Authorization header)
 
-/** Yields {type, data, id} for each event of an SSE body, as the HTML standard parses them. */
-async function* readEvents(body) {
+/** Yields {type, data, id} for each event of an SSE body, as the HTML standard parses them;
+ * `onChunk` is called for every piece read (keep-alive comments included). */
+async function* readEvents(body, onChunk = () => {}) {
   const reader = body.pipeThrough(new TextDecoderStream()).getReader();
   let buffer = '';
   let first = true;
@@ -259,6 +304,7 @@ async function* readEvents(body) {
   try {
     for (;;) {
       const { value, done } = await reader.read();
+      onChunk();
       // At the end, a CR held back as maybe half of a CRLF ends its line after all.
       if (done && !buffer.endsWith('\r')) break;
       buffer += done ? '\n' : value;
@@ -299,6 +345,7 @@ async function* readEvents(body) {
 // Jobs
 
 const uploads = { queue: [], running: false };
+const liveStreams = { open: 0 };
 
 function enqueueUpload(job) {
   uploads.queue.push(job);
@@ -330,6 +377,7 @@ class Job {
     this.cancelled = false;
     this.removed = false;
     this.xhr = null;
+    this.pause = null; // AbortController of a wait before uploading again
     this.follow = null; // AbortController of the event stream
     this.mediaUrl = null;
     this.urls = [];
@@ -374,7 +422,7 @@ class Job {
     if (model) form.append('model', model);
     if (words) form.append('word_timestamps', 'true');
     if (translate) form.append('task', 'translate');
-    form.append('file', this.file, this.file.name);
+    form.append('file', this.file, uploadName(this.file.name));
     return form;
   }
 
@@ -406,7 +454,11 @@ class Job {
         const rate = seconds > 0.2 ? ` · ${bytes(event.loaded / seconds)}/s` : '';
         text.textContent = `${bytes(Math.min(event.loaded, total))} of ${bytes(total)}${rate}`;
       });
-      xhr.addEventListener('load', () => resolve({ status: xhr.status, body: xhr.responseText }));
+      xhr.addEventListener('load', () => resolve({
+        status: xhr.status,
+        body: xhr.responseText,
+        retryAfter: xhr.getResponseHeader('Retry-After'),
+      }));
       xhr.addEventListener('error', () => resolve({ status: 0, body: '' }));
       xhr.addEventListener('abort', () => resolve({ status: -1, body: '' }));
       xhr.send(this.form());
@@ -435,6 +487,23 @@ class Job {
     }
     const detail = (body && (body.detail || (body.error && body.error.message))) ||
       (answer.status === 0 ? 'the connection failed' : `HTTP ${answer.status}`);
+    const retryAfter = Number(answer.retryAfter);
+    if ((answer.status === 429 || answer.status === 503) && answer.retryAfter !== null &&
+        Number.isFinite(retryAfter) && retryAfter >= 0 && retryAfter <= MAX_RETRY_AFTER_S) {
+      // Busy or over the rate limit: wait as asked, holding the queue (the next file would be
+      // refused too), then upload again.
+      const seconds = Math.max(1, Math.ceil(retryAfter));
+      this.idempotencyKey = newKey();
+      this.status = 'waiting';
+      this.setBadge('Server busy', 'waiting');
+      this.showError(`${detail}. Trying again in ${seconds} s…`);
+      this.pause = new AbortController();
+      await sleep(seconds * 1000, this.pause.signal);
+      this.pause = null;
+      if (this.removed || this.cancelled) return;
+      await this.upload();
+      return;
+    }
     if (answer.status === 401) {
       auth.refused(detail);
       this.uploadFailed(`The server wants an API key. Upload again once it is set.`, false);
@@ -472,6 +541,7 @@ class Job {
       this.el('.work').hidden = true;
       this.el('.result').hidden = true;
       this.el('.upload-bar').value = 0;
+      this.el('.upload-text').textContent = '';
     }
     // Options changed since (after a refusal, say): the upload is a new submission.
     const options = currentOptions();
@@ -495,6 +565,7 @@ class Job {
     }
     if (!this.jobId) {
       this.cancelled = true;
+      if (this.pause) this.pause.abort();
       this.finish('cancelled', 'Cancelled before upload.');
       return;
     }
@@ -517,6 +588,7 @@ class Job {
   remove() {
     this.removed = true;
     if (this.xhr) this.xhr.abort();
+    if (this.pause) this.pause.abort();
     if (this.follow) this.follow.abort();
     for (const url of this.urls) URL.revokeObjectURL(url);
     this.urls = [];
@@ -540,96 +612,132 @@ class Job {
     });
   }
 
+  /** Follows the job to its end: by its event stream while a connection can be spared for it
+   * (MAX_LIVE_STREAMS) and the stream works, by polling /status otherwise. */
   async followEvents(signal) {
-    let lastId = null;
-    let failures = 0;
-    const path = `/events/${encodeURIComponent(this.jobId)}`;
+    const stream = { lastId: null };
+    let failures = 0; // streams in a row that broke
+    let polls = 0; // polls since the stream was given up
     while (!this.ended && !signal.aborted) {
-      if (failures >= MAX_STREAM_FAILURES) {
-        await this.pollStatus(signal);
-        return;
-      }
-      try {
-        const headers = { Accept: 'text/event-stream' };
-        if (lastId !== null) headers['Last-Event-ID'] = lastId;
-        const response = await api(path, { headers, signal });
-        if (response.status === 204) {
-          // The job has ended and we have its last event: read where it stands.
-          await this.pollStatus(signal);
-          return;
+      const streamWanted = failures < MAX_STREAM_FAILURES || polls >= STREAM_RETRY_POLLS;
+      if (streamWanted && liveStreams.open < MAX_LIVE_STREAMS) {
+        polls = 0;
+        liveStreams.open += 1;
+        let outcome;
+        try {
+          outcome = await this.readStream(signal, stream);
+        } finally {
+          liveStreams.open -= 1;
         }
-        if (!response.ok || !response.body) {
-          const detail = await errorDetail(response);
-          if (response.status === 404 || response.status === 400) {
-            this.finish('failed', `The server does not know this job: ${detail}`);
-            return;
-          }
-          throw new HttpError(response.status, detail);
-        }
-        for await (const event of readEvents(response.body)) {
-          if (event.id !== null) lastId = event.id;
-          failures = 0;
-          let payload;
-          try {
-            payload = JSON.parse(event.data);
-          } catch {
-            continue;
-          }
-          if (payload && typeof payload === 'object') {
-            this.update({ ...payload, kind: payload.kind || event.type });
-          }
-          if (this.ended) return;
-        }
-        // The stream ended before the job: reconnect after the last event we have.
-        failures += 1;
-      } catch (error) {
-        if (signal.aborted) return;
-        if (error.status === 401) {
+        if (outcome === 'unauthorized') {
           await auth.ready();
           continue;
         }
-        failures += 1;
+        if (outcome === 'over' || this.ended || signal.aborted) {
+          // 204: the job has ended and we have its last event: read where it stands.
+          if (!this.ended && !signal.aborted) await this.pollOnce(signal);
+          if (!this.ended && !signal.aborted) await sleep(POLL_INTERVAL_MS, signal);
+          continue;
+        }
+        failures = outcome === 'broken-after-events' ? 1 : failures + 1;
+        this.el('.work-detail').textContent = ' · connection lost, reconnecting…';
+        await sleep(backoff(failures - 1), signal);
+        continue;
       }
-      this.el('.work-detail').textContent = ' · connection lost, reconnecting…';
-      await sleep(backoff(failures - 1), signal);
+      // No stream for now: poll, and take a stream when one is free (or worth another try).
+      const answered = await this.pollOnce(signal);
+      if (answered === 'unauthorized') {
+        await auth.ready();
+        continue;
+      }
+      if (failures >= MAX_STREAM_FAILURES) polls += 1;
+      if (!this.ended) await sleep(answered ? POLL_INTERVAL_MS : backoff(3), signal);
     }
   }
 
-  /** Follows the job through GET /status, when its events cannot be had. */
-  async pollStatus(signal) {
-    let failures = 0;
-    const path = `/status/${encodeURIComponent(this.jobId)}`;
-    while (!this.ended && !signal.aborted) {
-      try {
-        const response = await api(path, { signal });
-        if (response.status === 404) {
-          this.finish('failed', 'The server no longer knows this job.');
-          return;
+  /** Reads the job's event stream once, after `stream.lastId`. Returns 'ended' (the job or this
+   * card), 'over' (204: no event after ours), 'unauthorized', or 'broken' ('broken-after-events'
+   * when some events came first). */
+  async readStream(signal, stream) {
+    // Its own abort: the card's, or a stream silent for too long.
+    const attempt = new AbortController();
+    const stop = () => attempt.abort();
+    signal.addEventListener('abort', stop, { once: true });
+    let silence = setTimeout(stop, STREAM_SILENCE_MS);
+    const heard = () => {
+      clearTimeout(silence);
+      silence = setTimeout(stop, STREAM_SILENCE_MS);
+    };
+    let received = false;
+    try {
+      const headers = { Accept: 'text/event-stream' };
+      if (stream.lastId !== null) headers['Last-Event-ID'] = stream.lastId;
+      const response = await api(`/events/${encodeURIComponent(this.jobId)}`,
+        { headers, signal: attempt.signal });
+      if (response.status === 204) return 'over';
+      if (!response.ok || !response.body) {
+        const detail = await errorDetail(response);
+        if (response.status === 404 || response.status === 400) {
+          this.finish('failed', `The server does not know this job: ${detail}`);
+          return 'ended';
         }
-        if (!response.ok) throw new HttpError(response.status, await errorDetail(response));
-        const body = await response.json();
-        failures = 0;
-        this.update({
-          kind: FINAL_STATUSES.has(body.status) ? body.status : 'status',
-          status: body.status,
-          progress: body.progress,
-          stage: STEP_STAGE[body.step] || null,
-          eta_s: body.eta_seconds,
-          duration_s: body.duration_s,
-          error_message: body.error_message,
-        });
-        if (this.ended) return;
-        await sleep(POLL_INTERVAL_MS, signal);
-      } catch (error) {
-        if (signal.aborted) return;
-        if (error.status === 401) {
-          await auth.ready();
+        return 'broken';
+      }
+      heard();
+      for await (const event of readEvents(response.body, heard)) {
+        if (event.id !== null) stream.lastId = event.id;
+        received = true;
+        let payload;
+        try {
+          payload = JSON.parse(event.data);
+        } catch {
           continue;
         }
-        failures += 1;
-        this.el('.work-detail').textContent = ` · cannot reach the server (${error.message}); retrying…`;
-        await sleep(backoff(failures), signal);
+        if (payload && typeof payload === 'object') {
+          this.update({ ...payload, kind: payload.kind || event.type });
+        }
+        if (this.ended) return 'ended';
       }
+      // The stream ended before the job: open it again after the last event we have.
+    } catch (error) {
+      if (signal.aborted) return 'ended';
+      if (error.status === 401) return 'unauthorized';
+    } finally {
+      clearTimeout(silence);
+      signal.removeEventListener('abort', stop);
+      attempt.abort(); // lets go of the connection, whatever is left of the body
+    }
+    return received ? 'broken-after-events' : 'broken';
+  }
+
+  /** Reads the job's state once through GET /status. Returns true when answered, false when
+   * not (the card says so), or 'unauthorized'. */
+  async pollOnce(signal) {
+    try {
+      const response = await api(`/status/${encodeURIComponent(this.jobId)}`, { signal });
+      if (response.status === 404) {
+        this.finish('failed', 'The server no longer knows this job.');
+        return true;
+      }
+      if (!response.ok) throw new HttpError(response.status, await errorDetail(response));
+      const body = await response.json();
+      this.update({
+        kind: FINAL_STATUSES.has(body.status) ? body.status : 'status',
+        status: body.status,
+        progress: body.progress,
+        stage: STEP_STAGE[body.step] || null,
+        eta_s: body.eta_seconds,
+        duration_s: body.duration_s,
+        error_message: body.error_message,
+      });
+      return true;
+    } catch (error) {
+      if (signal.aborted) return true;
+      if (error.status === 401) return 'unauthorized';
+      if (!this.ended) {
+        this.el('.work-detail').textContent = ` · cannot reach the server (${error.message}); retrying…`;
+      }
+      return false;
     }
   }
 
@@ -638,7 +746,9 @@ class Job {
     if (this.ended) return;
     const kind = event.kind;
     const status = event.status;
-    if (Number.isFinite(event.progress)) this.progress = Math.max(this.progress, event.progress);
+    if (Number.isFinite(event.progress)) {
+      this.progress = Math.max(this.progress, Math.min(100, Math.round(event.progress)));
+    }
     if (Number.isFinite(event.duration_s)) this.duration = event.duration_s;
     if (event.stage && event.stage !== this.stage) {
       this.stage = event.stage;
@@ -731,7 +841,9 @@ class Job {
     if (this.follow) this.follow.abort();
     this.status = 'completed';
     this.setBadge('Completed', 'completed');
+    const hadFocus = document.activeElement === this.el('.cancel');
     this.setButtons({ dismiss: true });
+    if (hadFocus) this.el('.dismiss').focus();
     const path = `/result/${encodeURIComponent(this.jobId)}`;
     for (let attempt = 0; attempt < 20 && !this.removed; attempt += 1) {
       try {
@@ -800,18 +912,40 @@ class Job {
     }
 
     const list = this.el('.segments');
-    list.replaceChildren();
+    const items = document.createDocumentFragment();
     const segments = Array.isArray(result.segments) ? result.segments : [];
-    segments.forEach((segment, index) => list.append(this.segmentItem(segment, index)));
-    if (segments.length === 0) {
+    segments.forEach((segment, index) => {
+      if (segment && typeof segment === 'object') items.append(this.segmentItem(segment, index));
+    });
+    if (items.childNodes.length === 0) {
       const empty = document.createElement('li');
       empty.className = 'empty';
       empty.textContent = typeof result.transcript === 'string' && result.transcript
         ? result.transcript
         : 'No speech was found.';
-      list.append(empty);
+      items.append(empty);
     }
+    list.classList.toggle('long', items.childNodes.length > LONG_TRANSCRIPT);
+    list.replaceChildren(items);
+    this.indexSegments(list);
     list.addEventListener('click', (event) => this.seekTo(event));
+  }
+
+  /** The segments by start time, each with the latest end up to it, for highlight(). */
+  indexSegments(list) {
+    const timeline = Array.from(list.querySelectorAll('.segment'), (button) => ({
+      button,
+      start: Number(button.dataset.start),
+      end: Number(button.dataset.end),
+      reach: 0,
+    })).sort((a, b) => a.start - b.start);
+    let reach = -Infinity;
+    for (const entry of timeline) {
+      reach = Math.max(reach, entry.end);
+      entry.reach = reach;
+    }
+    this.timeline = timeline;
+    this.lit = new Set();
   }
 
   segmentItem(segment, index) {
@@ -838,7 +972,9 @@ class Job {
       channel.textContent = `Channel ${segment.channel}`;
       text.append(channel, ' ');
     }
-    const words = Array.isArray(segment.words) ? segment.words : [];
+    const words = Array.isArray(segment.words)
+      ? segment.words.filter((word) => word && typeof word === 'object')
+      : [];
     if (words.length > 0) {
       words.forEach((word, position) => {
         const span = document.createElement('span');
@@ -893,18 +1029,50 @@ class Job {
     if (playing && playing.catch) playing.catch(() => {});
   }
 
+  /** Marks the segments playing at `time` and their word being said. Runs on every
+   * `timeupdate`: it finds them by binary search and touches only those it marks or unmarks,
+   * however long the transcript. */
   highlight(time) {
+    const timeline = this.timeline || [];
+    let low = 0;
+    let high = timeline.length;
+    while (low < high) {
+      const middle = (low + high) >> 1;
+      if (timeline[middle].start <= time) low = middle + 1;
+      else high = middle;
+    }
+    // Segments may overlap (the channels of a split recording): go back while one may still run.
+    const playing = new Set();
+    for (let index = low - 1; index >= 0 && timeline[index].reach > time; index -= 1) {
+      if (timeline[index].end > time) playing.add(timeline[index]);
+    }
+    const before = this.lit || new Set();
+    for (const entry of before) {
+      if (!playing.has(entry)) this.mark(entry.button, false, time);
+    }
+    for (const entry of playing) this.mark(entry.button, true, time);
+    this.lit = playing;
+    // While it plays, the transcript follows: a segment that begins out of sight is scrolled to.
+    const next = Array.from(playing).find((entry) => !before.has(entry));
+    if (next && this.player && !this.player.paused) this.reveal(next.button);
+  }
+
+  /** Scrolls the transcript (not the page) to show `segment`, a third of the way down. */
+  reveal(segment) {
     const list = this.el('.segments');
-    for (const segment of list.querySelectorAll('.segment')) {
-      const active = time >= Number(segment.dataset.start) && time < Number(segment.dataset.end);
-      segment.classList.toggle('playing', active);
-      if (active) segment.setAttribute('aria-current', 'true');
-      else segment.removeAttribute('aria-current');
-      if (!active && !segment.querySelector('.word.spoken')) continue;
-      for (const word of segment.querySelectorAll('.word')) {
-        word.classList.toggle('spoken', active && time >= Number(word.dataset.start) &&
-          time < Number(word.dataset.end));
-      }
+    const box = list.getBoundingClientRect();
+    const item = segment.getBoundingClientRect();
+    if (item.top >= box.top && item.bottom <= box.bottom) return;
+    list.scrollTop += item.top - box.top - box.height / 3;
+  }
+
+  mark(segment, active, time) {
+    segment.classList.toggle('playing', active);
+    if (active) segment.setAttribute('aria-current', 'true');
+    else segment.removeAttribute('aria-current');
+    for (const word of segment.querySelectorAll('.word')) {
+      word.classList.toggle('spoken', active && time >= Number(word.dataset.start) &&
+        time < Number(word.dataset.end));
     }
   }
 
