@@ -6,8 +6,6 @@ use std::collections::BTreeMap;
 use std::io::Write as _;
 use std::process::{Command, Stdio};
 
-use crate::reference::repo_root;
-
 /// Parses with `prometheus_client.openmetrics.parser` and prints every family and sample as
 /// JSON.
 const PARSE: &str = r#"
@@ -46,12 +44,7 @@ pub struct Scrape(pub Vec<Family>);
 impl Scrape {
     /// Parses `text`, panicking with the parser's reason if Prometheus could not read it.
     pub fn parse(text: &str) -> Scrape {
-        let python = repo_root().join("vendor/python/bin/python");
-        assert!(
-            python.is_file(),
-            "{} is missing: run `make pytools`",
-            python.display()
-        );
+        let python = crate::reference::pytools_python();
         let mut child = Command::new(python)
             .args(["-c", PARSE])
             .stdin(Stdio::piped())

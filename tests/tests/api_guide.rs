@@ -6,7 +6,7 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
-use jetscribe_tests::reference::repo_root;
+use jetscribe_tests::reference::{pytools_python, repo_root};
 use jetscribe_tests::{TestApp, fixture};
 
 const KEY: &str = "guide-reader-key-0123456789";
@@ -76,12 +76,7 @@ async fn every_example_of_the_api_guide_runs_as_written() {
     std::fs::copy(fixture("jfk.flac"), dir.path().join("jfk.flac")).expect("copied");
     let keys = format!("reader={KEY}");
     let app = TestApp::spawn(&[("API_KEYS", keys.as_str())]).await;
-    let python = repo_root().join("vendor/python/bin/python");
-    assert!(
-        python.is_file(),
-        "{} is missing: run `make pytools`",
-        python.display()
-    );
+    let python = pytools_python();
 
     let (shell, pythons) = (code_blocks(&guide, "sh"), code_blocks(&guide, "python"));
     assert!(

@@ -146,6 +146,27 @@ async fn the_cli_submits_waits_and_reads_jobs_with_exit_codes_a_script_can_use()
         "{}",
         text(&failed.stderr)
     );
+    // Jobs by status, a page at a time.
+    let failed_jobs = jetscribe(dir, url, Some(KEY), &["jobs", "--status", "failed"]).await;
+    let listed = text(&failed_jobs.stdout);
+    assert!(
+        listed.contains("failed") && !listed.contains(&job_id),
+        "{listed}"
+    );
+    let first = jetscribe(dir, url, Some(KEY), &["jobs", "--limit", "1"]).await;
+    let more = text(&first.stderr);
+    let cursor = (more.split_whitespace().last()).expect("a cursor to the next page");
+    assert!(more.starts_with("more: jetscribe jobs --cursor"), "{more}");
+    let next = jetscribe(
+        dir,
+        url,
+        Some(KEY),
+        &["jobs", "--limit", "1", "--cursor", cursor],
+    )
+    .await;
+    assert_eq!(code(&next), 0, "{}", text(&next.stderr));
+    assert_eq!(text(&next.stdout).lines().count(), 1);
+    assert_ne!(text(&next.stdout), text(&first.stdout));
 
     // A refused request is bad usage: a job id that is not one, a missing key.
     // A job id that is not one never reaches the server (no path to another route).

@@ -5,7 +5,7 @@
 
 use std::process::Command;
 
-use jetscribe_tests::reference::repo_root;
+use jetscribe_tests::reference::pytools_python;
 use jetscribe_tests::{JFK_REFERENCE, TestApp, fixture, word_error_rate};
 use serde_json::Value;
 
@@ -79,12 +79,7 @@ print(json.dumps(results))
 
 /// Runs [`CALLS`] against the app; returns each call's outcome by name.
 fn run_client(app: &TestApp) -> Value {
-    let python = repo_root().join("vendor/python/bin/python");
-    assert!(
-        python.is_file(),
-        "{} is missing: run `make pytools`",
-        python.display()
-    );
+    let python = pytools_python();
     let output = Command::new(python)
         .args(["-c", CALLS, &app.base_url, KEY])
         .arg(fixture("jfk.flac"))

@@ -75,10 +75,17 @@ enum ClientCommand {
     },
     /// Follows a job until it ends.
     Watch { job_id: Uuid },
-    /// Your jobs, newest first.
+    /// Your jobs, newest first, a page at a time.
     Jobs {
-        #[arg(long, default_value_t = 20)]
+        /// Jobs on the page.
+        #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=100))]
         limit: u32,
+        /// Only the jobs in this status.
+        #[arg(long, value_parser = ["pending", "processing", "completed", "failed", "cancelled"])]
+        status: Option<String>,
+        /// The page after the one that printed this cursor.
+        #[arg(long)]
+        cursor: Option<String>,
     },
     /// Cancels a job that has not ended.
     Cancel { job_id: Uuid },
@@ -168,8 +175,18 @@ async fn run(cli: ClientCli) -> Result<Exit, ClientError> {
             Ok(Exit::Done)
         }
         ClientCommand::Watch { job_id } => Ok(follow(&api, job_id, bars).await?.exit()),
-        ClientCommand::Jobs { limit } => {
-            print_jobs(&api.get_json(&format!("/jobs?limit={limit}")).await?);
+        ClientCommand::Jobs {
+            limit,
+            status,
+            cursor,
+        } => {
+            let mut query = format!("/jobs?limit={limit}");
+            for (name, value) in [("status", status), ("cursor", cursor)] {
+                if let Some(value) = value {
+                    query.push_str(&format!("&{name}={}", encode_query_value(&value)));
+                }
+            }
+            print_jobs(&api.get_json(&query).await?);
             Ok(Exit::Done)
         }
         ClientCommand::Cancel { job_id } => print_json(&api.cancel(job_id).await?),
@@ -181,8 +198,25 @@ fn print_json(body: &Value) -> Result<Exit, ClientError> {
     Ok(Exit::Done)
 }
 
-/// One line per job: id, status, progress, file name, created.
+/// A query value with everything but unreserved characters percent-encoded.
+fn encode_query_value(value: &str) -> String {
+    value
+        .bytes()
+        .map(|byte| match byte {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                char::from(byte).to_string()
+            }
+            _ => format!("%{byte:02X}"),
+        })
+        .collect()
+}
+
+/// One line per job: id, status, progress, file name, created; then, on stderr, how to get the
+/// next page.
 fn print_jobs(page: &Value) {
+    if let Some(cursor) = page["next_cursor"].as_str() {
+        eprintln!("more: jetscribe jobs --cursor {cursor}");
+    }
     for job in page["jobs"].as_array().into_iter().flatten() {
         let text = |key: &str| job[key].as_str().unwrap_or("-").to_owned();
         let progress = job["progress"].as_u64().unwrap_or(0);
