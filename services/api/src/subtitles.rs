@@ -1,11 +1,13 @@
 //! Subtitle files from segments: SubRip (SRT) and WebVTT, with cues of at most two lines of 42
-//! characters and at most 7 seconds, the common broadcast limits for readability, and cues and
-//! lines broken where the text breaks (a sentence's end, a clause's, before a conjunction), as
-//! broadcast subtitle guidelines ask.
+//! columns (a CJK character takes two) and at most 7 seconds, the common broadcast limits for
+//! readability, and cues and lines broken where the text breaks (a sentence's end, a clause's,
+//! before a conjunction; in Chinese and Japanese, written without spaces, after their
+//! punctuation), as broadcast subtitle guidelines ask.
 
 use proto_msgs::Segment;
+use unicode_width::UnicodeWidthStr;
 
-/// Characters per subtitle line.
+/// Columns per subtitle line (a CJK character takes two).
 pub const MAX_LINE_CHARS: usize = 42;
 /// Lines per cue.
 pub const MAX_LINES: usize = 2;
@@ -22,82 +24,200 @@ pub struct Cue {
     pub channel: Option<u16>,
 }
 
-/// Wraps `words` into lines of at most [`MAX_LINE_CHARS`] (a longer single word gets a line of
-/// its own).
-fn wrap(words: &[&str]) -> Vec<String> {
+/// A piece of a segment's text with its time on screen: a word, or a part of one that is too
+/// long for a line or written without spaces (Chinese, Japanese), cut after its punctuation.
+#[derive(Debug, Clone, Copy)]
+struct Piece<'a> {
+    text: &'a str,
+    /// Joined to the piece before without a space: a part of the same word.
+    glued: bool,
+    start: f64,
+    end: f64,
+}
+
+/// Columns `text` takes on screen: CJK characters take two, as subtitle guidelines count them
+/// (2 × 42 columns hold 2 × 21 Chinese characters, close to the 16–20 of broadcast practice).
+fn columns(text: &str) -> usize {
+    UnicodeWidthStr::width(text)
+}
+
+/// Columns of `pieces` written as one line: a space before each piece not glued to the one
+/// before (never before the first).
+fn line_columns(pieces: &[Piece]) -> usize {
+    pieces
+        .iter()
+        .enumerate()
+        .map(|(index, piece)| columns(piece.text) + usize::from(index > 0 && !piece.glued))
+        .sum()
+}
+
+/// `pieces` written as one line.
+fn join(pieces: &[Piece]) -> String {
+    let mut line = String::new();
+    for (index, piece) in pieces.iter().enumerate() {
+        if index > 0 && !piece.glued {
+            line.push(' ');
+        }
+        line.push_str(piece.text);
+    }
+    line
+}
+
+/// Wraps `pieces` into lines of at most `width` columns.
+fn wrap(pieces: &[Piece], width: usize) -> Vec<String> {
     let mut lines: Vec<String> = Vec::new();
-    for word in words {
-        match lines.last_mut() {
-            Some(line) if line.chars().count() + 1 + word.chars().count() <= MAX_LINE_CHARS => {
-                line.push(' ');
-                line.push_str(word);
-            }
-            _ => lines.push((*word).to_owned()),
+    let mut first = 0;
+    for end in 1..=pieces.len() {
+        if end == pieces.len() || line_columns(&pieces[first..=end]) > width {
+            lines.push(join(&pieces[first..end]));
+            first = end;
         }
     }
     lines
 }
 
-/// A word of a segment with its time on screen.
-struct TimedWord<'a> {
-    text: &'a str,
-    start: f64,
-    end: f64,
-}
+/// Punctuation after which a cue or a line may break inside a word written without spaces.
+const BREAKING_PUNCTUATION: &[char] = &[
+    '。', '！', '？', '，', '、', '；', '：', '…', '.', '!', '?', ',', ';', ':',
+];
+/// Closing marks that stay with the punctuation before them.
+const CLOSING_MARKS: &[char] = &['」', '』', '）', '》', '”', '’', '"', '\'', ')', ']', '»'];
 
-/// The words of a segment with their times: the word timestamps when the job has them, otherwise
-/// the segment's time shared among its words in proportion to their length.
-fn timed_words(segment: &Segment) -> Vec<TimedWord<'_>> {
-    let words: Vec<&str> = segment.text.split_whitespace().collect();
-    if let Some(timed) = &segment.words {
-        // Only where the timed words spell the text word for word (not in languages written
-        // without spaces, whose "words" are characters).
-        let spelled: Vec<&str> = timed.iter().map(|w| w.word.as_str()).collect();
-        if spelled == words {
-            return timed
-                .iter()
-                .map(|w| TimedWord {
-                    text: &w.word,
-                    start: w.start,
-                    end: w.end,
-                })
-                .collect();
+/// Cuts a word (a run without spaces) into pieces: after punctuation followed by more of a
+/// language written without spaces (a full-width mark, or a wide character next), then any
+/// piece still wider than a line every `width` columns.
+fn pieces_of_word(word: &str, width: usize) -> Vec<&str> {
+    let mut clauses = Vec::new();
+    let mut first = 0;
+    let mut chars = word.char_indices().peekable();
+    while let Some((_, c)) = chars.next() {
+        if !BREAKING_PUNCTUATION.contains(&c) {
+            continue;
+        }
+        while let Some((_, _)) = chars.next_if(|(_, next)| CLOSING_MARKS.contains(next)) {}
+        let Some(&(at, next)) = chars.peek() else {
+            break;
+        };
+        if columns(c.encode_utf8(&mut [0; 4])) == 2 || columns(next.encode_utf8(&mut [0; 4])) == 2 {
+            clauses.push(&word[first..at]);
+            first = at;
         }
     }
-    let total_chars: usize = words.iter().map(|w| w.chars().count() + 1).sum();
-    let span = (segment.end - segment.start).max(0.0);
-    let time_at =
-        |chars_before: usize| segment.start + span * chars_before as f64 / total_chars as f64;
-    let mut chars_before = 0;
-    words
+    clauses.push(&word[first..]);
+    clauses
         .into_iter()
-        .map(|text| {
-            let start = time_at(chars_before);
-            chars_before += text.chars().count() + 1;
-            TimedWord {
-                text,
-                start,
-                end: time_at(chars_before),
-            }
-        })
+        .flat_map(|clause| cut_to_lines(clause, width))
         .collect()
 }
 
-/// Splits segments into cues of at most two lines and seven seconds, each ending where the
-/// text breaks best (see [`cue_end`]).
+/// `text` cut into parts of at most `width` columns (at characters).
+fn cut_to_lines(text: &str, width: usize) -> Vec<&str> {
+    let mut parts = Vec::new();
+    let (mut first, mut taken) = (0, 0);
+    for (at, c) in text.char_indices() {
+        let char_width = columns(c.encode_utf8(&mut [0; 4]));
+        if taken + char_width > width && at > first {
+            parts.push(&text[first..at]);
+            (first, taken) = (at, 0);
+        }
+        taken += char_width;
+    }
+    parts.push(&text[first..]);
+    parts
+}
+
+/// The pieces of a segment with their times: from the word timestamps when the job has them
+/// and they spell the text (each piece from its first character's word to its last one's),
+/// otherwise the segment's time shared among the pieces in proportion to their length.
+fn timed_pieces(segment: &Segment, width: usize) -> Vec<Piece<'_>> {
+    let mut pieces: Vec<Piece> = segment
+        .text
+        .split_whitespace()
+        .flat_map(|word| {
+            pieces_of_word(word, width)
+                .into_iter()
+                .enumerate()
+                .map(|(index, text)| Piece {
+                    text,
+                    glued: index > 0,
+                    start: segment.start,
+                    end: segment.end,
+                })
+        })
+        .collect();
+    let timed = segment.words.as_deref().unwrap_or_default();
+    if !time_by_words(&mut pieces, timed) {
+        time_by_length(&mut pieces, segment.start, segment.end);
+    }
+    pieces
+}
+
+/// Times each piece from the words that speak its characters; false (nothing changed) when the
+/// words do not spell the pieces character for character.
+fn time_by_words(pieces: &mut [Piece], words: &[proto_msgs::Word]) -> bool {
+    let char_times: Vec<(char, f64, f64)> = words
+        .iter()
+        .flat_map(|w| {
+            w.word
+                .chars()
+                .filter(|c| !c.is_whitespace())
+                .map(|c| (c, w.start, w.end))
+        })
+        .collect();
+    let spelled = char_times.iter().map(|(c, _, _)| *c);
+    if words.is_empty() || !spelled.eq(pieces.iter().flat_map(|p| p.text.chars())) {
+        return false;
+    }
+    let mut first = 0;
+    for piece in pieces {
+        let last = first + piece.text.chars().count() - 1;
+        (piece.start, piece.end) = (char_times[first].1, char_times[last].2);
+        first = last + 1;
+    }
+    true
+}
+
+/// Shares `start..end` among the pieces in proportion to their characters (a space counted
+/// before each word).
+fn time_by_length(pieces: &mut [Piece], start: f64, end: f64) {
+    let length = |piece: &Piece| piece.text.chars().count() + usize::from(!piece.glued);
+    let total: usize = pieces.iter().map(length).sum();
+    let span = (end - start).max(0.0);
+    let time_at = |before: usize| start + span * before as f64 / total.max(1) as f64;
+    let mut before = 0;
+    for piece in pieces {
+        piece.start = time_at(before);
+        before += length(piece);
+        piece.end = time_at(before);
+    }
+}
+
+/// Splits segments into cues of at most two lines of [`MAX_LINE_CHARS`] columns and seven
+/// seconds, each ending where the text breaks best (see [`cue_end`]).
 pub fn cues(segments: &[Segment]) -> Vec<Cue> {
+    cues_beside_labels(segments, |_| 0)
+}
+
+/// [`cues`] whose lines leave room for a label of `label_columns(channel)` columns written in
+/// front of them, so that a labelled line still fits [`MAX_LINE_CHARS`].
+fn cues_beside_labels(
+    segments: &[Segment],
+    label_columns: impl Fn(Option<u16>) -> usize,
+) -> Vec<Cue> {
     let mut cues = Vec::new();
     for segment in segments {
-        let words = timed_words(segment);
-        let texts: Vec<&str> = words.iter().map(|w| w.text).collect();
+        let width = MAX_LINE_CHARS
+            .saturating_sub(label_columns(segment.channel))
+            .max(1);
+        let pieces = timed_pieces(segment, width);
         let mut first = 0;
-        while first < words.len() {
-            let last = cue_end(&words, &texts, first);
-            let start = words[first].start;
+        while first < pieces.len() {
+            let last = cue_end(&pieces, first, width);
+            let start = pieces[first].start;
             cues.push(Cue {
                 start,
-                end: words[last - 1].end.clamp(start, start + MAX_CUE_SECONDS),
-                lines: lines_of(&texts[first..last]),
+                end: pieces[last - 1].end.clamp(start, start + MAX_CUE_SECONDS),
+                lines: lines_of(&pieces[first..last], width),
                 channel: segment.channel,
             });
             first = last;
@@ -110,64 +230,51 @@ pub fn cues(segments: &[Segment]) -> Vec<Cue> {
 /// better break than that one.
 const MIN_CUE_SHARE: f64 = 1.0 / 3.0;
 
-/// Where the cue starting at word `first` ends (exclusive): the rest of the segment if it fits
+/// Where the cue starting at piece `first` ends (exclusive): the rest of the segment if it fits
 /// in two lines and seven seconds; otherwise the best break among the ends that fit, as
 /// broadcast guidelines ask: a sentence's end, then a clause's, then before a conjunction, the
 /// latest of the best kind, but never a cue shorter than [`MIN_CUE_SHARE`] of the longest.
-fn cue_end(words: &[TimedWord], texts: &[&str], first: usize) -> usize {
+fn cue_end(pieces: &[Piece], first: usize, width: usize) -> usize {
     let mut longest = first + 1;
-    while longest < words.len() {
-        let fits_lines = wrap(&texts[first..=longest]).len() <= MAX_LINES;
-        let fits_time = words[longest].end - words[first].start <= MAX_CUE_SECONDS;
+    while longest < pieces.len() {
+        let fits_lines = wrap(&pieces[first..=longest], width).len() <= MAX_LINES;
+        let fits_time = pieces[longest].end - pieces[first].start <= MAX_CUE_SECONDS;
         if !(fits_lines && fits_time) {
             break;
         }
         longest += 1;
     }
-    if longest == words.len() {
+    if longest == pieces.len() {
         return longest;
     }
-    let chars = |end: usize| {
-        texts[first..end]
-            .iter()
-            .map(|w| w.chars().count() + 1)
-            .sum::<usize>()
-    };
-    let shortest = MIN_CUE_SHARE * chars(longest) as f64;
+    let shortest = MIN_CUE_SHARE * line_columns(&pieces[first..longest]) as f64;
     (first + 1..=longest)
-        .filter(|end| chars(*end) as f64 >= shortest)
+        .filter(|end| line_columns(&pieces[first..*end]) as f64 >= shortest)
         .max_by_key(|end| {
-            (
-                break_quality(texts[end - 1], texts.get(*end).copied()),
-                *end,
-            )
+            let next = pieces.get(*end).map(|piece| piece.text);
+            (break_quality(pieces[end - 1].text, next), *end)
         })
         .unwrap_or(longest)
 }
 
 /// The lines of a cue: one if it fits; otherwise two, broken where the text breaks best, the
 /// two lines as even as they can be among breaks of that kind.
-fn lines_of(words: &[&str]) -> Vec<String> {
-    let wrapped = wrap(words);
+fn lines_of(pieces: &[Piece], width: usize) -> Vec<String> {
+    let wrapped = wrap(pieces, width);
     if wrapped.len() != MAX_LINES {
         return wrapped;
     }
-    let length = |words: &[&str]| {
-        words.iter().map(|w| w.chars().count()).sum::<usize>() + words.len().saturating_sub(1)
-    };
-    let best = (1..words.len())
-        .filter(|at| {
-            length(&words[..*at]) <= MAX_LINE_CHARS && length(&words[*at..]) <= MAX_LINE_CHARS
-        })
+    let best = (1..pieces.len())
+        .filter(|at| line_columns(&pieces[..*at]) <= width && line_columns(&pieces[*at..]) <= width)
         .max_by_key(|at| {
-            let imbalance = length(&words[..*at]).abs_diff(length(&words[*at..]));
+            let imbalance = line_columns(&pieces[..*at]).abs_diff(line_columns(&pieces[*at..]));
             (
-                break_quality(words[at - 1], Some(words[*at])),
+                break_quality(pieces[at - 1].text, Some(pieces[*at].text)),
                 std::cmp::Reverse(imbalance),
             )
         });
     match best {
-        Some(at) => vec![words[..at].join(" "), words[at..].join(" ")],
+        Some(at) => vec![join(&pieces[..at]), join(&pieces[at..])],
         None => wrapped,
     }
 }
@@ -224,15 +331,21 @@ fn timestamp(seconds: f64, decimal: char) -> String {
     )
 }
 
+/// The label of a SubRip cue's channel, written in front of its first line.
+fn srt_label(channel: Option<u16>) -> String {
+    channel
+        .map(|channel| format!("[Channel {channel}] "))
+        .unwrap_or_default()
+}
+
 /// A SubRip file; with channels=split, each cue starts with its channel (`[Channel 1] `):
-/// SubRip has no voice markup, and a label in the text is what players show as it is.
+/// SubRip has no voice markup, and a label in the text is what players show as it is, so the
+/// cue's lines leave room for it.
 pub fn srt(segments: &[Segment]) -> String {
     let mut out = String::new();
-    for (index, cue) in cues(segments).iter().enumerate() {
-        let label = cue
-            .channel
-            .map(|channel| format!("[Channel {channel}] "))
-            .unwrap_or_default();
+    let cues = cues_beside_labels(segments, |channel| columns(&srt_label(channel)));
+    for (index, cue) in cues.iter().enumerate() {
+        let label = srt_label(cue.channel);
         out.push_str(&format!(
             "{}\n{} --> {}\n{label}{}\n\n",
             index + 1,
@@ -357,9 +470,136 @@ mod tests {
             ("Short enough.", vec!["Short enough."]),
         ];
         for (text, lines) in cases {
-            let words: Vec<&str> = text.split_whitespace().collect();
-            assert_eq!(lines_of(&words), lines, "{text}");
+            assert_eq!(
+                lines_of(
+                    &timed_pieces(&segment(0.0, 5.0, text), MAX_LINE_CHARS),
+                    MAX_LINE_CHARS
+                ),
+                lines,
+                "{text}"
+            );
         }
+    }
+
+    /// The cues of `segments` hold at most two lines of [`MAX_LINE_CHARS`] columns.
+    fn assert_cues_fit(cues: &[Cue]) {
+        for cue in cues {
+            assert!(cue.lines.len() <= MAX_LINES, "{cue:?}");
+            assert!(
+                cue.lines.iter().all(|line| columns(line) <= MAX_LINE_CHARS),
+                "{cue:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn words_written_without_spaces_are_cut_after_punctuation_then_to_fit_a_line() {
+        let long = "a".repeat(100);
+        let cases: [(&str, Vec<&str>); 7] = [
+            (
+                "今日は、いい天気ですね。",
+                vec!["今日は、", "いい天気ですね。"],
+            ),
+            (
+                "他说：「好。」然后走了",
+                vec!["他说：", "「好。」", "然后走了"],
+            ),
+            ("我们,然后", vec!["我们,", "然后"]),
+            // Dots and commas inside a Latin word are no breaks.
+            ("U.S.", vec!["U.S."]),
+            ("3,14", vec!["3,14"]),
+            ("Americans,", vec!["Americans,"]),
+            (&long, vec![&long[..42], &long[42..84], &long[84..]]),
+        ];
+        for (word, pieces) in cases {
+            assert_eq!(pieces_of_word(word, MAX_LINE_CHARS), pieces, "{word}");
+        }
+        let han = "广州市房地产中介协会分析广州市房地产中介协会分析";
+        assert_eq!(
+            pieces_of_word(han, MAX_LINE_CHARS)
+                .iter()
+                .map(|p| columns(p))
+                .collect::<Vec<_>>(),
+            vec![42, 6]
+        );
+    }
+
+    #[test]
+    fn chinese_and_japanese_cues_fit_two_lines_and_break_at_their_punctuation() {
+        let zh = "广州市房地产中介协会分析，今年以来房地产市场出现了明显的变化。\
+                  成交量大幅下降，价格也开始松动，很多购房者选择观望。\
+                  专家认为这种情况还会持续一段时间。";
+        let cues = cues(&[segment(0.0, 14.0, zh)]);
+        assert_cues_fit(&cues);
+        let text: String = cues
+            .iter()
+            .flat_map(|cue| cue.lines.concat().chars().collect::<Vec<_>>())
+            .collect();
+        assert_eq!(text, zh, "every character, no space added");
+        for cue in &cues {
+            let last = cue.lines.last().and_then(|line| line.chars().last());
+            assert!(matches!(last, Some('。' | '，')), "{cue:?}");
+        }
+        assert_eq!(
+            cues[0].lines,
+            vec![
+                "广州市房地产中介协会分析，",
+                "今年以来房地产市场出现了明显的变化。"
+            ]
+        );
+        let ja = "客観的実在の判断的知識が成立するのである。".repeat(4);
+        let ja_cues = super::cues(&[segment(0.0, 12.0, &ja)]);
+        assert_cues_fit(&ja_cues);
+        assert_eq!(ja_cues.len(), 2, "{ja_cues:?}");
+        assert_eq!(
+            ja_cues[0].lines,
+            vec!["客観的実在の判断的知識が成立するのである。"; 2]
+        );
+    }
+
+    #[test]
+    fn a_word_longer_than_a_line_is_cut_to_fit() {
+        let url = format!("https://example.com/{}", "x".repeat(80));
+        let cues = cues(&[segment(0.0, 6.0, &format!("Visit {url} today."))]);
+        assert_cues_fit(&cues);
+        let text: Vec<String> = cues.iter().map(|cue| cue.lines.concat()).collect();
+        assert_eq!(text.concat().replace(' ', ""), format!("Visit{url}today."));
+    }
+
+    #[test]
+    fn cues_of_chinese_follow_the_times_of_its_characters() {
+        // Whisper's words in Chinese are characters or short runs: "广州", "市", ...
+        let text = "广州市房地产中介协会分析，今年以来房地产市场出现了明显的变化。";
+        let mut timed = segment(0.0, 30.0, text);
+        timed.words = Some(
+            text.chars()
+                .enumerate()
+                .map(|(index, character)| {
+                    // The first clause (13 characters) is spoken at 0-2.6 s, the second at 20 s.
+                    let start = if index < 13 {
+                        index as f64 * 0.2
+                    } else {
+                        20.0 + (index - 13) as f64 * 0.2
+                    };
+                    proto_msgs::Word {
+                        start,
+                        end: start + 0.15,
+                        word: character.to_string(),
+                        probability: 0.9,
+                    }
+                })
+                .collect(),
+        );
+        let times: Vec<(f64, f64)> = cues(&[timed]).iter().map(|c| (c.start, c.end)).collect();
+        assert_eq!(times.len(), 2, "{times:?}");
+        assert!(
+            (times[0].0 - 0.0).abs() < 1e-9 && (times[0].1 - 2.55).abs() < 1e-9,
+            "{times:?}"
+        );
+        assert!(
+            (times[1].0 - 20.0).abs() < 1e-9 && (times[1].1 - 23.55).abs() < 1e-9,
+            "{times:?}"
+        );
     }
 
     #[test]
@@ -449,5 +689,27 @@ mod tests {
             "1\n00:00:00,000 --> 00:00:01,000\n[Channel 0] Hello?\n\n\
              2\n00:00:00,500 --> 00:00:02,000\n[Channel 1] Yes.\n\n"
         );
+    }
+
+    #[test]
+    fn a_labelled_srt_line_still_fits_the_line_limit() {
+        let mut long = segment(
+            0.0,
+            6.0,
+            "We will ship the order on Monday morning, and the invoice follows by email.",
+        );
+        long.channel = Some(1);
+        let file = srt(&[long.clone()]);
+        let lines: Vec<&str> = file.lines().filter(|line| !line.contains("-->")).collect();
+        assert!(
+            lines.iter().any(|line| line.starts_with("[Channel 1] ")),
+            "{file}"
+        );
+        assert!(
+            lines.iter().all(|line| columns(line) <= MAX_LINE_CHARS),
+            "{file}"
+        );
+        // WebVTT's voice tag takes no room on screen: its lines keep the whole width.
+        assert_eq!(cues(&[long]).len(), 1);
     }
 }
