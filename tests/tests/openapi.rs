@@ -1,7 +1,8 @@
 //! The OpenAPI document (`GET /openapi.json`) against the server that publishes it: it is a
 //! valid OpenAPI 3 document (openapi-spec-validator, PyPI), every route the server answers is
-//! in it with the status it answered, every JSON body answered fits the schema the document
-//! gives, and every route in it was called. Swagger UI (`/docs`) shows it.
+//! in it with the status it answered and the query parameters it was sent, every JSON body
+//! answered fits the schema the document gives, and every route in it was called. Swagger UI
+//! (`/docs`) shows it.
 
 use std::process::Command;
 
@@ -45,6 +46,10 @@ for ex in exchanges:
         problems.append(f"{where}: the route is not in the document")
         continue
     called.add((ex["path"], ex["method"].lower()))
+    declared = {p["name"] for p in operation.get("parameters", []) if p["in"] == "query"}
+    for name in ex.get("query", []):
+        if name not in declared:
+            problems.append(f"{where}: the query parameter {name} is not in the document")
     response = operation["responses"].get(str(ex["status"]))
     if response is None:
         problems.append(f"{where}: the status is not in the document")
@@ -83,8 +88,15 @@ impl Exchanges {
     async fn send(&mut self, template: &str, request: reqwest::RequestBuilder) -> (u16, Value) {
         let request = request.build().expect("a request");
         let method = request.method().to_string();
+        let query: Vec<String> = (request.url().query_pairs())
+            .map(|(name, _)| name.into_owned())
+            .collect();
         let response = self.app.http.execute(request).await.expect("an answer");
-        self.record(&method, template, response).await
+        let answer = self.record(&method, template, response).await;
+        if let Some(exchange) = self.seen.last_mut() {
+            exchange["query"] = json!(query);
+        }
+        answer
     }
 
     async fn record(
@@ -295,9 +307,11 @@ async fn call_the_job_routes(calls: &mut Exchanges) {
         .http
         .delete(calls.app.url(&format!("/jobs/{job_id}")));
     assert_eq!(calls.send("/jobs/{job_id}", completed).await.0, 409);
+    // The original service's options in the query string.
     for route in ["/process-audio", "/process-video"] {
+        let with_options = format!("{route}?language=en&word_timestamps=true&beam_size=2");
         let (status, body) = calls
-            .send(route, calls.upload(route, "jfk.flac", &[]))
+            .send(route, calls.upload(&with_options, "jfk.flac", &[]))
             .await;
         assert_eq!(status, 200, "{body}");
     }

@@ -258,6 +258,7 @@ pub(crate) fn service() -> (Service, String) {
     let mut document: Value =
         serde_json::from_str(&service.spec()).expect("poem-openapi writes JSON");
     add_security(&mut document);
+    add_query_options(&mut document);
     let document = serde_json::to_string_pretty(&document).expect("a JSON value");
     (service, document)
 }
@@ -272,6 +273,25 @@ fn add_security(document: &mut Value) {
     });
     document["security"] = json!([{"bearer": []}, {"apiKey": []}]);
     document["paths"]["/health"]["get"]["security"] = json!([]);
+}
+
+/// `/process`'s options in the query string, as the original service read them (an extractor
+/// of the body cannot declare parameters): the same names as the form's fields, whose value
+/// wins when both are sent.
+fn add_query_options(document: &mut Value) {
+    for path in ["/process", "/process-audio", "/process-video"] {
+        let operation = &mut document["paths"][path]["post"];
+        let mut parameters = match operation["parameters"].take() {
+            Value::Array(parameters) => parameters,
+            _ => Vec::new(),
+        };
+        parameters.extend(JOB_FIELDS.iter().map(|(name, description)| {
+            json!({"name": name, "in": "query", "required": false,
+                   "description": format!("{description} (the form field wins)"),
+                   "schema": {"type": "string"}})
+        }));
+        operation["parameters"] = Value::Array(parameters);
+    }
 }
 
 /// Swagger UI on `document`, all of it in one page (no request leaves the server).
