@@ -88,6 +88,15 @@ async fn the_cli_submits_waits_and_reads_jobs_with_exit_codes_a_script_can_use()
     ];
     let both = jetscribe(dir, url, Some(KEY), &args).await;
     assert_eq!(code(&both), 0, "{}", text(&both.stderr));
+    // Both are uploaded before either is followed; then they are followed together, each
+    // line naming its file.
+    let log = text(&both.stderr);
+    let second_upload = log.find("again.flac: job ").expect("the second job's id");
+    let first_stage = log
+        .find("jfk.flac: decode")
+        .expect("the first job's stages");
+    assert!(second_upload < first_stage, "{log}");
+    assert!(log.contains("again.flac: transcribe"), "{log}");
     for name in ["out/jfk.flac.vtt", "out/again.flac.vtt"] {
         let vtt = std::fs::read_to_string(dir.join(name)).expect(name);
         assert!(vtt.starts_with("WEBVTT"), "{vtt}");

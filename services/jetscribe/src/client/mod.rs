@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::Value;
 use uuid::Uuid;
 
@@ -174,7 +174,9 @@ async fn run(cli: ClientCli) -> Result<Exit, ClientError> {
             print!("{}", api.result(job_id, format.name()).await?);
             Ok(Exit::Done)
         }
-        ClientCommand::Watch { job_id } => Ok(follow(&api, job_id, bars).await?.exit()),
+        ClientCommand::Watch { job_id } => {
+            Ok(follow(&api, job_id, &board(bars), None).await?.exit())
+        }
         ClientCommand::Jobs {
             limit,
             status,
@@ -238,46 +240,58 @@ async fn submit(api: &Api, args: &SubmitArgs, bars: bool) -> Result<Exit, Client
         check_output_folder(folder, &args.files)?;
     }
     let mut worst = Exit::Done;
+    let mut submitted = Vec::new();
     for file in &args.files {
-        let exit = match submit_one(api, args, file, several, bars).await {
-            Ok(exit) => exit,
-            Err(err) => {
-                eprintln!("jetscribe: {}: {}", file.display(), err.message);
-                err.exit
+        match upload(api, args, file, bars).await {
+            Ok(job_id) if args.wait => {
+                eprintln!("{}: job {job_id}", file.display());
+                submitted.push((file.as_path(), job_id));
             }
+            Ok(job_id) => println!("{job_id}"),
+            Err(err) => worst = worst.max(failed(file, err)),
+        }
+    }
+    // The jobs run side by side on the server: they are followed together, a bar each, and
+    // their results written in the files' order.
+    let board = board(bars);
+    let label = |file: &Path| several.then(|| file_name(file));
+    let ends = futures::future::join_all(
+        (submitted.iter()).map(|(file, job_id)| follow(api, *job_id, &board, label(file))),
+    )
+    .await;
+    for ((file, job_id), end) in submitted.into_iter().zip(ends) {
+        let written = match end {
+            Ok(JobEnd::Completed) => (api.result(job_id, args.format.name()).await)
+                .and_then(|body| write_result(args, file, several, &body))
+                .map(|()| Exit::Done),
+            Ok(end) => Ok(end.exit()),
+            Err(err) => Err(err),
         };
-        worst = worst.max(exit);
+        worst = worst.max(written.unwrap_or_else(|err| failed(file, err)));
     }
     Ok(worst)
 }
 
-/// Uploads one file; with --wait, follows its job and writes its result.
-async fn submit_one(
+/// Reports a file that failed; its exit code.
+fn failed(file: &Path, err: ClientError) -> Exit {
+    eprintln!("jetscribe: {}: {}", file.display(), err.message);
+    err.exit
+}
+
+/// Uploads one file with a bar of the bytes sent; its job id.
+async fn upload(
     api: &Api,
     args: &SubmitArgs,
     file: &Path,
-    several: bool,
     bars: bool,
-) -> Result<Exit, ClientError> {
-    let bar = bar(
-        bars,
+) -> Result<Uuid, ClientError> {
+    let bar = board(bars).add(bar(
         "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec}",
-    );
+    ));
     bar.set_message(file_name(file));
     let uploaded = api.submit(file, &options(args), &bar).await;
     bar.finish_and_clear();
-    let job_id = uploaded?;
-    if !args.wait {
-        println!("{job_id}");
-        return Ok(Exit::Done);
-    }
-    eprintln!("{}: job {job_id}", file.display());
-    let end = follow(api, job_id, bars).await?;
-    if end == JobEnd::Completed {
-        let body = api.result(job_id, args.format.name()).await?;
-        write_result(args, file, several, &body)?;
-    }
-    Ok(end.exit())
+    uploaded
 }
 
 /// With several files, `-o` is a folder (made if missing) where their results are named after
@@ -348,11 +362,16 @@ fn file_name(file: &Path) -> String {
     )
 }
 
-/// A bar drawn on stderr with `template`, or a hidden one when stdout is not a terminal.
-fn bar(visible: bool, template: &str) -> ProgressBar {
-    if !visible {
-        return ProgressBar::hidden();
+/// Where bars are drawn: stderr, or nowhere when stdout is not a terminal.
+fn board(visible: bool) -> MultiProgress {
+    match visible {
+        true => MultiProgress::with_draw_target(ProgressDrawTarget::stderr()),
+        false => MultiProgress::with_draw_target(ProgressDrawTarget::hidden()),
     }
+}
+
+/// A bar drawn with `template` (where its board draws).
+fn bar(template: &str) -> ProgressBar {
     let bar = ProgressBar::new(0);
     if let Ok(style) = ProgressStyle::with_template(template) {
         bar.set_style(style.progress_chars("=> "));
@@ -360,17 +379,23 @@ fn bar(visible: bool, template: &str) -> ProgressBar {
     bar
 }
 
-/// Follows the job's events to its end, with a bar of its progress (or, without bars, a line
-/// on stderr per stage).
-async fn follow(api: &Api, job_id: Uuid, bars: bool) -> Result<JobEnd, ClientError> {
-    let bar = bar(bars, "{msg} [{bar:30}] {pos}%");
+/// Follows the job's events to its end, with a bar of its progress on `board` (or, without
+/// bars, a line on stderr per stage), its lines starting with `label` when there are several.
+async fn follow(
+    api: &Api,
+    job_id: Uuid,
+    board: &MultiProgress,
+    label: Option<String>,
+) -> Result<JobEnd, ClientError> {
+    let bar = board.add(bar("{msg} [{bar:30}] {pos}%"));
     bar.set_length(100);
+    let prefix = label.map(|label| format!("{label}: ")).unwrap_or_default();
     let end = api
         .follow_events(job_id, |event| {
             bar.set_position(event["progress"].as_u64().unwrap_or(0));
-            bar.set_message(progress_line(event));
-            if !bars && event["kind"] == "stage_started" {
-                eprintln!("{}", progress_line(event));
+            bar.set_message(format!("{prefix}{}", progress_line(event)));
+            if board.is_hidden() && event["kind"] == "stage_started" {
+                eprintln!("{prefix}{}", progress_line(event));
             }
         })
         .await;
@@ -382,7 +407,7 @@ async fn follow(api: &Api, job_id: Uuid, bars: bool) -> Result<JobEnd, ClientErr
         let why = status["error_message"]
             .as_str()
             .unwrap_or("no reason given");
-        eprintln!("jetscribe: job {job_id} {state}: {why}");
+        board.suspend(|| eprintln!("jetscribe: {prefix}job {job_id} {state}: {why}"));
     }
     Ok(end)
 }
