@@ -189,11 +189,15 @@ async fn openais_python_client_transcribes_translates_and_lists_models() {
     let translation = returned(&calls, "translation");
     assert_eq!(translation["language"], "english", "{translation}");
     // "Sous le consulat il devient conservateur des eaux et forêts …": whisper-base's English
-    // is rough ("under the consulate, it becomes a conservator of the eyes …"), but English.
+    // is rough and, where its decoding falls back to sampling, differs from run to run ("under
+    // the consulate, it becomes a conservator of the eyes …", "under the console, it becomes a
+    // user of …"), but it is English.
     let english = translation["text"].as_str().expect("text").to_lowercase();
-    let english_words = ["under", "the", "consulate"];
+    let english_words = ["under the", "it becomes"];
+    let french_words = ["sous", "devient", "conservateur"];
     assert!(
-        english_words.iter().all(|word| english.contains(word)) && !english.contains("sous"),
+        english_words.iter().all(|word| english.contains(word))
+            && !french_words.iter().any(|word| english.contains(word)),
         "{english}"
     );
 
