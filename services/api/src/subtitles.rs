@@ -5,7 +5,7 @@
 //! punctuation), as broadcast subtitle guidelines ask.
 
 use proto_msgs::Segment;
-use unicode_width::UnicodeWidthStr;
+use unicode_width::{UnicodeWidthChar, UnicodeWidthStr};
 
 /// Columns per subtitle line (a CJK character takes two).
 pub const MAX_LINE_CHARS: usize = 42;
@@ -39,6 +39,11 @@ struct Piece<'a> {
 /// (2 × 42 columns hold 2 × 21 Chinese characters, close to the 16–20 of broadcast practice).
 fn columns(text: &str) -> usize {
     UnicodeWidthStr::width(text)
+}
+
+/// Whether `c` takes two columns (CJK characters and full-width punctuation).
+fn is_wide(c: char) -> bool {
+    UnicodeWidthChar::width(c) == Some(2)
 }
 
 /// Columns of `pieces` written as one line: a space before each piece not glued to the one
@@ -76,12 +81,18 @@ fn wrap(pieces: &[Piece], width: usize) -> Vec<String> {
     lines
 }
 
-/// Punctuation after which a cue or a line may break inside a word written without spaces.
-const BREAKING_PUNCTUATION: &[char] = &[
-    '。', '！', '？', '，', '、', '；', '：', '…', '.', '!', '?', ',', ';', ':',
-];
+/// Punctuation that ends a sentence.
+const SENTENCE_ENDS: &[char] = &['.', '?', '!', '…', '。', '？', '！'];
+/// Punctuation that ends a clause.
+const CLAUSE_ENDS: &[char] = &[',', ';', ':', '–', '—', '，', '、', '；', '：'];
 /// Closing marks that stay with the punctuation before them.
 const CLOSING_MARKS: &[char] = &['」', '』', '）', '》', '”', '’', '"', '\'', ')', ']', '»'];
+
+/// Punctuation after which a cue or a line may break inside a word written without spaces
+/// (not a dash, which joins as often as it separates there).
+fn is_breaking_punctuation(c: char) -> bool {
+    (SENTENCE_ENDS.contains(&c) || CLAUSE_ENDS.contains(&c)) && !matches!(c, '–' | '—')
+}
 
 /// Cuts a word (a run without spaces) into pieces: after punctuation followed by more of a
 /// language written without spaces (a full-width mark, or a wide character next), then any
@@ -91,14 +102,14 @@ fn pieces_of_word(word: &str, width: usize) -> Vec<&str> {
     let mut first = 0;
     let mut chars = word.char_indices().peekable();
     while let Some((_, c)) = chars.next() {
-        if !BREAKING_PUNCTUATION.contains(&c) {
+        if !is_breaking_punctuation(c) {
             continue;
         }
         while let Some((_, _)) = chars.next_if(|(_, next)| CLOSING_MARKS.contains(next)) {}
         let Some(&(at, next)) = chars.peek() else {
             break;
         };
-        if columns(c.encode_utf8(&mut [0; 4])) == 2 || columns(next.encode_utf8(&mut [0; 4])) == 2 {
+        if is_wide(c) || is_wide(next) {
             clauses.push(&word[first..at]);
             first = at;
         }
@@ -113,14 +124,14 @@ fn pieces_of_word(word: &str, width: usize) -> Vec<&str> {
 /// `text` cut into parts of at most `width` columns (at characters).
 fn cut_to_lines(text: &str, width: usize) -> Vec<&str> {
     let mut parts = Vec::new();
-    let (mut first, mut taken) = (0, 0);
+    let mut first = 0;
     for (at, c) in text.char_indices() {
-        let char_width = columns(c.encode_utf8(&mut [0; 4]));
-        if taken + char_width > width && at > first {
+        // The width of the part with this character: measured on the text, not summed per
+        // character (an emoji and its variation selector take two columns together).
+        if at > first && columns(&text[first..at + c.len_utf8()]) > width {
             parts.push(&text[first..at]);
-            (first, taken) = (at, 0);
+            first = at;
         }
-        taken += char_width;
     }
     parts.push(&text[first..]);
     parts
@@ -199,7 +210,8 @@ pub fn cues(segments: &[Segment]) -> Vec<Cue> {
 }
 
 /// [`cues`] whose lines leave room for a label of `label_columns(channel)` columns written in
-/// front of them, so that a labelled line still fits [`MAX_LINE_CHARS`].
+/// front of the first, so that the labelled line still fits [`MAX_LINE_CHARS`] (both lines
+/// are narrowed: which of them is first is known only once the cue is cut).
 fn cues_beside_labels(
     segments: &[Segment],
     label_columns: impl Fn(Option<u16>) -> usize,
@@ -226,7 +238,7 @@ fn cues_beside_labels(
     cues
 }
 
-/// A cue is at least this share of the longest that fits (in characters) when it ends at a
+/// A cue is at least this share of the longest that fits (in columns) when it ends at a
 /// better break than that one.
 const MIN_CUE_SHARE: f64 = 1.0 / 3.0;
 
@@ -247,9 +259,11 @@ fn cue_end(pieces: &[Piece], first: usize, width: usize) -> usize {
     if longest == pieces.len() {
         return longest;
     }
-    let shortest = MIN_CUE_SHARE * line_columns(&pieces[first..longest]) as f64;
+    // Measured with the space after the cue's last piece, as lengths were before columns.
+    let length = |end: usize| line_columns(&pieces[first..end]) + 1;
+    let shortest = MIN_CUE_SHARE * length(longest) as f64;
     (first + 1..=longest)
-        .filter(|end| line_columns(&pieces[first..*end]) as f64 >= shortest)
+        .filter(|end| length(*end) as f64 >= shortest)
         .max_by_key(|end| {
             let next = pieces.get(*end).map(|piece| piece.text);
             (break_quality(pieces[end - 1].text, next), *end)
@@ -290,11 +304,11 @@ const CONJUNCTIONS: &[&str] = &[
 /// How good a place to break after `word` (and before `next`) is: 3 the end of a sentence, 2 of
 /// a clause (a comma, semicolon, colon or dash), 1 before a conjunction, 0 elsewhere.
 fn break_quality(word: &str, next: Option<&str>) -> u8 {
-    let word = word.trim_end_matches(['"', '\'', '”', '’', ')', ']', '»']);
-    if word.ends_with(['.', '?', '!', '…', '。', '？', '！']) && !is_abbreviation(word) {
+    let word = word.trim_end_matches(CLOSING_MARKS);
+    if word.ends_with(SENTENCE_ENDS) && !is_abbreviation(word) {
         return 3;
     }
-    if word.ends_with([',', ';', ':', '–', '—', '，', '、', '；']) {
+    if word.ends_with(CLAUSE_ENDS) {
         return 2;
     }
     let starts_clause = next.is_some_and(|next| {
@@ -441,6 +455,12 @@ mod tests {
                 vec!["ask what you can do for your country."],
             ]
         );
+        // A short sentence first is a cue of its own, as it was before lines were measured in
+        // columns.
+        let short_first = "No, I do not think so. The weather was terrible all week and nobody \
+                           wanted to go outside for very long at all.";
+        let first_cue = &cues(&[segment(0.0, 10.5, short_first)])[0];
+        assert_eq!(first_cue.lines, vec!["No, I do not think so."]);
     }
 
     #[test]
@@ -481,7 +501,7 @@ mod tests {
         }
     }
 
-    /// The cues of `segments` hold at most two lines of [`MAX_LINE_CHARS`] columns.
+    /// The cues hold at most two lines of [`MAX_LINE_CHARS`] columns.
     fn assert_cues_fit(cues: &[Cue]) {
         for cue in cues {
             assert!(cue.lines.len() <= MAX_LINES, "{cue:?}");
@@ -564,6 +584,14 @@ mod tests {
         assert_cues_fit(&cues);
         let text: Vec<String> = cues.iter().map(|cue| cue.lines.concat()).collect();
         assert_eq!(text.concat().replace(' ', ""), format!("Visit{url}today."));
+        // Measured on the text: an emoji with its variation selector takes two columns.
+        let hearts = "❤\u{FE0F}".repeat(42);
+        let parts = cut_to_lines(&hearts, MAX_LINE_CHARS);
+        assert!(
+            parts.iter().all(|part| columns(part) <= MAX_LINE_CHARS),
+            "{parts:?}"
+        );
+        assert_eq!(parts.concat(), hearts);
     }
 
     #[test]
@@ -617,6 +645,10 @@ mod tests {
             ("U.S.", Some("Senate"), 0),
             ("la", Some("car"), 0),
             ("Americans", None, 0),
+            // Chinese and Japanese: full-width marks, a quotation closed after its end.
+            ("「好。」", Some("然后走了"), 3),
+            ("他说：", Some("「好。」"), 2),
+            ("今日は、", Some("いい天気ですね。"), 2),
         ];
         for (word, next, quality) in cases {
             assert_eq!(break_quality(word, next), quality, "{word} {next:?}");
