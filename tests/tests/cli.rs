@@ -206,3 +206,63 @@ async fn the_cli_exits_3_when_the_server_is_unreachable_and_2_on_bad_usage() {
         assert_eq!(code(&output), 2, "{args:?}: {}", text(&output.stderr));
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_resumes_where_it_was_when_the_api_is_killed_and_restarted() {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+
+    // One window per batch: 69 s of speech take several batches, time to kill the API.
+    let parts = ["api", "decoder", "transcriber", "analyzer", "notifier"];
+    let mut app = TestApp::spawn_parts(&parts, &[("WHISPER_BATCH_SIZE", "1")]).await;
+    let job_id = app.submit_job(&fixture("voxpopuli.ogg"), "").await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut watch = tokio::process::Command::new(jetscribe_binary())
+        .args(["watch", &job_id])
+        .current_dir(dir.path())
+        .env("JETSCRIBE_URL", &app.base_url)
+        .env_remove("JETSCRIBE_API_KEY")
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("the client runs");
+    let mut lines = BufReader::new(watch.stderr.take().expect("stderr")).lines();
+    let mut log = Vec::new();
+    let transcribing = tokio::time::timeout(Duration::from_secs(120), async {
+        while let Ok(Some(line)) = lines.next_line().await {
+            log.push(line);
+            if log
+                .last()
+                .is_some_and(|line| line.starts_with("transcribe"))
+            {
+                return;
+            }
+        }
+    })
+    .await;
+    assert!(transcribing.is_ok(), "{log:?}");
+
+    // The API dies while the job is being transcribed and comes back on its address.
+    let address = app.base_url.trim_start_matches("http://").to_owned();
+    app.kill_part("api");
+    let status_now = reqwest::get(app.url("/health")).await;
+    assert!(status_now.is_err(), "the API is down");
+    assert!(watch.try_wait().expect("waitable").is_none(), "{log:?}");
+    app.start_part_with("api", &[("BIND_ADDR", address.as_str())]);
+
+    // The client reconnects with Last-Event-ID and sees the rest of the job through.
+    let rest = tokio::time::timeout(Duration::from_secs(300), async {
+        while let Ok(Some(line)) = lines.next_line().await {
+            log.push(line);
+        }
+        watch.wait().await.expect("the client ends")
+    })
+    .await;
+    let exit = rest.unwrap_or_else(|_| panic!("the client ends: {log:?}"));
+    assert_eq!(exit.code(), Some(0), "{log:?}");
+    assert!(
+        log.iter().any(|line| line.starts_with("analyze")),
+        "{log:?}"
+    );
+    let (_, status) = app.get_json(&format!("/status/{job_id}")).await;
+    assert_eq!(status["status"], "completed", "{status}");
+}

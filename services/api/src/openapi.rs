@@ -277,9 +277,12 @@ fn add_security(document: &mut Value) {
 
 /// `/process`'s options in the query string, as the original service read them (an extractor
 /// of the body cannot declare parameters): the same names as the form's fields, whose value
-/// wins when both are sent.
+/// wins when both are sent. The OpenAI routes read them too (`?channels=split`, say, which
+/// OpenAI's form has no field for).
 fn add_query_options(document: &mut Value) {
-    for path in ["/process", "/process-audio", "/process-video"] {
+    let uploads = ["/process", "/process-audio", "/process-video"];
+    let openai = ["/v1/audio/transcriptions", "/v1/audio/translations"];
+    for path in uploads.into_iter().chain(openai) {
         let operation = &mut document["paths"][path]["post"];
         let mut parameters = match operation["parameters"].take() {
             Value::Array(parameters) => parameters,

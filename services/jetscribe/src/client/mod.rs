@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use futures::StreamExt;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::Value;
 use uuid::Uuid;
@@ -251,25 +252,57 @@ async fn submit(api: &Api, args: &SubmitArgs, bars: bool) -> Result<Exit, Client
             Err(err) => worst = worst.max(failed(file, err)),
         }
     }
-    // The jobs run side by side on the server: they are followed together, a bar each, and
-    // their results written in the files' order.
-    let board = board(bars);
-    let label = |file: &Path| several.then(|| file_name(file));
-    let ends = futures::future::join_all(
-        (submitted.iter()).map(|(file, job_id)| follow(api, *job_id, &board, label(file))),
-    )
-    .await;
-    for ((file, job_id), end) in submitted.into_iter().zip(ends) {
-        let written = match end {
-            Ok(JobEnd::Completed) => (api.result(job_id, args.format.name()).await)
-                .and_then(|body| write_result(args, file, several, &body))
-                .map(|()| Exit::Done),
-            Ok(end) => Ok(end.exit()),
-            Err(err) => Err(err),
-        };
-        worst = worst.max(written.unwrap_or_else(|err| failed(file, err)));
+    // The jobs run side by side on the server: up to FOLLOWED_AT_ONCE are followed together,
+    // a bar each (each holds one of the server's event streams, which other clients share),
+    // the rest as those end. A result goes into its -o file as soon as its job ends, and to
+    // stdout in the files' order.
+    let board = &board(bars);
+    let mut ends = futures::stream::iter(submitted)
+        .map(|(file, job_id)| async move {
+            let label = several.then(|| file_name(file));
+            (
+                file,
+                see_through(api, args, board, file, job_id, label).await,
+            )
+        })
+        .buffered(FOLLOWED_AT_ONCE);
+    while let Some((file, end)) = ends.next().await {
+        let exit = end.map(|(exit, for_stdout)| {
+            if let Some(body) = for_stdout {
+                print!("{body}");
+            }
+            exit
+        });
+        worst = worst.max(exit.unwrap_or_else(|err| failed(file, err)));
     }
     Ok(worst)
+}
+
+/// Jobs of one `submit --wait` followed at once.
+const FOLLOWED_AT_ONCE: usize = 4;
+
+/// Follows a job to its end and, when it completed, writes its result to `-o` (or returns it
+/// for stdout); the exit it calls for.
+async fn see_through(
+    api: &Api,
+    args: &SubmitArgs,
+    board: &MultiProgress,
+    file: &Path,
+    job_id: Uuid,
+    label: Option<String>,
+) -> Result<(Exit, Option<String>), ClientError> {
+    let end = follow(api, job_id, board, label).await?;
+    if end != JobEnd::Completed {
+        return Ok((end.exit(), None));
+    }
+    let body = api.result(job_id, args.format.name()).await?;
+    match &args.output {
+        Some(output) => {
+            write_result(&result_path(output, args, file), &body)?;
+            Ok((Exit::Done, None))
+        }
+        None => Ok((Exit::Done, Some(body))),
+    }
 }
 
 /// Reports a file that failed; its exit code.
@@ -331,23 +364,18 @@ fn options(args: &SubmitArgs) -> Vec<(&'static str, String)> {
         .collect()
 }
 
-/// Writes a job's result: to stdout, to `-o FILE`, or with several files into `-o DIR` as
-/// `<file name>.<format>`.
-fn write_result(
-    args: &SubmitArgs,
-    file: &Path,
-    several: bool,
-    body: &str,
-) -> Result<(), ClientError> {
-    let Some(output) = &args.output else {
-        print!("{body}");
-        return Ok(());
-    };
-    let path = match several {
+/// Where `-o` puts a job's result: `-o FILE`, or with several files `-o DIR/<file
+/// name>.<format>`.
+fn result_path(output: &Path, args: &SubmitArgs, file: &Path) -> PathBuf {
+    match args.files.len() > 1 {
         true => output.join(format!("{}.{}", file_name(file), args.format.name())),
-        false => output.clone(),
-    };
-    std::fs::write(&path, body).map_err(|err| {
+        false => output.to_owned(),
+    }
+}
+
+/// Writes a job's result to `path`.
+fn write_result(path: &Path, body: &str) -> Result<(), ClientError> {
+    std::fs::write(path, body).map_err(|err| {
         ClientError::new(
             Exit::Usage,
             format!("cannot write {}: {err}", path.display()),
@@ -362,7 +390,7 @@ fn file_name(file: &Path) -> String {
     )
 }
 
-/// Where bars are drawn: stderr, or nowhere when stdout is not a terminal.
+/// Where bars are drawn: stderr, or nowhere when stderr is not a terminal.
 fn board(visible: bool) -> MultiProgress {
     match visible {
         true => MultiProgress::with_draw_target(ProgressDrawTarget::stderr()),
