@@ -8,7 +8,7 @@ use proto_msgs::Segment;
 use unicode_width::{UnicodeWidthChar, UnicodeWidthStr};
 
 /// Columns per subtitle line (a CJK character takes two).
-pub const MAX_LINE_CHARS: usize = 42;
+pub const MAX_LINE_COLUMNS: usize = 42;
 /// Lines per cue.
 pub const MAX_LINES: usize = 2;
 /// Seconds a cue stays on screen at most.
@@ -105,7 +105,10 @@ fn pieces_of_word(word: &str, width: usize) -> Vec<&str> {
         if !is_breaking_punctuation(c) {
             continue;
         }
-        while let Some((_, _)) = chars.next_if(|(_, next)| CLOSING_MARKS.contains(next)) {}
+        while chars
+            .next_if(|(_, next)| CLOSING_MARKS.contains(next))
+            .is_some()
+        {}
         let Some(&(at, next)) = chars.peek() else {
             break;
         };
@@ -203,14 +206,14 @@ fn time_by_length(pieces: &mut [Piece], start: f64, end: f64) {
     }
 }
 
-/// Splits segments into cues of at most two lines of [`MAX_LINE_CHARS`] columns and seven
+/// Splits segments into cues of at most two lines of [`MAX_LINE_COLUMNS`] columns and seven
 /// seconds, each ending where the text breaks best (see [`cue_end`]).
 pub fn cues(segments: &[Segment]) -> Vec<Cue> {
     cues_beside_labels(segments, |_| 0)
 }
 
 /// [`cues`] whose lines leave room for a label of `label_columns(channel)` columns written in
-/// front of the first, so that the labelled line still fits [`MAX_LINE_CHARS`] (both lines
+/// front of the first, so that the labelled line still fits [`MAX_LINE_COLUMNS`] (both lines
 /// are narrowed: which of them is first is known only once the cue is cut).
 fn cues_beside_labels(
     segments: &[Segment],
@@ -218,7 +221,7 @@ fn cues_beside_labels(
 ) -> Vec<Cue> {
     let mut cues = Vec::new();
     for segment in segments {
-        let width = MAX_LINE_CHARS
+        let width = MAX_LINE_COLUMNS
             .saturating_sub(label_columns(segment.channel))
             .max(1);
         let pieces = timed_pieces(segment, width);
@@ -421,7 +424,7 @@ mod tests {
             assert!(
                 cue.lines
                     .iter()
-                    .all(|l| l.chars().count() <= MAX_LINE_CHARS),
+                    .all(|l| l.chars().count() <= MAX_LINE_COLUMNS),
                 "{cue:?}"
             );
             assert!(cue.end - cue.start <= MAX_CUE_SECONDS + 1e-9, "{cue:?}");
@@ -492,8 +495,8 @@ mod tests {
         for (text, lines) in cases {
             assert_eq!(
                 lines_of(
-                    &timed_pieces(&segment(0.0, 5.0, text), MAX_LINE_CHARS),
-                    MAX_LINE_CHARS
+                    &timed_pieces(&segment(0.0, 5.0, text), MAX_LINE_COLUMNS),
+                    MAX_LINE_COLUMNS
                 ),
                 lines,
                 "{text}"
@@ -501,12 +504,14 @@ mod tests {
         }
     }
 
-    /// The cues hold at most two lines of [`MAX_LINE_CHARS`] columns.
+    /// The cues hold at most two lines of [`MAX_LINE_COLUMNS`] columns.
     fn assert_cues_fit(cues: &[Cue]) {
         for cue in cues {
             assert!(cue.lines.len() <= MAX_LINES, "{cue:?}");
             assert!(
-                cue.lines.iter().all(|line| columns(line) <= MAX_LINE_CHARS),
+                cue.lines
+                    .iter()
+                    .all(|line| columns(line) <= MAX_LINE_COLUMNS),
                 "{cue:?}"
             );
         }
@@ -532,11 +537,11 @@ mod tests {
             (&long, vec![&long[..42], &long[42..84], &long[84..]]),
         ];
         for (word, pieces) in cases {
-            assert_eq!(pieces_of_word(word, MAX_LINE_CHARS), pieces, "{word}");
+            assert_eq!(pieces_of_word(word, MAX_LINE_COLUMNS), pieces, "{word}");
         }
         let han = "广州市房地产中介协会分析广州市房地产中介协会分析";
         assert_eq!(
-            pieces_of_word(han, MAX_LINE_CHARS)
+            pieces_of_word(han, MAX_LINE_COLUMNS)
                 .iter()
                 .map(|p| columns(p))
                 .collect::<Vec<_>>(),
@@ -586,12 +591,38 @@ mod tests {
         assert_eq!(text.concat().replace(' ', ""), format!("Visit{url}today."));
         // Measured on the text: an emoji with its variation selector takes two columns.
         let hearts = "❤\u{FE0F}".repeat(42);
-        let parts = cut_to_lines(&hearts, MAX_LINE_CHARS);
+        let parts = cut_to_lines(&hearts, MAX_LINE_COLUMNS);
         assert!(
-            parts.iter().all(|part| columns(part) <= MAX_LINE_CHARS),
+            parts.iter().all(|part| columns(part) <= MAX_LINE_COLUMNS),
             "{parts:?}"
         );
         assert_eq!(parts.concat(), hearts);
+    }
+
+    /// `words` with times: the first `first_burst` from 0 s, the others from `second_at`, one
+    /// every `step` seconds, each lasting `length`.
+    fn spoken_in_two_bursts(
+        words: impl Iterator<Item = String>,
+        first_burst: usize,
+        second_at: f64,
+        step: f64,
+        length: f64,
+    ) -> Vec<proto_msgs::Word> {
+        words
+            .enumerate()
+            .map(|(index, word)| {
+                let start = match index.checked_sub(first_burst) {
+                    None => index as f64 * step,
+                    Some(later) => second_at + later as f64 * step,
+                };
+                proto_msgs::Word {
+                    start,
+                    end: start + length,
+                    word,
+                    probability: 0.9,
+                }
+            })
+            .collect()
     }
 
     #[test]
@@ -599,25 +630,9 @@ mod tests {
         // Whisper's words in Chinese are characters or short runs: "广州", "市", ...
         let text = "广州市房地产中介协会分析，今年以来房地产市场出现了明显的变化。";
         let mut timed = segment(0.0, 30.0, text);
-        timed.words = Some(
-            text.chars()
-                .enumerate()
-                .map(|(index, character)| {
-                    // The first clause (13 characters) is spoken at 0-2.6 s, the second at 20 s.
-                    let start = if index < 13 {
-                        index as f64 * 0.2
-                    } else {
-                        20.0 + (index - 13) as f64 * 0.2
-                    };
-                    proto_msgs::Word {
-                        start,
-                        end: start + 0.15,
-                        word: character.to_string(),
-                        probability: 0.9,
-                    }
-                })
-                .collect(),
-        );
+        // The first clause (13 characters) is spoken at 0-2.6 s, the second at 20 s.
+        let characters = text.chars().map(String::from);
+        timed.words = Some(spoken_in_two_bursts(characters, 13, 20.0, 0.2, 0.15));
         let times: Vec<(f64, f64)> = cues(&[timed]).iter().map(|c| (c.start, c.end)).collect();
         assert_eq!(times.len(), 2, "{times:?}");
         assert!(
@@ -658,21 +673,9 @@ mod tests {
     #[test]
     fn cues_follow_word_timestamps_when_the_job_has_them() {
         // Eight words of 4 characters over 20 s, spoken in two bursts: 0-2 s and 15-17 s.
-        let timed = |i: usize| {
-            let start = if i < 4 {
-                i as f64 * 0.5
-            } else {
-                15.0 + (i - 4) as f64 * 0.5
-            };
-            proto_msgs::Word {
-                start,
-                end: start + 0.4,
-                word: format!("w{i:03}"),
-                probability: 0.9,
-            }
-        };
+        let words = (0..8).map(|i| format!("w{i:03}"));
         let mut timed_segment = segment(0.0, 20.0, "");
-        timed_segment.words = Some((0..8).map(timed).collect());
+        timed_segment.words = Some(spoken_in_two_bursts(words, 4, 15.0, 0.5, 0.4));
         timed_segment.text = (0..8)
             .map(|i| format!("w{i:03}"))
             .collect::<Vec<_>>()
@@ -738,7 +741,7 @@ mod tests {
             "{file}"
         );
         assert!(
-            lines.iter().all(|line| columns(line) <= MAX_LINE_CHARS),
+            lines.iter().all(|line| columns(line) <= MAX_LINE_COLUMNS),
             "{file}"
         );
         // WebVTT's voice tag takes no room on screen: its lines keep the whole width.
