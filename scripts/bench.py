@@ -16,7 +16,7 @@ Rows:
     faster-whisper
   - word error rate on the English corpus clips, ours vs faster-whisper on the same model
   - the same clips in pink noise (ffmpeg's `anoisesrc`) at 10, 5 and 0 dB SNR: WER, ours vs
-    faster-whisper, pooled over BENCH_NOISE_SEEDS (default 3) noise draws per level
+    faster-whisper, pooled over BENCH_NOISE_SEEDS (default 12) noise draws per level
   - Silero VAD beside earshot (PyPI), the same post-processing: speech kept on the clean and
     noisy clips, audio taken for speech on the 10 minutes without speech, time
   - 10 minutes without speech (noise of three colours, a tone, a chord progression from
@@ -520,7 +520,7 @@ def noisy_file(media, clips, snr_db, seed=0):
 
 # Noise draws per level: one draw is a knife edge (a different seed, or float rounding in the
 # features, moves either side's WER by several points), so each level pools several.
-NOISE_SEEDS = int(os.environ.get("BENCH_NOISE_SEEDS", "3"))
+NOISE_SEEDS = int(os.environ.get("BENCH_NOISE_SEEDS", "12"))
 
 
 def noise_rows(service, python, media, clips):

@@ -117,7 +117,8 @@ impl Transcriber {
             engine: Arc::new(engine),
             batch_size: settings.batch_size.max(1),
             vad,
-            vad_options: VadOptions::faster_whisper(settings.vad.min_silence_ms),
+            vad_options: VadOptions::faster_whisper(settings.vad.min_silence_ms)
+                .cut_at_longest_pause(),
         })
     }
 }

@@ -2,7 +2,8 @@
 //! chunks of speech of at most 30 s, the way faster-whisper turns them (its
 //! `get_speech_timestamps`, same thresholds and padding), but as a stream: audio goes in as it
 //! is read, chunks come out as soon as their end is certain, and only the audio that a later chunk
-//! may still need is held.
+//! may still need is held. One choice is ours: the service cuts speech too long for a window at
+//! its longest late pause ([`VadOptions::cut_at_longest_pause`]), not at its last.
 
 use crate::silero::{FRAME_SAMPLES, SileroStream, VadError};
 
@@ -37,6 +38,9 @@ pub struct VadOptions {
     pub pad: u64,
     /// Silence at which over-long speech may be cut (faster-whisper's 98 ms).
     pub min_silence_at_max_speech: u64,
+    /// Where over-long speech is cut: faster-whisper's last pause, or the longest pause after
+    /// this much speech (see [`VadOptions::cut_at_longest_pause`]).
+    pub longest_pause_after: Option<u64>,
 }
 
 impl VadOptions {
@@ -54,6 +58,18 @@ impl VadOptions {
             min_silence: (min_silence_ms * 16).max(1),
             pad,
             min_silence_at_max_speech: 98 * 16,
+            longest_pause_after: None,
+        }
+    }
+
+    /// Over-long speech cut at its longest pause in the last third of the chunk, not at its
+    /// last pause: the last pause of 98 ms is often inside a phrase ("since then the | export"),
+    /// and the words on each side of a cut are heard without the other, while a long pause is
+    /// most often between sentences.
+    pub fn cut_at_longest_pause(self) -> Self {
+        Self {
+            longest_pause_after: Some(self.max_speech * 2 / 3),
+            ..self
         }
     }
 }
@@ -80,6 +96,15 @@ pub struct Segmenter {
     prev_end: Option<u64>,
     /// Where speech resumed after `prev_end`.
     next_start: u64,
+    /// The pauses of 98 ms or more in the speech under way that speech resumed after.
+    pauses: Vec<Pause>,
+}
+
+/// Silence inside speech, from `from` to `to` (samples).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Pause {
+    from: u64,
+    to: u64,
 }
 
 impl Segmenter {
@@ -91,6 +116,7 @@ impl Segmenter {
             temp_end: None,
             prev_end: None,
             next_start: 0,
+            pauses: Vec::new(),
         }
     }
 
@@ -102,9 +128,10 @@ impl Segmenter {
         let speech = probability >= options.threshold;
         if speech
             && self.temp_end.take().is_some()
-            && self.prev_end.is_some_and(|end| self.next_start < end)
+            && let Some(end) = self.prev_end.filter(|end| self.next_start < *end)
         {
             self.next_start = at;
+            self.pauses.push(Pause { from: end, to: at });
         }
         let Some(start) = self.open else {
             if speech {
@@ -138,9 +165,24 @@ impl Segmenter {
         (span.end - span.start > options.min_speech).then_some(span)
     }
 
-    /// Speech that has grown too long is cut at its last pause of 98 ms or more (and goes on
-    /// from where the speech resumed, if it did), else here.
+    /// Speech that has grown too long is cut at its last pause of 98 ms or more, or at its
+    /// longest late one (see [`VadOptions::longest_pause_after`]), and goes on from where the
+    /// speech resumed, if it did; else it is cut here.
     fn cut_long_speech(&mut self, start: u64, at: u64) -> Span {
+        if let Some(pause) = self.longest_late_pause(start, at) {
+            // The later pauses stay: the speech after this one may be cut at them.
+            self.pauses.retain(|later| later.from > pause.from);
+            if self.prev_end.is_some_and(|end| end <= pause.from) {
+                self.prev_end = None;
+                self.next_start = 0;
+            }
+            self.open = Some(pause.to);
+            return Span {
+                start,
+                end: pause.from,
+            };
+        }
+        self.pauses.clear();
         let span = match self.prev_end {
             Some(end) => {
                 self.open = (self.next_start >= end).then_some(self.next_start);
@@ -157,11 +199,30 @@ impl Segmenter {
         span
     }
 
+    /// The longest complete pause after `longest_pause_after` samples of the speech from
+    /// `start`, when it is longer than the pause under way at `at` (if any): else the cut is
+    /// faster-whisper's.
+    fn longest_late_pause(&self, start: u64, at: u64) -> Option<Pause> {
+        let after = start + self.options.longest_pause_after?;
+        let under_way = match self.prev_end {
+            Some(end) if self.next_start < end => at - end,
+            _ => 0,
+        };
+        self.pauses
+            .iter()
+            .filter(|pause| pause.from >= after)
+            // Of pauses as long, the last.
+            .max_by_key(|pause| pause.to - pause.from)
+            .filter(|pause| pause.to - pause.from > under_way)
+            .copied()
+    }
+
     fn reset(&mut self) {
         self.open = None;
         self.temp_end = None;
         self.prev_end = None;
         self.next_start = 0;
+        self.pauses.clear();
     }
 
     /// The stream ended after `length` samples: the speech under way ends there.
@@ -382,13 +443,19 @@ mod tests {
             min_silence: 16_000,
             pad: 1_600,
             min_silence_at_max_speech: 1_568,
+            longest_pause_after: None,
         }
     }
 
     /// The spans of a run of probabilities, one per 32 ms frame (`s` speech 0.9, `.` silence
     /// 0.1, `~` in between 0.4), in frames.
     fn spans(frames: &str) -> Vec<(u64, u64)> {
-        let mut segmenter = Segmenter::new(options());
+        spans_with(options(), frames)
+    }
+
+    /// [`spans`] with other options.
+    fn spans_with(options: VadOptions, frames: &str) -> Vec<(u64, u64)> {
+        let mut segmenter = Segmenter::new(options);
         let mut found = Vec::new();
         for frame in frames.chars() {
             let probability = match frame {
@@ -459,6 +526,56 @@ mod tests {
     }
 
     #[test]
+    fn speech_that_grows_too_long_can_be_cut_at_its_longest_pause_in_its_last_third() {
+        // 3 s is 93.75 frames, and its last third starts at frame 62.5.
+        let longest = options().cut_at_longest_pause();
+        let run = |parts: &[(&str, usize)]| -> String {
+            parts
+                .iter()
+                .map(|(frame, count)| frame.repeat(*count))
+                .collect()
+        };
+        // (frames, cut at the last pause, cut at the longest late one)
+        let cases = [
+            // An early long pause (15 frames), a late one of 8 and a later one of 5.
+            (
+                run(&[
+                    ("s", 20),
+                    (".", 15),
+                    ("s", 35),
+                    (".", 8),
+                    ("s", 7),
+                    (".", 5),
+                ]) + &"s".repeat(60),
+                vec![(0, 85), (90, 150)],
+                vec![(0, 70), (78, 150)],
+            ),
+            // The silence under way at the cut (9 frames) is longer than the late pause (5).
+            (
+                run(&[("s", 70), (".", 5), ("s", 10), (".", 20), ("s", 20)]),
+                vec![(0, 85), (105, 125)],
+                vec![(0, 85), (105, 125)],
+            ),
+            // Two late pauses as long: the later.
+            (
+                run(&[("s", 65), (".", 6), ("s", 10), (".", 6), ("s", 40)]),
+                vec![(0, 81), (87, 127)],
+                vec![(0, 81), (87, 127)],
+            ),
+            // No pause: cut where it is.
+            (
+                "s".repeat(100),
+                vec![(0, 94), (95, 100)],
+                vec![(0, 94), (95, 100)],
+            ),
+        ];
+        for (frames, at_last, at_longest) in cases {
+            assert_eq!(spans(&frames), at_last, "{frames}");
+            assert_eq!(spans_with(longest, &frames), at_longest, "{frames}");
+        }
+    }
+
+    #[test]
     fn padding_surrounds_speech_and_neighbours_share_the_silence_between_them() {
         let pad = 1_600;
         let span = |start, end| Span { start, end };
@@ -496,11 +613,17 @@ mod tests {
     /// Runs the cutter over `audio` in reads of `read` samples; returns the chunks as (start,
     /// length) in samples, and the resume point after each read.
     fn cut(audio: &[f32], read: usize, origin: u64) -> (Vec<(u64, usize)>, Vec<u64>) {
-        let mut cutter = SpeechCutter::new(
-            test_audio::silero().stream(),
-            VadOptions::faster_whisper(2000),
-            origin,
-        );
+        cut_with(VadOptions::faster_whisper(2000), audio, read, origin)
+    }
+
+    /// [`cut`] with other options.
+    fn cut_with(
+        options: VadOptions,
+        audio: &[f32],
+        read: usize,
+        origin: u64,
+    ) -> (Vec<(u64, usize)>, Vec<u64>) {
+        let mut cutter = SpeechCutter::new(test_audio::silero().stream(), options, origin);
         let (mut chunks, mut resumes) = (Vec::new(), Vec::new());
         for piece in audio.chunks(read) {
             chunks.extend(cutter.push(piece).expect("the VAD runs"));
@@ -557,12 +680,21 @@ mod tests {
     fn continuous_speech_comes_out_in_chunks_that_fit_a_window() {
         let speech = test_audio::clip("librispeech.wav");
         let audio = speech.repeat(8);
-        let (chunks, _) = cut(&audio, 48_000, 0);
-        assert!(chunks.len() >= 3, "{chunks:?}");
-        assert!(chunks.iter().all(|(_, len)| *len as u64 <= WINDOW_SAMPLES));
-        // Together they hold all of the speech: nothing is lost at the cuts.
-        let covered: usize = chunks.iter().map(|(_, len)| len).sum();
-        assert!(covered as f64 > audio.len() as f64 * 0.9, "{chunks:?}");
+        let options = VadOptions::faster_whisper(2000);
+        for options in [options, options.cut_at_longest_pause()] {
+            let (chunks, _) = cut_with(options, &audio, 48_000, 0);
+            assert!(chunks.len() >= 3, "{chunks:?}");
+            assert!(chunks.iter().all(|(_, len)| *len as u64 <= WINDOW_SAMPLES));
+            // Chunks follow one another, and together they hold all of the speech: nothing is
+            // lost at the cuts.
+            assert!(
+                chunks
+                    .windows(2)
+                    .all(|pair| pair[0].0 + pair[0].1 as u64 <= pair[1].0)
+            );
+            let covered: usize = chunks.iter().map(|(_, len)| len).sum();
+            assert!(covered as f64 > audio.len() as f64 * 0.9, "{chunks:?}");
+        }
     }
 
     #[test]
